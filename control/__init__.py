@@ -1,0 +1,1 @@
+"""The API and the state; the composition root that wires the other packages."""

@@ -1,0 +1,202 @@
+"""The Store contract: every piece of durable state goes through this protocol.
+
+Two implementations honour it (SQLite by default, Redis when configured) and
+one contract test suite runs against both. The model is deliberately small:
+
+* **Records**: JSON documents in named collections, with a version for
+  compare-and-set, optional unique indexes (stream key → live stream, key hash
+  → API key) and optional tags for filtered listing (assets of a live stream).
+* **commit()**: a batch of puts/deletes plus the events they cause, applied
+  atomically — the transactional outbox. A state change and its event are
+  never separated.
+* **Events**: a durable, totally ordered log with a global cursor and a
+  per-resource `sequence`.
+* **Queues**: leased tasks (webhook deliveries, jobs) so that two nodes never
+  run the same one; an expired lease makes the task due again (watchdog).
+* **KV with TTL** (idempotency records), **token buckets** (rate limits) and
+  named **leases** (singleton work such as a stream's reconnect timer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    pass
+
+
+class Conflict(StoreError):
+    """A compare-and-set failed (version moved) or a unique value is taken."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    collection: str
+    id: str
+    version: int
+    created_at: float
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Create (expect_version=0) or replace (expect_version=current) a record.
+    expect_version=None writes unconditionally."""
+
+    collection: str
+    id: str
+    data: dict[str, Any]
+    expect_version: int | None = 0
+    unique: Mapping[str, str] = field(default_factory=dict)
+    """index name → value; the value must not be held by another record. The
+    record's unique values are replaced by exactly these on every put."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """field → value pairs that `list(where=...)` can filter on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    collection: str
+    id: str
+    expect_version: int | None = None
+
+
+Op = Put | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    type: str
+    """e.g. "live_stream.connected"."""
+    resource_id: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    cursor: int
+    """Global position in the log, strictly increasing; `events_after(cursor)`."""
+    id: str
+    type: str
+    resource_id: str
+    sequence: int
+    """Increasing per resource_id, from 1."""
+    created_at: float
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    data: list[Record]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    queue: str
+    id: str
+    payload: dict[str, Any]
+    attempts: int
+    """How many times it was leased before this lease (0 on the first run)."""
+    run_at: float
+    lease_owner: str | None
+    lease_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBucketResult:
+    allowed: bool
+    remaining: int
+    reset_s: float
+    """Seconds until the bucket is full again."""
+    retry_after_s: float
+    """Seconds until one token is available (0 when allowed)."""
+
+
+class Store(Protocol):
+    # -- lifecycle ------------------------------------------------------------
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    # -- records ----------------------------------------------------------------
+    async def commit(self, ops: Sequence[Op], events: Sequence[EventDraft] = ()) -> list[Event]:
+        """Apply every op and append every event atomically, or nothing.
+        Raises `Conflict` on a version mismatch or a taken unique value."""
+        ...
+
+    async def get(self, collection: str, id: str) -> Record | None: ...
+
+    async def get_by(self, collection: str, index: str, value: str) -> Record | None:
+        """The record holding `value` in unique index `index`."""
+        ...
+
+    async def list(
+        self,
+        collection: str,
+        *,
+        limit: int = 25,
+        starting_after: str | None = None,
+        where: tuple[str, str] | None = None,
+    ) -> Page:
+        """Newest first (by created_at, then id). `where` filters on a tag."""
+        ...
+
+    # -- events -----------------------------------------------------------------
+    async def events_after(self, cursor: int, limit: int = 100) -> list[Event]: ...
+
+    async def last_event_cursor(self) -> int: ...
+
+    # -- queues -----------------------------------------------------------------
+    async def enqueue(
+        self, queue: str, id: str, payload: dict[str, Any], *, run_at: float | None = None
+    ) -> bool:
+        """Add a task; False (and no change) if a task with that id exists."""
+        ...
+
+    async def lease(self, queue: str, owner: str, lease_s: float, limit: int = 10) -> list[Task]:
+        """Due tasks (run_at ≤ now, not leased or lease expired), now leased to owner."""
+        ...
+
+    async def extend_lease(self, queue: str, id: str, owner: str, lease_s: float) -> bool: ...
+
+    async def complete(self, queue: str, id: str, owner: str) -> bool:
+        """Remove a task this owner holds. False if the lease was lost."""
+        ...
+
+    async def retry_at(self, queue: str, id: str, owner: str, run_at: float) -> bool:
+        """Release the lease and make the task due again at run_at."""
+        ...
+
+    async def queue_depth(self, queue: str) -> int: ...
+
+    async def next_due(self, queue: str) -> float | None:
+        """The earliest run_at among unleased tasks (for sleeping workers)."""
+        ...
+
+    # -- kv with TTL --------------------------------------------------------------
+    async def kv_get(self, key: str) -> str | None: ...
+
+    async def kv_set(self, key: str, value: str, ttl_s: float | None = None) -> None: ...
+
+    async def kv_set_if_absent(self, key: str, value: str, ttl_s: float | None = None) -> bool: ...
+
+    async def kv_delete(self, key: str) -> None: ...
+
+    # -- rate limits and singleton leases ----------------------------------------------
+    async def take_token(self, bucket: str, rate_per_s: float, burst: int) -> TokenBucketResult: ...
+
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take or renew the named lease; False if another owner holds it."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None: ...

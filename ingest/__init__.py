@@ -1,0 +1,1 @@
+"""Publishers coming in (RTMP, WHIP) and the live hub they write to."""

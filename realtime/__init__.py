@@ -1,0 +1,1 @@
+"""Live media going out: CMAF segmenter, LL-HLS, WHEP, rooms."""

@@ -1,0 +1,70 @@
+"""What the CMAF segmenter produces, and the sink protocol for whoever keeps it.
+
+These are plain data so that the live HLS playlist (realtime), the recorder and
+the VOD packager (vod) agree without importing each other's machinery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class InitSegment:
+    """An fMP4 initialization segment (ftyp+moov) for one generation's tracks."""
+
+    generation: int
+    data: bytes
+    codecs: str
+    """RFC 6381 codecs string for the playlist, e.g. "avc1.64001f,mp4a.40.2"."""
+    width: int
+    height: int
+    bandwidth: int
+    """Peak bits/s estimate for the multivariant playlist."""
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One LL-HLS partial segment: a moof+mdat pair (CMAF chunk)."""
+
+    msn: int
+    """Media sequence number of the segment this part belongs to."""
+    index: int
+    """Index within that segment, from 0."""
+    data: bytes
+    duration: float
+    independent: bool
+    """Starts with a video keyframe (or the stream has no video)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A completed media segment: its parts concatenated, starting at a keyframe."""
+
+    msn: int
+    duration: float
+    data: bytes
+    parts: tuple[Part, ...]
+    program_date_time: float
+    """Wall-clock (epoch seconds) of the segment's first sample."""
+    discontinuity: bool
+    """First segment after a new generation (reconnect, takeover) — not the very first."""
+    generation: int
+    init: InitSegment
+    start_pts: float
+    """Presentation time of the first sample in seconds, on the stream's timeline."""
+
+
+class SegmentSink(Protocol):
+    """Receives the segmenter's output on the event loop; must not block it."""
+
+    def on_init(self, init: InitSegment) -> None: ...
+
+    def on_part(self, part: Part) -> None: ...
+
+    def on_segment(self, segment: Segment) -> None: ...
+
+    def on_end(self) -> None:
+        """The stream's broadcast is over (no more segments will come)."""
+        ...

@@ -1,0 +1,1 @@
+"""What outlives the broadcast: recording, blob storage, assets, VOD playback."""
