@@ -19,6 +19,7 @@ one contract test suite runs against both. The model is deliberately small:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -136,6 +137,10 @@ class Store(Protocol):
 
     async def get(self, collection: str, id: str) -> Record | None: ...
 
+    async def get_many(self, collection: str, ids: Sequence[str]) -> builtins.list[Record | None]:
+        """`get` for several ids in one round trip (same order, None where missing)."""
+        ...
+
     async def get_by(self, collection: str, index: str, value: str) -> Record | None:
         """The record holding `value` in unique index `index`."""
         ...
@@ -152,7 +157,7 @@ class Store(Protocol):
         ...
 
     # -- events -----------------------------------------------------------------
-    async def events_after(self, cursor: int, limit: int = 100) -> list[Event]: ...
+    async def events_after(self, cursor: int, limit: int = 100) -> builtins.list[Event]: ...
 
     async def last_event_cursor(self) -> int: ...
 
@@ -163,7 +168,9 @@ class Store(Protocol):
         """Add a task; False (and no change) if a task with that id exists."""
         ...
 
-    async def lease(self, queue: str, owner: str, lease_s: float, limit: int = 10) -> list[Task]:
+    async def lease(
+        self, queue: str, owner: str, lease_s: float, limit: int = 10
+    ) -> builtins.list[Task]:
         """Due tasks (run_at ≤ now, not leased or lease expired), now leased to owner."""
         ...
 
@@ -175,6 +182,21 @@ class Store(Protocol):
 
     async def retry_at(self, queue: str, id: str, owner: str, run_at: float) -> bool:
         """Release the lease and make the task due again at run_at."""
+        ...
+
+    async def settle(
+        self,
+        queue: str,
+        id: str,
+        owner: str,
+        ops: Sequence[Op],
+        *,
+        run_at: float | None = None,
+    ) -> bool:
+        """Apply `ops` (as `commit`, without events) and, in the same transaction,
+        `complete` the task (run_at None) or `retry_at` it (run_at given). The ops
+        are applied even if the lease was lost; returns whether this owner still
+        held the task. Raises `Conflict` (and changes nothing) if an op conflicts."""
         ...
 
     async def queue_depth(self, queue: str) -> int: ...

@@ -1,0 +1,288 @@
+"""Assets: the VOD records every broadcast, upload and clip becomes.
+
+Owns the ``assets`` collection and the asset lifecycle (``preparing`` →
+``ready`` | ``errored``), always changed through the outbox commit so each
+move and its event (``asset.created|progress|ready|errored|deleted|
+live_stream_completed``, ``upload.asset_created``) land together. Media lives
+in the BlobStore under the asset's ``prefix`` (``assets/<id>``); what is in
+the record is only what the API shows and what playback needs to find it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from control.ids import new_id
+from control.live_streams import (
+    COLLECTION as LIVE_STREAMS,
+)
+from control.live_streams import (
+    PLAYBACK_IDS,
+    STREAM_KEY_INDEX,
+    CommitFn,
+    NotFoundError,
+    new_playback_id,
+    rfc3339,
+)
+from control.store.base import Conflict, Delete, EventDraft, Op, Put, Record, Store
+
+COLLECTION = "assets"
+RECENT_ASSETS_KEPT = 10
+
+
+class AssetStatus(StrEnum):
+    PREPARING = "preparing"
+    READY = "ready"
+    ERRORED = "errored"
+
+
+_ALLOWED: dict[AssetStatus, set[AssetStatus]] = {
+    AssetStatus.PREPARING: {AssetStatus.PREPARING, AssetStatus.READY, AssetStatus.ERRORED},
+    AssetStatus.READY: {AssetStatus.READY},
+    AssetStatus.ERRORED: {AssetStatus.ERRORED},
+}
+
+
+class InvalidAssetTransition(Exception):
+    pass
+
+
+def check_transition(current: AssetStatus, new: AssetStatus) -> None:
+    if new not in _ALLOWED[current]:
+        raise InvalidAssetTransition(f"asset cannot go from {current.value} to {new.value}")
+
+
+def asset_prefix(asset_id: str) -> str:
+    return f"assets/{asset_id}"
+
+
+class AssetService:
+    def __init__(self, store: Store, commit: CommitFn) -> None:
+        self.store = store
+        self.commit = commit
+
+    # ------------------------------------------------------------------ views
+    @staticmethod
+    def to_json(record: Record) -> dict[str, Any]:
+        d = record.data
+        out: dict[str, Any] = {
+            "id": record.id,
+            "object": "asset",
+            "status": d["status"],
+            "source": d["source"],
+            "duration_s": d.get("duration_s"),
+            "live_stream_id": d.get("live_stream_id"),
+            "playback_ids": list(d.get("playback_ids", [])),
+            "gaps": list(d.get("gaps", [])),
+            "progress": d.get("progress", 0 if d["status"] == "preparing" else 100),
+            "mp4_status": d.get("mp4_status", "preparing"),
+            "passthrough": d.get("passthrough"),
+            "created_at": rfc3339(record.created_at),
+            "updated_at": rfc3339(d.get("updated_at")),
+        }
+        if d.get("error"):
+            out["error"] = d["error"]
+        if d.get("input"):
+            out["input"] = d["input"]
+        return out
+
+    # ---------------------------------------------------------------- queries
+    async def get(self, asset_id: str) -> Record | None:
+        return await self.store.get(COLLECTION, asset_id)
+
+    # --------------------------------------------------------------- commands
+    def _new_record_ops(
+        self,
+        asset_id: str,
+        *,
+        source: str,
+        policy: str,
+        live_stream_id: str | None = None,
+        passthrough: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[list[Op], dict[str, Any], float]:
+        now = time.time()
+        playback = {"id": new_playback_id(), "policy": policy}
+        data: dict[str, Any] = {
+            "status": AssetStatus.PREPARING.value,
+            "source": source,
+            "duration_s": None,
+            "live_stream_id": live_stream_id,
+            "playback_ids": [playback],
+            "gaps": [],
+            "progress": 0,
+            "mp4_status": "preparing",
+            "passthrough": passthrough,
+            "prefix": asset_prefix(asset_id),
+            "updated_at": now,
+            **(extra or {}),
+        }
+        tags = {"live_stream_id": live_stream_id} if live_stream_id else {}
+        ops: list[Op] = [
+            Put(COLLECTION, asset_id, data, expect_version=0, tags=tags),
+            Put(
+                PLAYBACK_IDS,
+                playback["id"],
+                {"object_type": "asset", "object_id": asset_id, "policy": policy},
+                expect_version=0,
+                tags={"object_id": asset_id},
+            ),
+        ]
+        return ops, data, now
+
+    async def create(
+        self,
+        *,
+        source: str,
+        policy: str = "public",
+        passthrough: str | None = None,
+        extra: dict[str, Any] | None = None,
+        extra_events: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """A new `preparing` asset (upload, clip, room) and its `asset.created` event."""
+        asset_id = new_id("as")
+        ops, data, now = self._new_record_ops(
+            asset_id, source=source, policy=policy, passthrough=passthrough, extra=extra
+        )
+        view = self.to_json(Record(COLLECTION, asset_id, 1, now, data))
+        events = [EventDraft("asset.created", asset_id, view)]
+        events += [EventDraft(t, asset_id, view) for t in extra_events]
+        await self.commit(ops, events)
+        return view
+
+    async def create_for_live_stream(self, live_stream_id: str) -> str:
+        """Create the asset a broadcast records into and make it the stream's
+        ``active_asset_id`` — both in one commit with ``asset.created``."""
+        for _ in range(8):
+            ls = await self.store.get(LIVE_STREAMS, live_stream_id)
+            if ls is None:
+                raise NotFoundError(live_stream_id)
+            if ls.data.get("active_asset_id"):
+                return str(ls.data["active_asset_id"])
+            policy = (
+                ls.data["playback_ids"][0]["policy"] if ls.data.get("playback_ids") else "public"
+            )
+            asset_id = new_id("as")
+            ops, data, now = self._new_record_ops(
+                asset_id,
+                source="live",
+                policy=policy,
+                live_stream_id=live_stream_id,
+                passthrough=ls.data.get("passthrough"),
+            )
+            ls_data = dict(ls.data)
+            ls_data["active_asset_id"] = asset_id
+            ls_data["updated_at"] = now
+            ops.append(
+                Put(
+                    LIVE_STREAMS,
+                    ls.id,
+                    ls_data,
+                    expect_version=ls.version,
+                    unique={STREAM_KEY_INDEX: ls_data["stream_key"]},
+                )
+            )
+            view = self.to_json(Record(COLLECTION, asset_id, 1, now, data))
+            try:
+                await self.commit(ops, [EventDraft("asset.created", asset_id, view)])
+            except Conflict:
+                continue
+            return asset_id
+        raise Conflict(f"live stream {live_stream_id} keeps changing")
+
+    async def change(
+        self,
+        asset_id: str,
+        mutate: Callable[[dict[str, Any]], list[str]],
+    ) -> dict[str, Any] | None:
+        """CAS-apply `mutate` (returns the event types to emit). None if gone."""
+        for _ in range(8):
+            rec = await self.store.get(COLLECTION, asset_id)
+            if rec is None:
+                return None
+            data = dict(rec.data)
+            before = AssetStatus(data["status"])
+            event_types = mutate(data)
+            check_transition(before, AssetStatus(data["status"]))
+            if data == rec.data:
+                return self.to_json(rec)
+            data["updated_at"] = time.time()
+            view = self.to_json(Record(COLLECTION, rec.id, rec.version + 1, rec.created_at, data))
+            tags = {"live_stream_id": data["live_stream_id"]} if data.get("live_stream_id") else {}
+            try:
+                await self.commit(
+                    [Put(COLLECTION, rec.id, data, expect_version=rec.version, tags=tags)],
+                    [EventDraft(t, rec.id, view) for t in event_types],
+                )
+            except Conflict:
+                continue
+            return view
+        raise Conflict(f"asset {asset_id} keeps changing")
+
+    async def progress(self, asset_id: str, percent: int) -> None:
+        def mutate(data: dict[str, Any]) -> list[str]:
+            if data["status"] != AssetStatus.PREPARING.value or data.get("progress") == percent:
+                return []
+            data["progress"] = max(0, min(100, int(percent)))
+            return ["asset.progress"]
+
+        await self.change(asset_id, mutate)
+
+    async def mark_ready(
+        self,
+        asset_id: str,
+        *,
+        duration_s: float,
+        gaps: list[dict[str, float]],
+        events: tuple[str, ...] = (),
+    ) -> dict[str, Any] | None:
+        def mutate(data: dict[str, Any]) -> list[str]:
+            if data["status"] != AssetStatus.PREPARING.value:
+                return []
+            data.update(
+                status=AssetStatus.READY.value,
+                duration_s=round(duration_s, 3),
+                gaps=gaps,
+                progress=100,
+            )
+            return [*events, "asset.ready"]
+
+        return await self.change(asset_id, mutate)
+
+    async def mark_errored(
+        self, asset_id: str, reason: str, *, events: tuple[str, ...] = ()
+    ) -> dict[str, Any] | None:
+        def mutate(data: dict[str, Any]) -> list[str]:
+            if data["status"] != AssetStatus.PREPARING.value:
+                return []
+            data.update(
+                status=AssetStatus.ERRORED.value, error={"type": "invalid_input", "message": reason}
+            )
+            return [*events, "asset.errored"]
+
+        return await self.change(asset_id, mutate)
+
+    async def set_fields(self, asset_id: str, **fields: Any) -> None:
+        def mutate(data: dict[str, Any]) -> list[str]:
+            data.update(fields)
+            return []
+
+        await self.change(asset_id, mutate)
+
+    async def delete(self, asset_id: str) -> dict[str, Any]:
+        for _ in range(8):
+            rec = await self.store.get(COLLECTION, asset_id)
+            if rec is None:
+                raise NotFoundError(asset_id)
+            view = self.to_json(rec)
+            ops: list[Op] = [Delete(COLLECTION, rec.id, expect_version=rec.version)]
+            ops += [Delete(PLAYBACK_IDS, p["id"]) for p in rec.data.get("playback_ids", [])]
+            try:
+                await self.commit(ops, [EventDraft("asset.deleted", rec.id, view)])
+            except Conflict:
+                continue
+            return view
+        raise Conflict(f"asset {asset_id} keeps changing")

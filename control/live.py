@@ -1,0 +1,370 @@
+"""The live lifecycle: what happens to a live stream between connect and idle.
+
+`LiveLifecycle` is the one object that sees a broadcast whole. It is
+
+* the `PublishAuthority` ingest asks (it wraps `StoreAuthority`): a granted
+  publish emits ``live_stream.connected`` and makes sure the broadcast has its
+  asset (``asset.created``, ``active_asset_id``) and recorder;
+* the hub's observer: a publication starts LL-HLS (through the
+  `LiveHlsManager`, with the recorder as an extra sink); the first playable
+  part emits ``live_stream.active``; a publication ending emits
+  ``live_stream.disconnected`` and starts the reconnect window;
+* the `LiveControl` the API kicks publishers with (reset key, disable,
+  complete, delete);
+* the finisher: when the window closes (or on complete/disable/delete) the
+  playlist ends, the recording is finalised from its manifest, the stream goes
+  ``idle`` and the asset ``ready`` (``asset.live_stream_completed``,
+  ``asset.ready``), and the MP4 job is queued.
+
+Durability: the node that holds a broadcast renews a named lease
+``ingest:<id>`` in the store. A sweep (at start and then periodically) finds
+streams still marked active whose lease nobody holds — their node died — and
+runs their reconnect window here, so a kill -9 still ends in a ready asset made
+of everything that was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from control.assets import AssetService, asset_prefix
+from control.live_streams import (
+    COLLECTION as LIVE_STREAMS,
+)
+from control.live_streams import (
+    Action,
+    LiveStreamService,
+    LiveStreamStatus,
+    NotFoundError,
+)
+from control.publish_authority import StoreAuthority
+from control.store.base import Store
+from ingest.hub import Hub, HubObserver, Publication, Stream
+from ingest.ports import PublishGrant
+from realtime.hls.manager import LiveHlsManager
+from realtime.segments import InitSegment, Part, Segment, SegmentSink
+from vod.blobstore import BlobStore
+from vod.manifest import Manifest
+from vod.recorder import Recorder, finalize_recording
+
+log = logging.getLogger(__name__)
+
+ENDS_BROADCAST = frozenset({"completed", "disabled", "deleted"})
+"""Kick reasons after which no reconnect window runs."""
+
+LEASE_TTL_S = 20.0
+HEARTBEAT_S = 5.0
+SWEEP_EVERY_S = 15.0
+
+
+@dataclass(slots=True)
+class _Broadcast:
+    live_stream_id: str
+    latency_mode: str
+    record: bool
+    reconnect_window_s: float
+    asset_id: str | None
+    recorder: Recorder | None = None
+    activated: bool = False
+    window: asyncio.Task[None] | None = None
+    finishing: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class _ActivityProbe:
+    """A SegmentSink that reports the first playable part of a broadcast."""
+
+    def __init__(self, on_first_part: Callable[[], None]) -> None:
+        self._on_first_part = on_first_part
+        self._seen = False
+
+    def on_init(self, init: InitSegment) -> None:
+        pass
+
+    def on_part(self, part: Part) -> None:
+        if not self._seen:
+            self._seen = True
+            self._on_first_part()
+
+    def on_segment(self, segment: Segment) -> None:
+        if not self._seen and segment.parts:
+            self.on_part(segment.parts[0])
+
+    def on_end(self) -> None:
+        pass
+
+
+class LiveLifecycle(HubObserver):
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        store: Store,
+        live_streams: LiveStreamService,
+        assets: AssetService,
+        hls: LiveHlsManager,
+        blobs: BlobStore,
+        node_id: str,
+        spawn: Callable[[Awaitable[Any]], Any],
+        on_asset_ready: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.store = store
+        self.live_streams = live_streams
+        self.assets = assets
+        self.hls = hls
+        self.blobs = blobs
+        self.node_id = node_id
+        self._spawn = spawn
+        self._authority = StoreAuthority(store)
+        self._broadcasts: dict[str, _Broadcast] = {}
+        self._on_asset_ready = on_asset_ready
+        self._background: asyncio.Task[None] | None = None
+        hls.sink_factory = self._sinks_for
+        hls.latency_mode_of = self._latency_mode_of
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.sweep()
+        self._background = asyncio.get_running_loop().create_task(
+            self._maintain(), name="live-lifecycle"
+        )
+
+    async def stop(self) -> None:
+        """Shutdown: publishers are dropped; broadcasts stay 'active' in the store
+        and the next node (or this one restarted) runs their reconnect window."""
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
+        for b in list(self._broadcasts.values()):
+            if b.window is not None:
+                b.window.cancel()
+            self.hub.kick(b.live_stream_id, "shutdown")
+        await self.hls.close()
+        for b in list(self._broadcasts.values()):
+            if b.recorder is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(b.recorder.close(), 10)
+            await self.store.release_lease(self._lease(b.live_stream_id), self.node_id)
+        self._broadcasts.clear()
+
+    def recording_manifest(self, asset_id: str) -> Manifest | None:
+        """The live manifest of a recording in progress here (fresher than storage)."""
+        for b in self._broadcasts.values():
+            if b.asset_id == asset_id and b.recorder is not None and not b.finishing:
+                return b.recorder.manifest
+        return None
+
+    # ---------------------------------------------------- PublishAuthority
+    async def authorize_publish(
+        self, stream_key: str, *, protocol: str, remote: str
+    ) -> PublishGrant:
+        grant = await self._authority.authorize_publish(
+            stream_key, protocol=protocol, remote=remote
+        )
+        ls_id = grant.live_stream_id
+        b = self._broadcasts.get(ls_id)
+        if b is None:
+            b = self._broadcasts.setdefault(ls_id, _Broadcast(ls_id, "low", True, 60, None))
+        async with b.lock:
+            if self._broadcasts.get(ls_id) is not b:  # finished while we waited
+                return await self.authorize_publish(stream_key, protocol=protocol, remote=remote)
+            record = await self.live_streams.get(ls_id)
+            if record is None:
+                self._broadcasts.pop(ls_id, None)
+                from ingest.ports import PublishDenied
+
+                raise PublishDenied("bad_key", "unknown stream key")
+            d = record.data
+            b.latency_mode = d.get("latency_mode", "low")
+            b.record = bool(d.get("record", True))
+            b.reconnect_window_s = float(d.get("reconnect_window_s", 60))
+            if b.window is not None:  # a reconnect inside the window
+                b.window.cancel()
+                b.window = None
+            await self.store.acquire_lease(self._lease(ls_id), self.node_id, LEASE_TTL_S)
+            if b.record and b.asset_id is None:
+                b.asset_id = await self.assets.create_for_live_stream(ls_id)
+            if b.record and b.asset_id and b.recorder is None:
+                b.recorder = Recorder(self.blobs, asset_prefix(b.asset_id), kind="live")
+                await b.recorder.start()
+            await self.live_streams.apply(ls_id, Action.CONNECT)
+        return grant
+
+    # ------------------------------------------------------------ hub observer
+    def publication_started(self, stream: Stream, publication: Publication) -> None:
+        self.hls.publication_started(stream, publication)
+
+    def publication_ended(self, stream: Stream, publication: Publication, reason: str) -> None:
+        self.hls.publication_ended(stream, publication, reason)
+        if reason == "takeover":
+            return  # the broadcast goes on with the new publisher
+        b = self._broadcasts.get(stream.id)
+        if b is None:
+            return
+        self._spawn(self._disconnected(b, reason))
+
+    def _sinks_for(self, stream_id: str) -> Sequence[SegmentSink]:
+        b = self._broadcasts.get(stream_id)
+        if b is None:
+            return ()
+        sinks: list[SegmentSink] = [_ActivityProbe(lambda: self._spawn(self._activate(b)))]
+        if b.recorder is not None:
+            sinks.append(b.recorder)
+        return sinks
+
+    def _latency_mode_of(self, stream_id: str) -> str:
+        b = self._broadcasts.get(stream_id)
+        return b.latency_mode if b is not None else "low"
+
+    async def _activate(self, b: _Broadcast) -> None:
+        if b.activated:
+            return
+        b.activated = True
+        with contextlib.suppress(NotFoundError):
+            await self.live_streams.apply(b.live_stream_id, Action.ACTIVATE)
+
+    async def _disconnected(self, b: _Broadcast, reason: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            await self.live_streams.apply(b.live_stream_id, Action.DISCONNECT)
+        if reason in ENDS_BROADCAST or b.finishing:
+            return  # kick() finishes it
+        stream = self.hub.get(b.live_stream_id)
+        if stream is not None and stream.live:
+            return  # someone reconnected already
+        self._start_window(b)
+
+    def _start_window(self, b: _Broadcast) -> None:
+        if b.window is not None:
+            b.window.cancel()
+
+        async def window() -> None:
+            await asyncio.sleep(b.reconnect_window_s)
+            b.window = None
+            await self.finish(b.live_stream_id)
+
+        b.window = asyncio.get_running_loop().create_task(
+            window(), name=f"reconnect-window:{b.live_stream_id}"
+        )
+
+    # ------------------------------------------------------------- LiveControl
+    def kick(self, live_stream_id: str, reason: str) -> None:
+        self.hub.kick(live_stream_id, reason)
+        if reason in ENDS_BROADCAST:
+            self._spawn(self.finish(live_stream_id))
+
+    # ------------------------------------------------------------------ finish
+    async def finish(self, live_stream_id: str) -> None:
+        """End the broadcast: playlist ENDLIST, recording final, stream idle, asset ready."""
+        b = self._broadcasts.get(live_stream_id)
+        if b is None or b.finishing:
+            return
+        async with b.lock:
+            if b.finishing:
+                return
+            b.finishing = True
+            if b.window is not None and b.window is not asyncio.current_task():
+                b.window.cancel()
+            self.hls.finish(live_stream_id)
+            manifest = None
+            if b.recorder is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(b.recorder.ended.wait(), 5.0)
+                manifest = await b.recorder.finalize()
+            elif b.asset_id is not None:
+                manifest = await finalize_recording(self.blobs, asset_prefix(b.asset_id))
+            with contextlib.suppress(NotFoundError):
+                await self.live_streams.apply(live_stream_id, Action.IDLE)
+            if b.asset_id is not None:
+                await self._retire_asset(live_stream_id, b.asset_id)
+                if manifest is not None and manifest.segments:
+                    await self.assets.mark_ready(
+                        b.asset_id,
+                        duration_s=manifest.duration_s,
+                        gaps=[g.to_dict() for g in manifest.gaps()],
+                        events=("asset.live_stream_completed",),
+                    )
+                    if self._on_asset_ready is not None:
+                        await self._on_asset_ready(b.asset_id)
+                else:
+                    await self.assets.mark_errored(
+                        b.asset_id,
+                        "the broadcast ended before any media was recorded",
+                        events=("asset.live_stream_completed",),
+                    )
+            self._broadcasts.pop(live_stream_id, None)
+            await self.store.release_lease(self._lease(live_stream_id), self.node_id)
+
+    async def _retire_asset(self, live_stream_id: str, asset_id: str) -> None:
+        def change(data: dict[str, Any]) -> str | None:
+            if data.get("active_asset_id") == asset_id:
+                data["active_asset_id"] = None
+            recent = [a for a in data.get("recent_asset_ids", []) if a != asset_id]
+            data["recent_asset_ids"] = [asset_id, *recent][:10]
+            return None
+
+        with contextlib.suppress(NotFoundError):
+            await self.live_streams._mutate(live_stream_id, change)
+
+    # ------------------------------------------------------- durability
+    @staticmethod
+    def _lease(live_stream_id: str) -> str:
+        return f"ingest:{live_stream_id}"
+
+    async def _maintain(self) -> None:
+        last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            for ls_id in list(self._broadcasts):
+                try:
+                    await self.store.acquire_lease(self._lease(ls_id), self.node_id, LEASE_TTL_S)
+                except Exception:
+                    log.exception("lease renewal failed for %s", ls_id)
+            if time.monotonic() - last_sweep >= SWEEP_EVERY_S:
+                last_sweep = time.monotonic()
+                try:
+                    await self.sweep()
+                except Exception:
+                    log.exception("live stream sweep failed")
+
+    async def sweep(self) -> None:
+        """Adopt broadcasts whose node died: run their reconnect window here."""
+        after: str | None = None
+        while True:
+            page = await self.store.list(LIVE_STREAMS, limit=100, starting_after=after)
+            for rec in page.data:
+                d = rec.data
+                if rec.id in self._broadcasts:
+                    continue
+                orphaned = d.get("status") == LiveStreamStatus.ACTIVE.value or d.get(
+                    "active_asset_id"
+                )
+                if not orphaned:
+                    continue
+                if not await self.store.acquire_lease(
+                    self._lease(rec.id), self.node_id, LEASE_TTL_S
+                ):
+                    continue  # another node holds it
+                log.info("adopting broadcast %s after a node stopped", rec.id)
+                b = _Broadcast(
+                    rec.id,
+                    d.get("latency_mode", "low"),
+                    bool(d.get("record", True)),
+                    float(d.get("reconnect_window_s", 60)),
+                    d.get("active_asset_id"),
+                )
+                self._broadcasts[rec.id] = b
+                if d.get("status") == LiveStreamStatus.ACTIVE.value:
+                    with contextlib.suppress(NotFoundError):
+                        await self.live_streams.apply(rec.id, Action.DISCONNECT)
+                self._start_window(b)
+            if not page.has_more or not page.data:
+                return
+            after = page.data[-1].id

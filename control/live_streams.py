@@ -1,0 +1,328 @@
+"""Live streams: the lifecycle state machine and the domain service.
+
+Status is an Enum; `transition(status, action)` validates a move and names the
+one event it emits. `LiveStreamService` changes records only through the
+outbox commit (state change + event in one transaction) with compare-and-set
+retries, and kicks a live publisher through `LiveControl` when the stream key
+is reset, the stream disabled or the broadcast completed.
+
+Collections: ``live_streams`` (unique index ``stream_key``) and
+``playback_ids`` (record id = playback id; data ``{object_type, object_id,
+policy}``) so playback can resolve any playback id with one `get`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from control.ids import new_id
+from control.settings import Settings
+from control.store.base import Conflict, Delete, Event, EventDraft, Op, Put, Record, Store
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "live_streams"
+PLAYBACK_IDS = "playback_ids"
+STREAM_KEY_INDEX = "stream_key"
+STREAM_KEY_PREFIX = "sk_"
+
+
+class LiveStreamStatus(StrEnum):
+    IDLE = "idle"
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class Action(StrEnum):
+    CONNECT = "connect"
+    """A publisher connected and was authorized (status unchanged)."""
+    ACTIVATE = "activate"
+    """Media is flowing: the broadcast is live."""
+    DISCONNECT = "disconnect"
+    """The publisher went away; the reconnect window runs (still active)."""
+    IDLE = "idle"
+    """The reconnect window elapsed (or the broadcast was completed)."""
+    COMPLETE = "complete"
+    DISABLE = "disable"
+    ENABLE = "enable"
+
+
+class InvalidTransition(Exception):
+    def __init__(self, status: LiveStreamStatus, action: Action) -> None:
+        super().__init__(f"cannot {action.value} a live stream that is {status.value}")
+        self.status = status
+        self.action = action
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    status: LiveStreamStatus
+    event_type: str | None
+    """The one event this move emits (None: a no-op, e.g. disabling twice)."""
+
+
+_S = LiveStreamStatus
+_A = Action
+_TABLE: dict[tuple[LiveStreamStatus, Action], Transition] = {
+    (_S.IDLE, _A.CONNECT): Transition(_S.IDLE, "live_stream.connected"),
+    (_S.ACTIVE, _A.CONNECT): Transition(_S.ACTIVE, "live_stream.connected"),
+    (_S.IDLE, _A.ACTIVATE): Transition(_S.ACTIVE, "live_stream.active"),
+    (_S.ACTIVE, _A.ACTIVATE): Transition(_S.ACTIVE, None),
+    (_S.ACTIVE, _A.DISCONNECT): Transition(_S.ACTIVE, "live_stream.disconnected"),
+    (_S.IDLE, _A.DISCONNECT): Transition(_S.IDLE, "live_stream.disconnected"),
+    (_S.DISABLED, _A.DISCONNECT): Transition(_S.DISABLED, "live_stream.disconnected"),
+    (_S.ACTIVE, _A.IDLE): Transition(_S.IDLE, "live_stream.idle"),
+    (_S.IDLE, _A.IDLE): Transition(_S.IDLE, None),
+    (_S.DISABLED, _A.IDLE): Transition(_S.DISABLED, None),
+    (_S.ACTIVE, _A.COMPLETE): Transition(_S.IDLE, "live_stream.idle"),
+    (_S.IDLE, _A.COMPLETE): Transition(_S.IDLE, None),
+    (_S.IDLE, _A.DISABLE): Transition(_S.DISABLED, "live_stream.disabled"),
+    (_S.ACTIVE, _A.DISABLE): Transition(_S.DISABLED, "live_stream.disabled"),
+    (_S.DISABLED, _A.DISABLE): Transition(_S.DISABLED, None),
+    (_S.DISABLED, _A.ENABLE): Transition(_S.IDLE, "live_stream.enabled"),
+    (_S.IDLE, _A.ENABLE): Transition(_S.IDLE, None),
+    (_S.ACTIVE, _A.ENABLE): Transition(_S.ACTIVE, None),
+}
+
+
+def transition(status: LiveStreamStatus, action: Action) -> Transition:
+    """Validate a lifecycle move; raises InvalidTransition."""
+    try:
+        return _TABLE[(status, action)]
+    except KeyError:
+        raise InvalidTransition(status, action) from None
+
+
+class LiveControl(Protocol):
+    """Kicks a live publisher (wired to the ingest hub by the composition root;
+    `ingest.hub.Hub` satisfies it as is)."""
+
+    def kick(self, live_stream_id: str, reason: str, /) -> object: ...
+
+
+class NoLiveControl:
+    def kick(self, live_stream_id: str, reason: str, /) -> object:
+        return None
+
+
+CommitFn = Callable[[Sequence[Op], Sequence[EventDraft]], Awaitable[list[Event]]]
+
+_ALPHANUM = string.ascii_letters + string.digits
+
+
+def new_stream_key() -> str:
+    """`sk_` + 32 url-safe chars (192 random bits)."""
+    return STREAM_KEY_PREFIX + secrets.token_urlsafe(24)
+
+
+def new_playback_id() -> str:
+    return "".join(secrets.choice(_ALPHANUM) for _ in range(24))
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+class NotFoundError(Exception):
+    pass
+
+
+class LiveStreamService:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        commit: CommitFn,
+        live_control: LiveControl | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.commit = commit
+        self.live_control: LiveControl = live_control or NoLiveControl()
+
+    # ------------------------------------------------------------- views
+    def to_json(self, record: Record) -> dict[str, Any]:
+        d = record.data
+        return {
+            "id": record.id,
+            "object": "live_stream",
+            "name": d.get("name"),
+            "status": d["status"],
+            "stream_key": d["stream_key"],
+            "latency_mode": d["latency_mode"],
+            "reconnect_window_s": d["reconnect_window_s"],
+            "record": d["record"],
+            "passthrough": d.get("passthrough"),
+            "playback_ids": list(d.get("playback_ids", [])),
+            "ingest": {"rtmp_url": self.settings.rtmp_url, "whip_url": self.settings.whip_url},
+            "active_asset_id": d.get("active_asset_id"),
+            "recent_asset_ids": list(d.get("recent_asset_ids", [])),
+            "created_at": rfc3339(d.get("created_at", record.created_at)),
+            "updated_at": rfc3339(d.get("updated_at")),
+        }
+
+    def _view(
+        self, record_id: str, created_at: float, data: dict[str, Any], version: int
+    ) -> dict[str, Any]:
+        return self.to_json(Record(COLLECTION, record_id, version, created_at, data))
+
+    # ------------------------------------------------------------- queries
+    async def get(self, live_stream_id: str) -> Record | None:
+        return await self.store.get(COLLECTION, live_stream_id)
+
+    async def by_stream_key(self, stream_key: str) -> Record | None:
+        return await self.store.get_by(COLLECTION, STREAM_KEY_INDEX, stream_key)
+
+    # ------------------------------------------------------------- commands
+    async def create(
+        self,
+        *,
+        name: str | None = None,
+        latency_mode: str = "low",
+        reconnect_window_s: int = 60,
+        playback_policy: str = "public",
+        record: bool = True,
+        passthrough: str | None = None,
+    ) -> dict[str, Any]:
+        live_id = new_id("ls")
+        playback = {"id": new_playback_id(), "policy": playback_policy}
+        stream_key = new_stream_key()
+        now = time.time()
+        data: dict[str, Any] = {
+            "name": name,
+            "status": LiveStreamStatus.IDLE.value,
+            "stream_key": stream_key,
+            "latency_mode": latency_mode,
+            "reconnect_window_s": reconnect_window_s,
+            "record": record,
+            "passthrough": passthrough,
+            "playback_ids": [playback],
+            "active_asset_id": None,
+            "recent_asset_ids": [],
+            "created_at": now,
+            "updated_at": now,
+        }
+        view = self._view(live_id, now, data, 1)
+        ops: list[Op] = [
+            Put(COLLECTION, live_id, data, expect_version=0, unique={STREAM_KEY_INDEX: stream_key}),
+            Put(
+                PLAYBACK_IDS,
+                playback["id"],
+                {"object_type": "live_stream", "object_id": live_id, "policy": playback_policy},
+                expect_version=0,
+                tags={"object_id": live_id},
+            ),
+        ]
+        await self.commit(ops, [EventDraft("live_stream.created", live_id, view)])
+        return view
+
+    async def _mutate(
+        self,
+        live_stream_id: str,
+        change: Callable[[dict[str, Any]], str | None],
+        *,
+        kick: str | None = None,
+    ) -> dict[str, Any]:
+        """Read, apply `change` (returns the event type or None), CAS-commit; retries."""
+        for _ in range(8):
+            rec = await self.store.get(COLLECTION, live_stream_id)
+            if rec is None:
+                raise NotFoundError(live_stream_id)
+            data = dict(rec.data)
+            event_type = change(data)
+            if event_type is None and data == rec.data:
+                view = self.to_json(rec)
+                break
+            data["updated_at"] = time.time()
+            view = self._view(rec.id, rec.created_at, data, rec.version + 1)
+            events = [EventDraft(event_type, rec.id, view)] if event_type else []
+            try:
+                await self.commit(
+                    [
+                        Put(
+                            COLLECTION,
+                            rec.id,
+                            data,
+                            expect_version=rec.version,
+                            unique={STREAM_KEY_INDEX: data["stream_key"]},
+                        )
+                    ],
+                    events,
+                )
+            except Conflict:
+                continue
+            break
+        else:
+            raise Conflict(f"live stream {live_stream_id} keeps changing")
+        if kick:
+            try:
+                self.live_control.kick(live_stream_id, kick)
+            except Exception:
+                log.exception("kick failed", extra={"live_stream_id": live_stream_id})
+        return view
+
+    async def apply(
+        self, live_stream_id: str, action: Action, *, kick: str | None = None
+    ) -> dict[str, Any]:
+        """Run one lifecycle action (the ingest side calls this for connect/activate/...)."""
+
+        def change(data: dict[str, Any]) -> str | None:
+            move = transition(LiveStreamStatus(data["status"]), action)
+            data["status"] = move.status.value
+            return move.event_type
+
+        return await self._mutate(live_stream_id, change, kick=kick)
+
+    async def update(self, live_stream_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        def change(data: dict[str, Any]) -> str | None:
+            before = dict(data)
+            data.update(fields)
+            return "live_stream.updated" if data != before else None
+
+        return await self._mutate(live_stream_id, change)
+
+    async def reset_stream_key(self, live_stream_id: str) -> dict[str, Any]:
+        def change(data: dict[str, Any]) -> str | None:
+            data["stream_key"] = new_stream_key()
+            return "live_stream.stream_key_reset"
+
+        return await self._mutate(live_stream_id, change, kick="stream_key_reset")
+
+    async def disable(self, live_stream_id: str) -> dict[str, Any]:
+        return await self.apply(live_stream_id, Action.DISABLE, kick="disabled")
+
+    async def enable(self, live_stream_id: str) -> dict[str, Any]:
+        return await self.apply(live_stream_id, Action.ENABLE)
+
+    async def complete(self, live_stream_id: str) -> dict[str, Any]:
+        return await self.apply(live_stream_id, Action.COMPLETE, kick="completed")
+
+    async def delete(self, live_stream_id: str) -> dict[str, Any]:
+        for _ in range(8):
+            rec = await self.store.get(COLLECTION, live_stream_id)
+            if rec is None:
+                raise NotFoundError(live_stream_id)
+            view = self.to_json(rec)
+            ops: list[Op] = [Delete(COLLECTION, rec.id, expect_version=rec.version)]
+            ops += [Delete(PLAYBACK_IDS, p["id"]) for p in rec.data.get("playback_ids", [])]
+            try:
+                await self.commit(ops, [EventDraft("live_stream.deleted", rec.id, view)])
+            except Conflict:
+                continue
+            break
+        else:
+            raise Conflict(f"live stream {live_stream_id} keeps changing")
+        try:
+            self.live_control.kick(live_stream_id, "deleted")
+        except Exception:
+            log.exception("kick failed", extra={"live_stream_id": live_stream_id})
+        return view

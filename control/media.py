@@ -1,0 +1,119 @@
+"""The media side of the service, composed: hub, ingest, LL-HLS, recording, VOD.
+
+`media_ctx` is the cleanup context `service_app` adds after the store and
+services: it opens the BlobStore and the VOD process pool, builds the hub with
+the `LiveLifecycle` as its observer, the LL-HLS manager, the asset service
+and jobs, the playback routes' backend and the RTMP listener, and closes them
+in reverse. `MediaKick` is the `LiveControl` handed to `create_app` before any
+of that exists; it forwards to the lifecycle once it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from control import appkeys
+from control.assets import AssetService
+from control.live import LiveLifecycle
+from control.playback import Playback
+from control.vod_jobs import MP4, AssetJobs
+from ingest.hub import Hub
+from ingest.rtmp.server import RtmpServer
+from realtime.hls.manager import LiveHlsManager
+from vod.blobstore import make_blobstore
+from vod.jobs import VodContext, make_process_pool
+from vod.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+
+class MediaKick:
+    """`LiveControl` for the API: kicks through the lifecycle once media is up."""
+
+    def __init__(self) -> None:
+        self.lifecycle: LiveLifecycle | None = None
+
+    def kick(self, live_stream_id: str, reason: str) -> None:
+        if self.lifecycle is not None:
+            self.lifecycle.kick(live_stream_id, reason)
+
+
+async def media_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    store = app[appkeys.STORE]
+    outbox = app[appkeys.OUTBOX]
+    tasks = app[appkeys.TASKS]
+
+    blobs = make_blobstore(
+        data_dir=settings.data_path,
+        s3_endpoint=settings.s3_endpoint,
+        s3_bucket=settings.s3_bucket,
+        s3_region=settings.s3_region,
+        s3_access_key=settings.s3_access_key,
+        s3_secret_key=settings.s3_secret_key,
+        create_bucket=settings.s3_create_bucket,
+    )
+    pool = make_process_pool(max_workers=settings.media_workers)
+    vod = VodContext(blobs, pool, str(settings.data_path / "tmp"))
+    assets = AssetService(store, outbox.commit)
+    asset_jobs = AssetJobs(store, assets, vod, app[appkeys.JOBS])
+    asset_jobs.register()
+
+    hub = Hub()
+    hls = LiveHlsManager(hub)
+
+    async def on_asset_ready(asset_id: str) -> None:
+        await asset_jobs.enqueue(MP4, {"asset_id": asset_id})
+
+    lifecycle = LiveLifecycle(
+        hub,
+        store=store,
+        live_streams=app[appkeys.LIVE_STREAMS],
+        assets=assets,
+        hls=hls,
+        blobs=blobs,
+        node_id=settings.node_id,
+        spawn=lambda coro: tasks.spawn(coro),
+        on_asset_ready=on_asset_ready,
+    )
+    hub.observer = lifecycle
+
+    def live_manifest(asset_id: str) -> Manifest | None:
+        return lifecycle.recording_manifest(asset_id)
+
+    playback = Playback(
+        store=store,
+        blobs=blobs,
+        hls=hls,
+        vod=vod,
+        live_manifest=live_manifest,
+        presign_s=settings.s3_presign_s,
+    )
+    app[appkeys.BLOBS] = blobs
+    app[appkeys.ASSETS] = assets
+    app[appkeys.ASSET_JOBS] = asset_jobs
+    app[appkeys.HUB] = hub
+    app[appkeys.LIVE] = lifecycle
+    app[appkeys.HLS] = hls
+    app[appkeys.PLAYBACK] = playback
+    kick = app[appkeys.LIVE_CONTROL]
+    if isinstance(kick, MediaKick):
+        kick.lifecycle = lifecycle
+
+    rtmp = RtmpServer(hub, lifecycle, host=settings.host, port=settings.rtmp_port)
+    app[appkeys.RTMP] = rtmp
+    await lifecycle.start()
+    await rtmp.start()
+    log.info("rtmp listening", extra={"port": rtmp.port})
+    try:
+        yield
+    finally:
+        await rtmp.stop()
+        await lifecycle.stop()
+        with contextlib.suppress(Exception):
+            await blobs.close()
+        pool.shutdown(wait=False, cancel_futures=True)

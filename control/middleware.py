@@ -1,0 +1,287 @@
+"""The HTTP door: request ids, the one error-to-JSON middleware, body limits,
+access logs and metrics, then authentication, rate limits and idempotency.
+
+Handlers declare what they need with `@requires("read"|"write"|"admin")`;
+handlers without it are public (health, docs, playback, WHIP...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from control import appkeys, idempotency, ratelimit
+from control.auth import ApiKeyInfo, scope_allows
+from control.logging import request_id_var
+from control.store.base import Conflict, StoreError
+from control.validation import ApiError
+
+try:
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+    from redis.exceptions import TimeoutError as _RedisTimeoutError
+
+    _UNAVAILABLE: tuple[type[BaseException], ...] = (
+        StoreError,
+        _RedisConnectionError,
+        _RedisTimeoutError,
+    )
+except ImportError:  # pragma: no cover - redis is a dependency
+    _UNAVAILABLE = (StoreError,)
+
+log = logging.getLogger("onair.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+H = TypeVar("H", bound=Callable[..., Any])
+
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("onair.request_id", str)
+EXTRA_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("onair.extra_headers", dict)
+API_KEY: web.RequestKey[ApiKeyInfo] = web.RequestKey("onair.api_key", ApiKeyInfo)
+_RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+_HTTP_ERROR_TYPES = {
+    400: "bad_request",
+    401: "authentication_required",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+    503: "service_unavailable",
+}
+
+
+def requires(scope: str) -> Callable[[H], H]:
+    """Mark a handler as needing an API key with at least `scope`."""
+
+    def mark(handler: H) -> H:
+        handler.onair_scope = scope  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def api_key(request: web.Request) -> ApiKeyInfo:
+    """The authenticated caller of a `@requires` handler."""
+    return request[API_KEY]
+
+
+def error_response(exc: ApiError) -> web.Response:
+    import json
+
+    resp = web.Response(
+        status=exc.status, text=json.dumps(exc.body()), content_type="application/json"
+    )
+    for name, value in exc.headers.items():
+        resp.headers[name] = value
+    return resp
+
+
+def _from_http_exception(exc: web.HTTPException) -> ApiError:
+    status = exc.status
+    etype = _HTTP_ERROR_TYPES.get(status, "error" if status >= 500 else "bad_request")
+    message = exc.reason or "Error"
+    if status == 404:
+        message = "No such resource"
+    elif status == 413:
+        message = "The request body is too large"
+    keep = {
+        k: v
+        for k, v in exc.headers.items()
+        if k.lower() in ("allow", "retry-after", "www-authenticate")
+    }
+    return ApiError(status, etype, message, headers=keep)
+
+
+def add_extra_headers(request: web.Request, headers: dict[str, str]) -> None:
+    if EXTRA_HEADERS in request:
+        request[EXTRA_HEADERS].update(headers)
+    else:
+        request[EXTRA_HEADERS] = dict(headers)
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response carries, including streamed and error answers."""
+    rid = request.get(REQUEST_ID)
+    if rid:
+        response.headers["X-Request-Id"] = rid
+    for name, value in request.get(EXTRA_HEADERS, {}).items():
+        response.headers.setdefault(name, value)
+
+
+def _route_label(request: web.Request) -> str:
+    info = request.match_info
+    route = info.route if info is not None else None
+    resource = route.resource if route is not None else None
+    if resource is None or info.http_exception is not None:
+        return "unmatched"
+    return resource.canonical
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: request id, errors → JSON, body limit, access log, metrics."""
+    incoming = request.headers.get("X-Request-Id", "")
+    rid = incoming if _RID_RE.match(incoming) else "req_" + uuid.uuid4().hex
+    request[REQUEST_ID] = rid
+    token = request_id_var.set(rid)
+    app = request.app
+    settings = app[appkeys.SETTINGS]
+    start = time.perf_counter()
+    code = 500
+    try:
+        try:
+            length = request.content_length
+            if length is not None and length > settings.body_limit_bytes and _is_limited(request):
+                raise ApiError(
+                    413,
+                    "payload_too_large",
+                    f"The request body is larger than {settings.body_limit_bytes} bytes",
+                )
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(_from_http_exception(exc))
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Conflict:
+            response = error_response(
+                ApiError(409, "conflict", "The object changed concurrently; retry the request")
+            )
+        except _UNAVAILABLE as exc:
+            log.warning("store unavailable: %r", exc, extra={"path": request.path})
+            response = error_response(
+                ApiError(
+                    503,
+                    "service_unavailable",
+                    "The service is temporarily unavailable; retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+            )
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+            response = error_response(ApiError(500, "internal_error", "Internal server error"))
+        code = response.status
+        return response
+    finally:
+        elapsed = time.perf_counter() - start
+        route = _route_label(request)
+        registry = app[appkeys.METRICS]
+        registry.counter(
+            "onair_http_requests_total", "HTTP requests", ("method", "route", "status")
+        ).inc(method=request.method, route=route, status=str(code))
+        registry.histogram(
+            "onair_http_request_duration_seconds", "HTTP request latency", ("method", "route")
+        ).observe(elapsed, method=request.method, route=route)
+        if settings.access_log:
+            log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "route": route,
+                    "status": code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "remote": request.remote,
+                },
+            )
+        request_id_var.reset(token)
+
+
+def _is_limited(request: web.Request) -> bool:
+    """Body limit applies to API routes; uploads/WHIP handlers set their own."""
+    handler = request.match_info.handler if request.match_info else None
+    return not getattr(handler, "onair_no_body_limit", False)
+
+
+def no_body_limit(handler: H) -> H:
+    """Exempt a handler from the JSON body limit (it must bound the body itself)."""
+    handler.onair_no_body_limit = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return ""
+    return token.strip()
+
+
+def streaming(handler: H) -> H:
+    """Mark a long-lived handler (SSE): it does not hold a request slot."""
+    handler.onair_streaming = True  # type: ignore[attr-defined]
+    return handler
+
+
+@web.middleware
+async def gate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authentication, rate limit, scope, then idempotency for `@requires` handlers."""
+    scope = getattr(request.match_info.handler, "onair_scope", None)
+    if scope is None or request.match_info.http_exception is not None:
+        return await handler(request)
+    if getattr(request.match_info.handler, "onair_streaming", False):
+        return await _gate(request, handler, scope)
+    async with request.app[appkeys.STATE].request_slots:
+        return await _gate(request, handler, scope)
+
+
+async def _gate(request: web.Request, handler: Handler, scope: str) -> web.StreamResponse:
+    app = request.app
+    settings = app[appkeys.SETTINGS]
+    store = app[appkeys.STORE]
+    token = _bearer(request)
+    key = await app[appkeys.API_KEYS].authenticate(token) if token else None
+    policy = ratelimit.RateLimitPolicy(settings.rate_limit_per_s, settings.rate_limit_burst)
+    subject = f"key:{key.id}" if key else f"ip:{request.remote}"
+    add_extra_headers(request, await ratelimit.check(store, policy, subject))
+    challenge = {"WWW-Authenticate": 'Bearer realm="onair"'}
+    if token is None:
+        raise ApiError(
+            401,
+            "authentication_required",
+            "Send an API key: Authorization: Bearer <key>",
+            headers=challenge,
+        )
+    if key is None:
+        raise ApiError(
+            401, "invalid_api_key", "The API key is invalid or revoked", headers=challenge
+        )
+    if not scope_allows(key.scope, scope):
+        raise ApiError(403, "permission_denied", f"This API key lacks the {scope!r} scope")
+    request[API_KEY] = key
+    idem = request.headers.get(idempotency.HEADER)
+    if idem is not None and request.method == "POST":
+        return await idempotency.run_idempotent(
+            request,
+            handler,
+            store=store,
+            api_key_id=key.id,
+            idem_key=idem,
+            ttl_s=settings.idempotency_ttl_s,
+        )
+    return await handler(request)

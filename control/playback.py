@@ -1,0 +1,311 @@
+"""Playback routes: ``/play/{playback_id}...`` and ``/thumb/{playback_id}.jpg``.
+
+Owns resolving a playback id (record ``playback_ids/<id>`` → live stream or
+asset), enforcing signed playback (RS256 JWT, ``aud`` v/t/d, on every
+playlist, part, segment, init, thumbnail and download of a ``signed`` id) and
+choosing what to serve:
+
+* a live stream that is live → LL-HLS from `realtime.hls` (the live edge);
+* a live stream that is not → the VOD of its active or most recent asset;
+* an asset → its VOD (a growing DVR playlist while its broadcast records).
+
+Child URLs stay relative to the playlist and carry the same ``?token=``.
+Names are matched against strict patterns before anything touches storage, so
+path traversal and guessing find nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+from control import appkeys
+from control.assets import COLLECTION as ASSETS
+from control.assets import asset_prefix
+from control.live_streams import COLLECTION as LIVE_STREAMS
+from control.live_streams import PLAYBACK_IDS
+from control.store.base import Record, Store
+from realtime.hls import http as live_http
+from realtime.hls.manager import LiveHlsManager
+from vod.blobstore import BlobNotFound, BlobStore, join_key
+from vod.jobs import VodContext, render_thumbnail
+from vod.manifest import Manifest, is_media_name, media_key, try_load_manifest
+from vod.playlist import render_media_playlist, render_multivariant_playlist
+from vod.tokens import InvalidToken, verify_playback_token
+
+SIGNING_KEYS = "signing_keys"
+_PLAYBACK_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_CORS = {"Access-Control-Allow-Origin": "*"}
+IMMUTABLE = "public, max-age=31536000, immutable"
+MP4_KEY = "download.mp4"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    playback_id: str
+    policy: str
+    live_stream: Record | None
+    asset: Record | None
+
+
+def _error(
+    status: int, type_: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"type": type_, "message": message}},
+        status=status,
+        headers={**_CORS, **(headers or {})},
+    )
+
+
+class Playback:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        blobs: BlobStore,
+        hls: LiveHlsManager,
+        vod: VodContext,
+        live_manifest: Callable[[str], Manifest | None],
+        presign_s: int = 0,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.hls = hls
+        self.vod = vod
+        self.live_manifest = live_manifest
+        """asset id → the in-memory manifest of a recording in progress on this node."""
+        self.presign_s = presign_s
+        """>0: media of assets is answered with a presigned redirect (S3) of that lifetime."""
+
+    # ------------------------------------------------------------ resolving
+    async def _resolve(self, request: web.Request, aud: str) -> Target | web.Response:
+        pid = request.match_info["playback_id"]
+        if not _PLAYBACK_ID.match(pid):
+            return _error(404, "not_found", "no such playback id")
+        rec = await self.store.get(PLAYBACK_IDS, pid)
+        if rec is None:
+            return _error(404, "not_found", "no such playback id")
+        policy = rec.data.get("policy", "public")
+        if policy == "signed":
+            denied = await self._check_token(request.query.get("token", ""), pid, aud)
+            if denied is not None:
+                return denied
+        obj_type, obj_id = rec.data.get("object_type"), rec.data.get("object_id", "")
+        if obj_type == "live_stream":
+            ls = await self.store.get(LIVE_STREAMS, obj_id)
+            if ls is None:
+                return _error(404, "not_found", "no such playback id")
+            return Target(pid, policy, ls, None)
+        asset = await self.store.get(ASSETS, obj_id)
+        if asset is None:
+            return _error(404, "not_found", "no such playback id")
+        return Target(pid, policy, None, asset)
+
+    async def _check_token(self, token: str, pid: str, aud: str) -> web.Response | None:
+        kid = ""
+        try:
+            kid = str(jwt.get_unverified_header(token).get("kid", "")) if token else ""
+        except jwt.PyJWTError:
+            pass
+        key = await self.store.get(SIGNING_KEYS, kid) if kid and len(kid) < 128 else None
+        public = key.data.get("public_key") if key is not None else None
+        try:
+            verify_playback_token(
+                token, playback_id=pid, aud=aud, public_keys=lambda k: public if k == kid else None
+            )
+        except InvalidToken as exc:
+            return _error(403, "forbidden", f"playback token refused: {exc}")
+        return None
+
+    @staticmethod
+    def _suffix(request: web.Request, target: Target) -> str:
+        token = request.query.get("token")
+        if target.policy == "signed" and token:
+            return "?token=" + urllib.parse.quote(token, safe="")
+        return ""
+
+    async def _asset_of(self, target: Target) -> Record | None:
+        if target.asset is not None:
+            return target.asset
+        assert target.live_stream is not None
+        d = target.live_stream.data
+        candidates = [d.get("active_asset_id"), *d.get("recent_asset_ids", [])]
+        for asset_id in candidates:
+            if asset_id:
+                rec = await self.store.get(ASSETS, asset_id)
+                if rec is not None:
+                    return rec
+        return None
+
+    async def _manifest(self, asset: Record) -> Manifest | None:
+        live = self.live_manifest(asset.id)
+        if live is not None:
+            return live
+        return await try_load_manifest(
+            self.blobs, asset.data.get("prefix") or asset_prefix(asset.id)
+        )
+
+    # --------------------------------------------------------------- handlers
+    async def multivariant(self, request: web.Request) -> web.StreamResponse:
+        target = await self._resolve(request, "v")
+        if isinstance(target, web.Response):
+            return target
+        suffix = self._suffix(request, target)
+        if target.live_stream is not None:
+            live = self.hls.get(target.live_stream.id)
+            if live is not None:
+                return await live_http.serve_multivariant(request, live, suffix)
+        asset = await self._asset_of(target)
+        manifest = await self._manifest(asset) if asset is not None else None
+        if manifest is None or not manifest.segments:
+            return _error(404, "not_found", "nothing to play yet")
+        body = render_multivariant_playlist(
+            manifest, f"{target.playback_id}/media.m3u8", suffix=suffix
+        )
+        return self._playlist(body, final=manifest.final)
+
+    async def child(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name == MP4_KEY:
+            return await self.download(request)
+        target = await self._resolve(request, "v")
+        if isinstance(target, web.Response):
+            return target
+        suffix = self._suffix(request, target)
+        if target.live_stream is not None:
+            live = self.hls.get(target.live_stream.id)
+            if live is not None:
+                return await live_http.serve_child(request, live, name, suffix)
+        asset = await self._asset_of(target)
+        if asset is None:
+            return _error(404, "not_found", "nothing to play")
+        if name == "media.m3u8":
+            manifest = await self._manifest(asset)
+            if manifest is None or not manifest.segments:
+                return _error(404, "not_found", "nothing to play yet")
+            return self._playlist(
+                render_media_playlist(manifest, suffix=suffix), final=manifest.final
+            )
+        if not is_media_name(name):
+            return _error(404, "not_found", "not found")
+        key = media_key(asset.data.get("prefix") or asset_prefix(asset.id), name)
+        return await self._blob(
+            request, key, "video/mp4" if name.endswith(".mp4") else "video/iso.segment"
+        )
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        target = await self._resolve(request, "d")
+        if isinstance(target, web.Response):
+            return target
+        asset = await self._asset_of(target)
+        if asset is None:
+            return _error(404, "not_found", "no asset to download")
+        status = asset.data.get("mp4_status")
+        if asset.data.get("status") != "ready" or status != "ready":
+            if asset.data.get("status") == "errored" or status == "errored":
+                return _error(404, "not_found", "this asset has no MP4")
+            return _error(
+                409,
+                "not_ready",
+                "the MP4 is being prepared; try again shortly",
+                headers={"Retry-After": "5"},
+            )
+        key = join_key(asset.data.get("prefix") or asset_prefix(asset.id), MP4_KEY)
+        return await self._blob(
+            request,
+            key,
+            "video/mp4",
+            disposition=f'attachment; filename="{asset.id}.mp4"',
+        )
+
+    async def thumbnail(self, request: web.Request) -> web.StreamResponse:
+        target = await self._resolve(request, "t")
+        if isinstance(target, web.Response):
+            return target
+        try:
+            time_s = float(request.query["time"]) if "time" in request.query else None
+        except ValueError:
+            return _error(400, "invalid_request", "time must be a number of seconds")
+        if time_s is not None and not (0 <= time_s < 1e7):
+            return _error(400, "invalid_request", "time out of range")
+        asset = await self._asset_of(target)
+        manifest = await self._manifest(asset) if asset is not None else None
+        if asset is None or manifest is None or not manifest.segments:
+            return _error(404, "not_found", "no picture yet")
+        if time_s is None:
+            # live: the newest picture; VOD: the first frame
+            time_s = max(0.0, manifest.duration_s - 1.0) if not manifest.final else 0.0
+        time_s = min(time_s, manifest.duration_s)
+        prefix = asset.data.get("prefix") or asset_prefix(asset.id)
+        data, _info = await render_thumbnail(self.vod, prefix, manifest, time_s)
+        return web.Response(
+            body=data,
+            content_type="image/jpeg",
+            headers={
+                **_CORS,
+                "Cache-Control": "public, max-age=60" if not manifest.final else IMMUTABLE,
+            },
+        )
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _playlist(body: str, *, final: bool) -> web.Response:
+        return web.Response(
+            text=body,
+            content_type="application/vnd.apple.mpegurl",
+            headers={**_CORS, "Cache-Control": "public, max-age=300" if final else "max-age=1"},
+        )
+
+    async def _blob(
+        self, request: web.Request, key: str, content_type: str, *, disposition: str | None = None
+    ) -> web.StreamResponse:
+        if self.presign_s > 0:
+            url = await self.blobs.url_for(key, self.presign_s)
+            if url:
+                raise web.HTTPFound(url, headers=_CORS)
+        try:
+            size = await self.blobs.size(key)
+        except BlobNotFound:
+            return _error(404, "not_found", "not found")
+        headers: dict[str, Any] = {
+            **_CORS,
+            "Cache-Control": IMMUTABLE,
+            "Content-Type": content_type,
+        }
+        if disposition:
+            headers["Content-Disposition"] = disposition
+        path = self.blobs.local_path(key)
+        if path is not None:
+            # sendfile, ranges and conditional requests come with FileResponse
+            return web.FileResponse(path, headers=headers)
+        resp = web.StreamResponse(headers=headers)
+        resp.content_length = size
+        await resp.prepare(request)
+        async for chunk in self.blobs.open(key):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the playback routes; the `Playback` behind them is made at startup."""
+
+    async def multivariant(request: web.Request) -> web.StreamResponse:
+        return await request.app[appkeys.PLAYBACK].multivariant(request)
+
+    async def child(request: web.Request) -> web.StreamResponse:
+        return await request.app[appkeys.PLAYBACK].child(request)
+
+    async def thumbnail(request: web.Request) -> web.StreamResponse:
+        return await request.app[appkeys.PLAYBACK].thumbnail(request)
+
+    app.router.add_get(r"/play/{playback_id:[^/.]+}.m3u8", multivariant)
+    app.router.add_get(r"/play/{playback_id:[^/.]+}/{name}", child)
+    app.router.add_get(r"/thumb/{playback_id:[^/.]+}.jpg", thumbnail)

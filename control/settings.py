@@ -1,0 +1,242 @@
+"""Service settings: one frozen dataclass, loaded from ``ONAIR_*`` environment
+variables and an optional ``onair.toml``.
+
+Precedence: environment > TOML file > defaults. In the TOML file the names are
+the field names (the environment names lowercased without ``ONAIR_``). The file
+is ``$ONAIR_CONFIG`` when set, otherwise ``./onair.toml`` when it exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ONAIR_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or out of range."""
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- fixed names (API.md "Running") ---
+    data_dir: str = "./data"
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    rtmp_port: int = 1935
+    public_url: str | None = None
+    redis_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_bucket: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    # --- HTTP hardening ---
+    body_limit_bytes: int = 1024 * 1024
+    """Largest JSON request body accepted (413 above)."""
+    rate_limit_per_s: float = 100.0
+    """Token refill rate per API key."""
+    rate_limit_burst: int = 200
+    """Bucket size per API key."""
+    idempotency_ttl_s: float = 24 * 3600.0
+    api_key_cache_s: float = 1.0
+    """How long a node trusts a validated API key before asking the store again
+    (a revoke on another node takes effect within this time)."""
+    max_concurrent_requests: int = 48
+    """API requests handled at once per node; more wait their turn (back-pressure)."""
+    shutdown_timeout_s: float = 10.0
+    """How long graceful shutdown waits for in-flight requests and webhook attempts."""
+    log_level: str = "info"
+    log_json: bool = True
+    access_log: bool = True
+    # --- webhooks ---
+    webhook_backoff_base_s: float = 5.0
+    """First retry delay; doubles per attempt (with jitter) up to the max."""
+    webhook_backoff_max_s: float = 3600.0
+    webhook_backoff_jitter: float = 1.0
+    """1 = full jitter (uniform in (0, cap]); 0 = the exact exponential schedule."""
+    webhook_retry_for_s: float = 3 * 24 * 3600.0
+    """Keep retrying a delivery for this long (≥ 24 h)."""
+    webhook_timeout_s: float = 10.0
+    webhook_concurrency: int = 64
+    # --- media (used by later subsystems) ---
+    webrtc_public_ip: str | None = None
+    rtmps_port: int | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # --- cluster ---
+    node_id: str = field(default_factory=_default_node_id)
+    # --- SSE ---
+    # --- media ---
+    media_workers: int = 1
+    """Processes for CPU-heavy VOD work (MP4, thumbnails, transcodes, clips)."""
+    upload_max_bytes: int = 4 * 1024**3
+    """Largest file accepted at an upload URL (413 above)."""
+    max_queued_jobs: int = 1000
+    """Jobs waiting beyond this make new uploads/clips answer 503 + Retry-After."""
+    s3_create_bucket: bool = False
+    """Create ONAIR_S3_BUCKET at start if it is missing (MinIO/dev setups)."""
+    s3_presign_s: int = 0
+    """>0: asset media on S3 is served as a presigned redirect of this lifetime (s);
+    0: proxied through the service."""
+    webrtc_stun_urls: str = ""
+    """Comma-separated stun:/turn: URLs for WebRTC (none by default)."""
+    webrtc_turn_username: str | None = None
+    webrtc_turn_password: str | None = None
+    webrtc_udp_ports: str = ""
+    """"min-max" UDP port range for WebRTC media (empty: the OS picks)."""
+    sse_heartbeat_s: float = 15.0
+    event_poll_s: float = 0.5
+    """How often the SSE tailer polls the store for events committed by other nodes."""
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def base_url(self) -> str:
+        """Public base URL without a trailing slash (links in API responses)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def public_host(self) -> str:
+        """Host name part of the public URL (for rtmp:// links)."""
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.base_url).hostname or "127.0.0.1"
+
+    @property
+    def rtmp_url(self) -> str:
+        host = self.public_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"rtmp://{host}:{self.rtmp_port}/live"
+
+    @property
+    def whip_url(self) -> str:
+        return f"{self.base_url}/v1/whip"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"{self.base_url}/dashboard"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings)}
+
+
+def _coerce(name: str, tp: Any, raw: Any) -> Any:
+    optional = False
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        tp = args[0]
+    if raw is None:
+        if optional:
+            return None
+        raise SettingsError(f"{name} may not be empty")
+    if isinstance(raw, str):
+        raw = raw.strip()
+        if raw == "" and optional:
+            return None
+    try:
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            low = str(raw).lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if tp is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if tp is float:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)
+        return str(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: cannot read {raw!r} as {tp.__name__}") from exc
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    toml_path: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build Settings from defaults < TOML < environment < explicit overrides."""
+    env = os.environ if env is None else env
+    types_ = _field_types()
+    values: dict[str, Any] = {}
+
+    path: Path | None
+    if toml_path is not None:
+        path = Path(toml_path)
+    elif env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+    else:
+        path = Path("onair.toml") if Path("onair.toml").is_file() else None
+    if path is not None:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+        section = doc.get("onair", doc) if isinstance(doc.get("onair"), dict) else doc
+        for key, raw in section.items():
+            if key not in types_:
+                raise SettingsError(f"{path}: unknown setting {key!r}")
+            values[key] = _coerce(key, types_[key], raw)
+
+    for name, tp in types_.items():
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in env:
+            values[name] = _coerce(env_name, tp, env[env_name])
+
+    for name, raw in overrides.items():
+        if name not in types_:
+            raise SettingsError(f"unknown setting {name!r}")
+        values[name] = raw
+
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    for name in ("http_port", "rtmp_port"):
+        port = getattr(s, name)
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"{name} out of range: {port}")
+    if s.body_limit_bytes <= 0:
+        raise SettingsError("body_limit_bytes must be positive")
+    if s.rate_limit_per_s <= 0 or s.rate_limit_burst <= 0:
+        raise SettingsError("rate limits must be positive")

@@ -1,0 +1,73 @@
+"""AAC helpers: the AudioSpecificConfig (ISO 14496-3 1.6.2.1) and codec strings.
+
+Owns reading the sample rate, channel count, object type and frame length from
+an AudioSpecificConfig: FLV's own sound-rate bits say 44.1 kHz for every AAC
+stream, so this is the only trustworthy source. Malformed input raises
+`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest.h264 import BitReader
+from ingest.rtmp.errors import ProtocolError
+
+SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000,
+                11025, 8000, 7350)
+
+_GA_OBJECT_TYPES = frozenset({1, 2, 3, 4, 6, 7, 17, 19, 20, 21, 22, 23})
+
+
+@dataclass(frozen=True, slots=True)
+class AacConfig:
+    object_type: int
+    """2 = AAC-LC, 5 = HE-AAC (SBR), 29 = HE-AACv2 (PS)."""
+    sample_rate: int
+    """The core sampling rate: the one AAC frames are counted in."""
+    channels: int
+    frame_length: int
+    """Samples per frame at `sample_rate`: 1024 (or 960)."""
+
+
+def parse_audio_specific_config(asc: bytes) -> AacConfig:
+    if len(asc) < 2:
+        raise ProtocolError("AudioSpecificConfig: too short")
+    r = BitReader(bytes(asc))
+    aot = r.u(5)
+    if aot == 31:
+        aot = 32 + r.u(6)
+    if aot == 0:
+        raise ProtocolError("AudioSpecificConfig: object type 0")
+    index = r.u(4)
+    if index == 0xF:
+        rate = r.u(24)
+    elif index < len(SAMPLE_RATES):
+        rate = SAMPLE_RATES[index]
+    else:
+        raise ProtocolError(f"AudioSpecificConfig: bad sampling frequency index {index}")
+    if not 1000 <= rate <= 192000:
+        raise ProtocolError(f"AudioSpecificConfig: implausible sample rate {rate}")
+    channel_config = r.u(4)
+    channels = {0: 2, 7: 8}.get(channel_config, channel_config)
+    if channels > 8:
+        channels = 2
+    frame_length = 1024
+    core_aot = aot
+    if aot in (5, 29):
+        # Explicit SBR/PS signalling: extension rate, then the core object type.
+        ext_index = r.u(4)
+        if ext_index == 0xF:
+            r.u(24)
+        core_aot = r.u(5)
+    if core_aot in _GA_OBJECT_TYPES:
+        try:
+            frame_length = 960 if r.u(1) else 1024
+        except ProtocolError:
+            frame_length = 1024
+    return AacConfig(aot, rate, channels, frame_length)
+
+
+def codec_string(asc: bytes) -> str:
+    """RFC 6381 codec string, e.g. "mp4a.40.2"."""
+    return f"mp4a.40.{parse_audio_specific_config(asc).object_type}"

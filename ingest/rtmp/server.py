@@ -1,0 +1,594 @@
+"""The asyncio RTMP server: sockets, deadlines and back-pressure around `RtmpSession`.
+
+Owns the I/O side of RTMP ingest. One `RtmpConnection` (an `asyncio.Protocol`,
+no task per connection) per TCP peer feeds the sans-IO session and acts on its
+events:
+
+* `Publish` → pause reading, `await authority.authorize_publish(key,
+  protocol="rtmp", remote=...)`; denied → `onStatus` BadName/Rejected and close;
+  granted → `NetStream.Publish.Start`, then wait (bounded by
+  `RtmpLimits.track_wait`) for the sequence headers, then
+  `hub.publish(live_stream_id, tracks, source="rtmp", on_close=...)`.
+* Audio/video → `ingest.flv.FlvDemuxer` → `Publication.write(MediaUnit)`.
+  A changed sequence header mid-stream starts a new generation.
+* Disconnect → `publication.close("disconnected")`; the hub closing the
+  publication (takeover by another publisher, kick) drops the socket.
+* A `ProtocolError` closes that connection only; `UnsupportedMedia` first tells
+  the publisher why (onStatus NetStream.Publish.Rejected).
+
+Deadlines: the client must reach `publish` within `handshake_timeout`, and send
+something at least every `idle_timeout`. Memory per connection is bounded by
+the chunk limits, the pre-publication buffer and the write buffer cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.flv import FlvDemuxer
+from ingest.hub import Hub, MediaUnit, Publication, TrackKind
+from ingest.ports import PublishAuthority, PublishDenied
+from ingest.rtmp.chunk import ChunkLimits
+from ingest.rtmp.errors import ProtocolError, UnsupportedMedia
+from ingest.rtmp.session import (
+    AudioData,
+    Closed,
+    Connect,
+    HandshakeDone,
+    MetaData,
+    Publish,
+    RtmpSession,
+    Unpublish,
+    VideoData,
+)
+
+log = logging.getLogger("onair.ingest.rtmp")
+
+STATUS_BAD_NAME = "NetStream.Publish.BadName"
+STATUS_REJECTED = "NetStream.Publish.Rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class RtmpLimits:
+    handshake_timeout: float = 10.0
+    """Seconds from TCP accept to the `publish` command."""
+    idle_timeout: float = 30.0
+    """Seconds without a byte from the peer before it is dropped."""
+    track_wait: float = 2.0
+    """After a publish is granted, most seconds to wait for all sequence headers."""
+    max_connections: int = 1000
+    chunk: ChunkLimits = field(default_factory=ChunkLimits)
+    max_command_size: int = 64 * 1024
+    max_buffered_units: int = 600
+    """Media units held between the grant and the start of the publication..."""
+    max_buffered_bytes: int = 32 << 20
+    """...and their bytes (the oldest go first)."""
+    max_write_buffer: int = 1 << 20
+    """Bytes queued to a peer that does not read before it is dropped."""
+    apps: frozenset[str] = frozenset({"live"})
+    linger: float = 1.0
+    """Seconds a refused peer has to read our error status before we close."""
+    read_coalesce: float = 0.03
+    """While publishing, let the kernel gather about this many seconds of the
+    stream's bytes before waking us (SO_RCVLOWAT, adapted to the measured rate
+    every half second; 0 turns it off). Fewer, larger reads: much less CPU per
+    stream for at most this much added latency."""
+
+
+class RtmpConnection(asyncio.Protocol):
+    """One RTMP peer. Attributes are read by the server and by metrics."""
+
+    def __init__(self, server: RtmpServer) -> None:
+        self.server = server
+        limits = server.limits
+        self.limits = limits
+        self.session = RtmpSession(
+            apps=limits.apps, chunk_limits=limits.chunk, max_command_size=limits.max_command_size
+        )
+        self.transport: asyncio.Transport | None = None
+        self.remote = ""
+        self.stream_key = ""
+        self.live_stream_id: str | None = None
+        self.publication: Publication | None = None
+        self.demux: FlvDemuxer | None = None
+        self.bytes_in = 0
+        self.close_reason = ""
+        self._loop = asyncio.get_running_loop()
+        self._last_rx = self._loop.time()
+        self._opened = self._last_rx
+        self._pending: deque[MediaUnit] = deque(maxlen=limits.max_buffered_units)
+        self._pending_bytes = 0
+        self._awaiting_auth = False
+        self._write_paused = False
+        self._granted = False
+        self._publishing_started = False
+        self._republishing = False
+        self._closed = False
+        self._auth_task: asyncio.Task[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._track_timer: asyncio.TimerHandle | None = None
+        self._sock: Any = None
+        self._lowat = 1
+        self._adapt_at = self._last_rx
+        self._adapt_bytes = 0
+        self._next_adapt = self._last_rx + 0.5
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        server = self.server
+        if len(server._connections) >= self.limits.max_connections:
+            server.connections_refused += 1
+            self._closed = True
+            transport.abort()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover
+                pass
+            self._sock = sock
+        server._connections.add(self)
+        server.connections_total += 1
+        self._deadline = self._loop.call_later(self.limits.handshake_timeout, self._on_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        n = len(data)
+        self.bytes_in += n
+        self.server.bytes_in += n
+        now = self._last_rx = self._loop.time()
+        if now >= self._next_adapt and self.publication is not None:
+            self._adapt_read_size(now)
+        try:
+            self.session.receive_data(data)
+            self._process()
+        except UnsupportedMedia as exc:
+            self._refuse_media(exc)
+            return
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.session.close("peer closed the connection")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._connections.discard(self)
+        self._closed = True
+        for handle in (self._deadline, self._track_timer):
+            if handle is not None:
+                handle.cancel()
+        if self._auth_task is not None and not self._auth_task.done():
+            self._auth_task.cancel()
+        if self.publication is not None:
+            self.publication.close("disconnected")
+        log.info("rtmp %s closed (%s, %d bytes in)", self.remote,
+                 self.close_reason or "disconnected", self.bytes_in)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    # -- events ---------------------------------------------------------------------
+
+    def _process(self) -> None:
+        session = self.session
+        while not self._awaiting_auth:
+            ev = session.next_event()
+            if ev is None:
+                return
+            t = type(ev)
+            if t is VideoData or t is AudioData:
+                demux = self.demux
+                if demux is None:  # media queued behind an unpublish
+                    continue
+                if t is VideoData:
+                    unit = demux.video(ev.timestamp, ev.payload)  # type: ignore[union-attr]
+                else:
+                    unit = demux.audio(ev.timestamp, ev.payload)  # type: ignore[union-attr]
+                pub = self.publication
+                if unit is not None and pub is not None:
+                    pub.write(unit)
+                else:
+                    self._on_media(unit)
+            elif t is MetaData:
+                assert isinstance(ev, MetaData)
+                if self.demux is not None:
+                    self.demux.set_metadata(ev.values)
+                    self._maybe_start(None)
+            elif t is Publish:
+                assert isinstance(ev, Publish)
+                self._on_publish(ev)
+            elif t is Unpublish:
+                self._end_publication("unpublished")
+            elif t is Closed:
+                assert isinstance(ev, Closed)
+                self._close(ev.reason)
+                return
+            elif t is Connect:
+                assert isinstance(ev, Connect)
+                log.info("rtmp %s connect app=%s tcUrl=%s flashVer=%s", self.remote, ev.app,
+                         ev.tc_url, ev.flash_ver)
+            elif t is HandshakeDone:
+                pass
+
+    def _on_media(self, unit: MediaUnit | None) -> None:
+        """Media before the publication starts, or a sequence header (unit None)."""
+        demux = self.demux
+        assert demux is not None
+        if unit is None:
+            pub = self.publication
+            if pub is None:
+                self._maybe_start(None)
+            elif _configs(demux.tracks) != _configs(pub.tracks):
+                self._republish()
+            return
+        pending = self._pending
+        if len(pending) == pending.maxlen:
+            self._pending_bytes -= len(pending[0].data)
+        pending.append(unit)
+        self._pending_bytes += len(unit.data)
+        while self._pending_bytes > self.limits.max_buffered_bytes and len(pending) > 1:
+            self._pending_bytes -= len(pending.popleft().data)
+        self._maybe_start(unit)
+
+    def _maybe_start(self, unit: MediaUnit | None) -> None:
+        demux = self.demux
+        if self.publication is not None or not self._granted or demux is None:
+            return
+        if not demux.tracks:
+            return
+        if (
+            demux.ready
+            or (demux.expect_video is None and demux.video_track and demux.audio_track)
+            or (
+                unit is not None and unit.kind is TrackKind.VIDEO and unit.keyframe
+                and not (demux.expect_audio and demux.audio_track is None)
+            )
+            or (unit is not None and demux.expect_video is False)
+        ):
+            self._start_publication()
+
+    def _on_track_deadline(self) -> None:
+        self._track_timer = None
+        if self.publication is None and self.demux is not None and self.demux.tracks:
+            self._start_publication()
+
+    def _start_publication(self) -> None:
+        demux = self.demux
+        assert demux is not None and self.live_stream_id is not None
+        if self._track_timer is not None:
+            self._track_timer.cancel()
+            self._track_timer = None
+        pub: Publication | None = None
+
+        def on_close(reason: str) -> None:
+            if self._republishing or self._closed:
+                return
+            if pub is not None and pub is not self.publication:
+                return
+            self.close_reason = f"publication closed: {reason}"
+            log.info("rtmp %s stream %s: dropping publisher (%s)", self.remote,
+                     self.live_stream_id, reason)
+            self._abort()
+
+        pub = self.server.hub.publish(self.live_stream_id, demux.tracks, source="rtmp",
+                                      on_close=on_close)
+        self.publication = pub
+        if not self._publishing_started:
+            self._publishing_started = True
+            self.server.publishes += 1
+        log.info("rtmp %s stream %s: publishing generation %d, tracks %s", self.remote,
+                 self.live_stream_id, pub.generation,
+                 ", ".join(f"{t.codec} {t.width}x{t.height}" if t.kind is TrackKind.VIDEO
+                           else f"{t.codec} {t.sample_rate}Hz/{t.channels}ch"
+                           for t in pub.tracks))
+        pending = self._pending
+        self._pending_bytes = 0
+        has_video = demux.video_track is not None
+        seen_key = not has_video
+        while pending:
+            unit = pending.popleft()
+            if not seen_key and unit.kind is TrackKind.VIDEO:
+                if not unit.keyframe:
+                    continue
+                seen_key = True
+            pub.write(unit)
+
+    def _republish(self) -> None:
+        """A changed sequence header: a new generation with the new tracks."""
+        self._republishing = True
+        try:
+            self._start_publication()
+        finally:
+            self._republishing = False
+
+    def _end_publication(self, reason: str) -> None:
+        if self.publication is not None:
+            pub, self.publication = self.publication, None
+            self._republishing = True
+            try:
+                pub.close(reason)
+            finally:
+                self._republishing = False
+        self._granted = False
+        self.demux = None
+        if self._lowat != 1:
+            self._set_lowat(1)  # commands again: answer them at once
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def _on_publish(self, ev: Publish) -> None:
+        self.stream_key = ev.stream_key
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = self._loop.call_later(self.limits.idle_timeout, self._on_deadline)
+        if not ev.stream_key:
+            self.server.rejected_bad_key += 1
+            self.session.reject_publish(STATUS_BAD_NAME, "empty stream key")
+            return
+        self._awaiting_auth = True
+        self._update_reading()
+        self._auth_task = self._loop.create_task(self._authorize(ev))
+
+    async def _authorize(self, ev: Publish) -> None:
+        server = self.server
+        try:
+            grant = await server.authority.authorize_publish(
+                ev.stream_key, protocol="rtmp", remote=self.remote
+            )
+        except PublishDenied as denied:
+            if denied.code == "bad_key":
+                server.rejected_bad_key += 1
+                code = STATUS_BAD_NAME
+            else:
+                server.rejected_disabled += 1
+                code = STATUS_REJECTED
+            log.info("rtmp %s publish %r denied: %s (%s)", self.remote, _mask(ev.stream_key),
+                     denied.code, denied.message)
+            self._reject(code, denied.message or denied.code)
+            return
+        except Exception:
+            log.exception("rtmp %s: authorize_publish failed", self.remote)
+            server.rejected_other += 1
+            self._reject(STATUS_REJECTED, "internal error, try again later")
+            return
+        if self._closed:
+            return
+        self.live_stream_id = grant.live_stream_id
+        self.demux = FlvDemuxer()
+        self._granted = True
+        self._awaiting_auth = False
+        self._track_timer = self._loop.call_later(self.limits.track_wait, self._on_track_deadline)
+        self._update_reading()
+        try:
+            self.session.accept_publish()
+            self._process()
+        except UnsupportedMedia as exc:
+            self._refuse_media(exc)
+            return
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self._flush()
+
+    def _reject(self, code: str, description: str) -> None:
+        if self._closed:
+            return
+        self._awaiting_auth = False
+        self.session.reject_publish(code, description)
+        self._process()  # → Closed → flush and close
+
+    # -- closing and I/O -----------------------------------------------------------
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        if self._closed:
+            return
+        now = self._loop.time()
+        if not self.stream_key:
+            self.server.timeouts += 1
+            self.close_reason = "no publish within the handshake timeout"
+            self._abort()
+            return
+        idle = now - self._last_rx
+        if idle >= self.limits.idle_timeout and not self._awaiting_auth:
+            self.server.timeouts += 1
+            self.close_reason = f"idle for {idle:.0f}s"
+            self._abort()
+            return
+        delay = max(0.5, self._last_rx + self.limits.idle_timeout - now)
+        self._deadline = self._loop.call_later(delay, self._on_deadline)
+
+    def _adapt_read_size(self, now: float) -> None:
+        """Set SO_RCVLOWAT to ~`read_coalesce` seconds of the stream's recent byte rate."""
+        elapsed = now - self._adapt_at
+        rate = (self.bytes_in - self._adapt_bytes) / elapsed if elapsed > 0 else 0.0
+        self._adapt_at = now
+        self._adapt_bytes = self.bytes_in
+        self._next_adapt = now + 0.5
+        coalesce = self.limits.read_coalesce
+        if coalesce <= 0 or self._sock is None:
+            return
+        lowat = max(1, min(65536, int(rate * coalesce)))
+        if abs(lowat - self._lowat) * 4 > self._lowat:
+            self._set_lowat(lowat)
+
+    def _set_lowat(self, lowat: int) -> None:
+        self._lowat = lowat
+        if self._sock is not None:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+            except OSError:  # pragma: no cover - not supported: reads stay as they are
+                self._sock = None
+
+    def _update_reading(self) -> None:
+        t = self.transport
+        if t is None or self._closed or t.is_closing():
+            return
+        if self._awaiting_auth or self._write_paused:
+            t.pause_reading()
+        else:
+            t.resume_reading()
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        t = self.transport
+        if data and t is not None and not t.is_closing():
+            t.write(data)
+            self.server.bytes_out += len(data)
+            if t.get_write_buffer_size() > self.limits.max_write_buffer:
+                self.close_reason = "peer does not read"
+                self._abort()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self.server.protocol_errors += 1
+        self.close_reason = f"protocol error: {exc}"
+        log.warning("rtmp %s: protocol error, closing: %s", self.remote, exc)
+        self._abort()
+
+    def _refuse_media(self, exc: UnsupportedMedia) -> None:
+        self.server.rejected_media += 1
+        log.warning("rtmp %s stream %s: refusing media: %s", self.remote, self.live_stream_id, exc)
+        self.session.fail(STATUS_REJECTED, str(exc))
+        self._close(f"unsupported media: {exc}")
+
+    def _close(self, reason: str) -> None:
+        """Flush what the session has to say, then close once the peer had time to
+        read it: incoming bytes are discarded meanwhile (closing at once would make
+        the peer's kernel see a reset and drop our last status unread)."""
+        if not self.close_reason:
+            self.close_reason = reason
+        self._flush()
+        self._closed = True
+        if self.publication is not None:
+            self.publication.close("disconnected")
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.resume_reading()
+            self._loop.call_later(self.limits.linger, self._linger_done)
+
+    def _linger_done(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()
+
+    def _abort(self) -> None:
+        self._closed = True
+        self.session.close(self.close_reason or "aborted")
+        t = self.transport
+        if t is not None:
+            t.abort()
+
+    def abort(self, reason: str) -> None:
+        """Drop this peer now (server shutdown)."""
+        if not self.close_reason:
+            self.close_reason = reason
+        self._abort()
+
+
+def _configs(tracks: Any) -> tuple[Any, ...]:
+    return tuple((t.kind, t.config) for t in tracks)
+
+
+def _mask(key: str) -> str:
+    return key[:4] + "…" if len(key) > 4 else "…"
+
+
+class RtmpServer:
+    """RTMP ingest listener. Publishers' media goes to `hub`; `authority` checks keys."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        authority: PublishAuthority,
+        *,
+        host: str,
+        port: int,
+        limits: RtmpLimits | None = None,
+    ) -> None:
+        self.hub = hub
+        self.authority = authority
+        self.host = host
+        self._requested_port = port
+        self.port = port
+        """The bound port (the OS's pick when 0 was given), valid after `start()`."""
+        self.limits = limits or RtmpLimits()
+        self._server: asyncio.Server | None = None
+        self._connections: set[RtmpConnection] = set()
+        # Counters (metrics read them as plain attributes).
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.connections_total = 0
+        self.connections_refused = 0
+        """Refused because `max_connections` were open."""
+        self.publishes = 0
+        self.rejected_bad_key = 0
+        self.rejected_disabled = 0
+        self.rejected_other = 0
+        self.rejected_media = 0
+        self.protocol_errors = 0
+        self.timeouts = 0
+
+    @property
+    def connections(self) -> tuple[RtmpConnection, ...]:
+        return tuple(self._connections)
+
+    @property
+    def rejections(self) -> int:
+        return (self.rejected_bad_key + self.rejected_disabled + self.rejected_other
+                + self.rejected_media)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "connections": len(self._connections),
+            "connections_total": self.connections_total,
+            "connections_refused": self.connections_refused,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "publishes": self.publishes,
+            "rejected_bad_key": self.rejected_bad_key,
+            "rejected_disabled": self.rejected_disabled,
+            "rejected_other": self.rejected_other,
+            "rejected_media": self.rejected_media,
+            "protocol_errors": self.protocol_errors,
+            "timeouts": self.timeouts,
+        }
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: RtmpConnection(self), self.host, self._requested_port, reuse_address=True,
+            backlog=512,
+        )
+        sock = self._server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+        log.info("rtmp listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for conn in list(self._connections):
+            conn.abort("server stopping")
+        await server.wait_closed()
+        await asyncio.sleep(0)

@@ -1,0 +1,426 @@
+"""One live stream's LL-HLS state: a `SegmentSink` holding a bounded window in memory.
+
+Owns `LiveHls`: it keeps the init segments, the last ~30 s of complete
+segments (with their parts) and the parts of the open segment, renders (and
+caches) the playlists from that window, and lets HTTP handlers wait — without
+polling — for a playlist position (blocking reload, `_HLS_msn`/`_HLS_part`) or
+for a part that does not exist yet (preload hints). Every sink callback is
+forwarded to `extra_sinks` (the VOD recorder) after the live state is updated;
+a failing extra sink is logged and never disturbs live delivery.
+
+All methods run on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from realtime.hls.playlist import (
+    MediaPlaylistState,
+    PartEntry,
+    SegmentEntry,
+    render_media_playlist,
+    render_multivariant,
+    target_duration_for,
+)
+from realtime.segmenter import LATENCY_MODES
+from realtime.segments import InitSegment, Part, Segment, SegmentSink
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BANDWIDTH = 2_000_000
+
+
+class LiveHls:
+    """LL-HLS window, playlists and waiters for one live stream (a `SegmentSink`)."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        *,
+        latency_mode: str = "low",
+        extra_sinks: Sequence[SegmentSink] = (),
+        window_s: float = 30.0,
+    ) -> None:
+        if latency_mode not in LATENCY_MODES:
+            raise ValueError(f"unknown latency_mode {latency_mode!r}")
+        self.stream_id = stream_id
+        self.latency_mode = latency_mode
+        self.part_target_s, self.segment_target_s = LATENCY_MODES[latency_mode]
+        self.extra_sinks = tuple(extra_sinks)
+        self.ended = False
+        self.created_at = time.time()
+        self.inits: dict[int, InitSegment] = {}
+        self.current_init: InitSegment | None = None
+        self._segments: deque[Segment] = deque()
+        self._by_msn: dict[int, Segment] = {}
+        self._open: list[Part] = []
+        self._open_msn = 0
+        self._open_pdt = 0.0
+        self._open_discontinuity = False
+        self._open_init_gen = 0
+        self._discontinuity_sequence = 0
+        self._max_part = 0.0
+        self._target_duration = target_duration_for(self.segment_target_s, ())
+        self._peak_bps = 0
+        self._version = 0
+        self._cache: dict[tuple[bool, str], bytes] = {}
+        self._changed: asyncio.Future[None] | None = None
+        # Blocking-reload waiters, one shared future per requested position, so a
+        # new part wakes only the requests it satisfies (1,000 viewers = 1 future).
+        self._part_waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
+        self._segment_waiters: dict[int, asyncio.Future[None]] = {}
+        self._window_s = max(window_s, 8 * self.segment_target_s)
+        self.last_part_at = 0.0
+        """time.monotonic() of the last part (tests and benchmarks measure from it)."""
+        self.listeners: list[Callable[[Part], None]] = []
+        """Called synchronously with every new part (after waiters are released)."""
+
+    # -- SegmentSink -----------------------------------------------------------
+
+    def on_init(self, init: InitSegment) -> None:
+        self.inits[init.generation] = init
+        self.current_init = init
+        self._touch()
+        self._forward("on_init", init)
+
+    def on_part(self, part: Part) -> None:
+        if part.msn != self._open_msn or not self._open:
+            self._open = []
+            self._open_msn = part.msn
+            pdt = float(getattr(part, "program_date_time", 0.0) or 0.0)
+            self._open_pdt = pdt or (time.time() - part.duration)
+            self._open_discontinuity = bool(getattr(part, "discontinuity", False))
+            gen = getattr(part, "init_generation", None)
+            if gen is None:
+                gen = self.current_init.generation if self.current_init else 0
+            self._open_init_gen = int(gen)
+        self._open.append(part)
+        self._max_part = max(self._max_part, part.duration)
+        self.last_part_at = time.monotonic()
+        self._touch()
+        for listener in self.listeners:
+            listener(part)
+        self._forward("on_part", part)
+
+    def on_segment(self, segment: Segment) -> None:
+        self._segments.append(segment)
+        self._by_msn[segment.msn] = segment
+        if segment.msn == self._open_msn:
+            self._open = []
+            self._open_msn = segment.msn + 1
+        if segment.duration >= 0.5:
+            self._peak_bps = max(self._peak_bps, int(len(segment.data) * 8 / segment.duration))
+        self._target_duration = max(
+            self._target_duration, target_duration_for(self.segment_target_s, (segment.duration,))
+        )
+        self._evict()
+        self._trim_parts()
+        self._touch()
+        self._forward("on_segment", segment)
+
+    def on_end(self) -> None:
+        self.ended = True
+        self._open = []
+        self._touch()
+        self._forward("on_end")
+
+    def _forward(self, method: str, *args: object) -> None:
+        for sink in self.extra_sinks:
+            try:
+                getattr(sink, method)(*args)
+            except Exception:
+                log.exception("extra sink %r failed in %s for %s", sink, method, self.stream_id)
+
+    def _evict(self) -> None:
+        total = sum(s.duration for s in self._segments)
+        while len(self._segments) > 3 and total - self._segments[0].duration >= self._window_s:
+            old = self._segments.popleft()
+            total -= old.duration
+            self._by_msn.pop(old.msn, None)
+            if old.discontinuity:
+                self._discontinuity_sequence += 1
+        live_gens = {s.init.generation for s in self._segments}
+        if self.current_init is not None:
+            live_gens.add(self.current_init.generation)
+        live_gens.add(self._open_init_gen)
+        for gen in list(self.inits):
+            if gen not in live_gens:
+                del self.inits[gen]
+
+    def _trim_parts(self) -> None:
+        """Drop the part payloads of segments well outside the part window: the
+        segment's own bytes remain, so memory is about one copy of the window."""
+        keep_s = 6.0 * self._target_duration
+        acc = 0.0
+        for i in range(len(self._segments) - 1, -1, -1):
+            seg = self._segments[i]
+            acc += seg.duration
+            if acc <= keep_s:
+                continue
+            if not seg.parts:
+                break
+            trimmed = dataclasses.replace(seg, parts=())
+            self._segments[i] = trimmed
+            self._by_msn[seg.msn] = trimmed
+
+    def _touch(self) -> None:
+        self._version += 1
+        self._cache.clear()
+        if self._part_waiters or self._segment_waiters:
+            self._release_positions()
+        fut = self._changed
+        self._changed = None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _release_positions(self) -> None:
+        latest = self.latest_part()
+        done = self.ended
+        for key in [k for k in self._part_waiters if done or (latest is not None and latest >= k)]:
+            fut = self._part_waiters.pop(key)
+            if not fut.done():
+                fut.set_result(None)
+        last = self.last_complete_msn
+        for msn in [m for m in self._segment_waiters if done or last >= m]:
+            fut = self._segment_waiters.pop(msn)
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- queries ---------------------------------------------------------------
+
+    @property
+    def has_media(self) -> bool:
+        return bool(self._segments or self._open)
+
+    @property
+    def target_duration(self) -> int:
+        return self._target_duration
+
+    @property
+    def first_msn(self) -> int:
+        return self._segments[0].msn if self._segments else self._open_msn
+
+    @property
+    def last_complete_msn(self) -> int:
+        """The newest complete segment's msn (-1 when none)."""
+        return self._segments[-1].msn if self._segments else -1
+
+    @property
+    def open_msn(self) -> int:
+        """The msn of the segment being built (its parts are the newest)."""
+        return self._open_msn
+
+    @property
+    def last_msn(self) -> int:
+        """The newest msn that appears in the playlist (complete or with parts)."""
+        return self._open_msn if self._open else self.last_complete_msn
+
+    def latest_part(self) -> tuple[int, int] | None:
+        """(msn, index) of the newest part, or None before the first one."""
+        if self._open:
+            return (self._open_msn, len(self._open) - 1)
+        if self._segments:
+            s = self._segments[-1]
+            return (s.msn, len(s.parts) - 1)
+        return None
+
+    def next_part(self) -> tuple[int, int]:
+        """The part the preload hint announces."""
+        if self._open:
+            return (self._open_msn, len(self._open))
+        return (self._open_msn, 0)
+
+    def has_position(self, msn: int, part: int | None) -> bool:
+        """Does the playlist hold segment `msn` complete (or, with `part`, that part or later)?"""
+        if self.ended:
+            return True
+        if part is None:
+            return self.last_complete_msn >= msn
+        latest = self.latest_part()
+        return latest is not None and latest >= (msn, part)
+
+    def get_init(self, generation: int) -> InitSegment | None:
+        return self.inits.get(generation)
+
+    def get_segment(self, msn: int) -> Segment | None:
+        return self._by_msn.get(msn)
+
+    def get_part(self, msn: int, index: int) -> Part | None:
+        if msn == self._open_msn and 0 <= index < len(self._open):
+            return self._open[index]
+        seg = self._by_msn.get(msn)
+        if seg is not None and 0 <= index < len(seg.parts):
+            return seg.parts[index]
+        return None
+
+    def part_may_come(self, msn: int, index: int) -> bool:
+        """False once the part can no longer appear (its segment closed without it,
+        it left the window, the stream ended)."""
+        if self.ended or (msn < self.first_msn and self.has_media):
+            return False
+        if msn in self._by_msn:
+            return False
+        return msn >= self._open_msn
+
+    def segment_may_come(self, msn: int) -> bool:
+        if self.ended:
+            return False
+        return msn >= self._open_msn
+
+    # -- waiting ---------------------------------------------------------------
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until `predicate()` holds after some update; False on timeout."""
+        if predicate():
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if self._changed is None:
+                self._changed = loop.create_future()
+            try:
+                async with asyncio.timeout(remaining):
+                    await asyncio.shield(self._changed)
+            except TimeoutError:
+                return predicate()
+            if predicate():
+                return True
+
+    async def wait_for(
+        self, msn: int, part: int | None = None, timeout_s: float | None = None
+    ) -> bool:
+        """Block until the playlist contains segment `msn` (or part `part` of it, or later).
+
+        Returns False after `timeout_s` (default 3 target durations)."""
+        if self.has_position(msn, part):
+            return True
+        t = self.blocking_timeout() if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        if part is None:
+            fut = self._segment_waiters.get(msn)
+            if fut is None:
+                fut = self._segment_waiters[msn] = loop.create_future()
+        else:
+            fut = self._part_waiters.get((msn, part))
+            if fut is None:
+                fut = self._part_waiters[(msn, part)] = loop.create_future()
+        try:
+            async with asyncio.timeout(t):
+                await asyncio.shield(fut)
+        except TimeoutError:
+            pass
+        return self.has_position(msn, part)
+
+    async def wait_part(self, msn: int, index: int, timeout_s: float | None = None) -> Part | None:
+        """The part, waiting for it while it may still come; None if it never will."""
+        t = self.blocking_timeout() if timeout_s is None else timeout_s
+        await self.wait_until(
+            lambda: self.get_part(msn, index) is not None or not self.part_may_come(msn, index), t
+        )
+        return self.get_part(msn, index)
+
+    async def wait_segment(self, msn: int, timeout_s: float | None = None) -> Segment | None:
+        t = self.blocking_timeout() if timeout_s is None else timeout_s
+        await self.wait_until(
+            lambda: self.get_segment(msn) is not None or not self.segment_may_come(msn), t
+        )
+        return self.get_segment(msn)
+
+    async def wait_media(self, timeout_s: float | None = None) -> bool:
+        t = self.blocking_timeout() if timeout_s is None else timeout_s
+        return await self.wait_until(lambda: self.has_media or self.ended, t)
+
+    def blocking_timeout(self) -> float:
+        return 3.0 * self._target_duration
+
+    # -- playlists -------------------------------------------------------------
+
+    def playlist_state(self) -> MediaPlaylistState:
+        entries: list[SegmentEntry] = []
+        for s in self._segments:
+            entries.append(
+                SegmentEntry(
+                    msn=s.msn,
+                    duration=s.duration,
+                    parts=tuple(
+                        PartEntry(p.msn, p.index, p.duration, p.independent) for p in s.parts
+                    ),
+                    program_date_time=s.program_date_time,
+                    discontinuity=s.discontinuity,
+                    init_generation=s.init.generation,
+                )
+            )
+        if self._open and not self.ended:
+            entries.append(
+                SegmentEntry(
+                    msn=self._open_msn,
+                    duration=sum(p.duration for p in self._open),
+                    parts=tuple(
+                        PartEntry(p.msn, p.index, p.duration, p.independent) for p in self._open
+                    ),
+                    program_date_time=self._open_pdt,
+                    discontinuity=self._open_discontinuity,
+                    init_generation=self._open_init_gen,
+                    complete=False,
+                )
+            )
+        # PART-TARGET is the configured target; parts may overshoot it by a
+        # rounding error (ms timestamps), a real overshoot (odd frame rates) raises it.
+        part_target = self.part_target_s
+        if self._max_part > part_target * 1.02:
+            part_target = math.ceil(self._max_part * 1000) / 1000
+        return MediaPlaylistState(
+            target_duration=self._target_duration,
+            part_target=part_target,
+            media_sequence=self.first_msn,
+            discontinuity_sequence=self._discontinuity_sequence,
+            segments=tuple(entries),
+            preload_hint=None if self.ended else self.next_part(),
+            ended=self.ended,
+        )
+
+    def media_playlist(self, *, skip: bool = False, suffix: str = "") -> str:
+        return self.media_playlist_bytes(skip=skip, suffix=suffix).decode()
+
+    def media_playlist_bytes(self, *, skip: bool = False, suffix: str = "") -> bytes:
+        """The rendered playlist, cached until the next change (all viewers share it)."""
+        key = (skip, suffix)
+        data = self._cache.get(key)
+        if data is None:
+            data = render_media_playlist(self.playlist_state(), skip=skip, suffix=suffix).encode()
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = data
+        return data
+
+    def bandwidth(self) -> int:
+        declared = self.current_init.bandwidth if self.current_init else 0
+        if self._peak_bps:
+            return max(self._peak_bps, declared)
+        parts = list(self._open) or [p for s in list(self._segments)[-1:] for p in s.parts]
+        dur = sum(p.duration for p in parts)
+        if dur > 0.1:
+            return max(int(sum(len(p.data) for p in parts) * 8 / dur * 1.5), declared)
+        return declared or DEFAULT_BANDWIDTH
+
+    def multivariant_playlist(self, media_uri: str, *, suffix: str = "") -> str:
+        init = self.current_init
+        return render_multivariant(
+            media_uri,
+            bandwidth=self.bandwidth(),
+            codecs=init.codecs if init else "avc1.64001f,mp4a.40.2",
+            width=init.width if init else 0,
+            height=init.height if init else 0,
+            frame_rate=float(getattr(init, "frame_rate", 0.0) or 0.0),
+            suffix=suffix,
+        )

@@ -1,0 +1,172 @@
+"""Starts and keeps one Segmenter + LiveHls per live stream.
+
+Owns `LiveHlsManager`. The composition root chains the hub's observer hooks
+to it (`publication_started` / `publication_ended`, the `HubObserver` shape).
+On the first publication of a stream it subscribes a reader, builds a
+`LiveHls` (with the extra sinks from `sink_factory`, e.g. the recorder) and
+runs a `Segmenter` task. Reconnects and takeovers reach the same segmenter
+through the same reader (new generation -> discontinuity), so the playlist
+and its media sequence numbers continue. The broadcast is over only when the
+owner calls `finish(stream_id)` (the lifecycle's reconnect window expired, or
+the stream was completed): the reader closes, the segmenter flushes, the sinks
+get `on_end()`, the playlist gets EXT-X-ENDLIST and is kept for `linger_s` so
+players see the end, then forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ingest.hub import Hub, HubObserver, Publication, Stream, StreamReader
+from realtime.hls.live import LiveHls
+from realtime.segmenter import LATENCY_MODES, Segmenter
+from realtime.segments import Part, SegmentSink
+
+log = logging.getLogger(__name__)
+
+READER_MAX_UNITS = 2048
+
+
+@dataclass(slots=True)
+class _Entry:
+    live: LiveHls
+    reader: StreamReader
+    segmenter: Segmenter
+    task: asyncio.Task[None]
+    forget: asyncio.TimerHandle | None = None
+
+
+class LiveHlsManager(HubObserver):
+    """One LiveHls per live stream id, alive across reconnects until `finish()`."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        sink_factory: Callable[[str], Sequence[SegmentSink]] | None = None,
+        latency_mode_of: Callable[[str], str] | None = None,
+        on_playable: Callable[[str, int], None] | None = None,
+        linger_s: float = 30.0,
+    ) -> None:
+        self.hub = hub
+        self.sink_factory = sink_factory
+        self.latency_mode_of = latency_mode_of
+        self.on_playable = on_playable
+        """Called with (stream_id, generation) when a generation's first part exists
+        (the lifecycle's `live_stream.active`)."""
+        self.linger_s = linger_s
+        self._entries: dict[str, _Entry] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # -- hub observer hooks -----------------------------------------------------
+
+    def publication_started(self, stream: Stream, publication: Publication) -> None:
+        entry = self._entries.get(stream.id)
+        running = entry is not None and entry.forget is None and not entry.task.done()
+        if entry is not None and running and not entry.live.ended:
+            return  # reconnect/takeover: the running segmenter sees the new generation
+        if entry is not None:
+            self._drop(stream.id)
+        self.start(stream)
+
+    def publication_ended(self, stream: Stream, publication: Publication, reason: str) -> None:
+        # The segmenter flushes on PublicationEnded; the playlist stays up for
+        # viewers until finish() (reconnect window).
+        pass
+
+    # -- control ------------------------------------------------------------------
+
+    def start(self, stream: Stream, latency_mode: str | None = None) -> LiveHls:
+        """Start serving `stream` (idempotent while it is being served)."""
+        entry = self._entries.get(stream.id)
+        if entry is not None and entry.forget is None and not entry.live.ended:
+            return entry.live
+        if entry is not None:
+            self._drop(stream.id)  # a finished broadcast: a new one starts from msn 0
+        mode = latency_mode or (self.latency_mode_of(stream.id) if self.latency_mode_of else "low")
+        if mode not in LATENCY_MODES:
+            mode = "low"
+        extra: Sequence[SegmentSink] = ()
+        if self.sink_factory is not None:
+            try:
+                extra = tuple(self.sink_factory(stream.id))
+            except Exception:
+                log.exception("sink_factory failed for %s", stream.id)
+        live = LiveHls(stream.id, latency_mode=mode, extra_sinks=extra)
+        if self.on_playable is not None:
+            live.listeners.append(self._playable_listener(stream.id))
+        reader = stream.subscribe("hls", READER_MAX_UNITS, from_keyframe=True)
+        part_s, seg_s = LATENCY_MODES[mode]
+        segmenter = Segmenter(reader, live, part_target_s=part_s, segment_target_s=seg_s)
+        task = asyncio.get_running_loop().create_task(
+            segmenter.run(), name=f"segmenter:{stream.id}"
+        )
+        self._entries[stream.id] = _Entry(live, reader, segmenter, task)
+        return live
+
+    def _playable_listener(self, stream_id: str) -> Callable[[Part], None]:
+        seen: set[int] = set()
+
+        def listener(part: Part) -> None:
+            generation = int(getattr(part, "generation", 0))
+            if generation in seen or self.on_playable is None:
+                return
+            seen.add(generation)
+            try:
+                self.on_playable(stream_id, generation)
+            except Exception:
+                log.exception("on_playable failed for %s", stream_id)
+
+        return listener
+
+    def get(self, stream_id: str) -> LiveHls | None:
+        entry = self._entries.get(stream_id)
+        return entry.live if entry is not None else None
+
+    def finish(self, stream_id: str) -> None:
+        """The broadcast is over: flush, end the playlist (ENDLIST), forget it after linger_s."""
+        entry = self._entries.get(stream_id)
+        if entry is None or entry.forget is not None:
+            return
+        entry.reader.close()  # the segmenter drains, flushes and calls on_end()
+        if entry.task.done():
+            entry.segmenter.close()
+        loop = asyncio.get_running_loop()
+        entry.forget = loop.call_later(self.linger_s, self._forget, stream_id, entry)
+
+    def _forget(self, stream_id: str, entry: _Entry) -> None:
+        if self._entries.get(stream_id) is entry:
+            del self._entries[stream_id]
+
+    def _drop(self, stream_id: str) -> None:
+        entry = self._entries.pop(stream_id, None)
+        if entry is None:
+            return
+        if entry.forget is not None:
+            entry.forget.cancel()
+        # Closing the reader lets the segmenter drain, flush and end its sinks
+        # (the recorder must see on_end); it is awaited on close().
+        entry.reader.close()
+        if not entry.task.done():
+            self._retiring.add(entry.task)
+            entry.task.add_done_callback(self._retiring.discard)
+
+    @property
+    def stream_ids(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    async def close(self) -> None:
+        """Stop every segmenter (shutdown): sinks get on_end()."""
+        entries = list(self._entries.values())
+        self._entries.clear()
+        for e in entries:
+            if e.forget is not None:
+                e.forget.cancel()
+            e.reader.close()
+        for task in [e.task for e in entries] + list(self._retiring):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 2.0)

@@ -1,0 +1,35 @@
+"""WebRTC networking for rooms, on top of `realtime.webrtc.config`.
+
+`RtcSettings` wraps the shared `WebRtcConfig` (ICE servers, host-candidate
+addresses incl. 127.0.0.1, UDP port range) and gives rooms two calls:
+`new_peer_connection()` and `prepare(pc)` — the latter must run after the
+transceivers exist and before `setLocalDescription` (it makes aioice gather on
+the configured addresses, per connection, no global patching).
+
+aiortc's default ICE server is a public STUN host and aioice never offers
+127.0.0.1 on its own: `RtcSettings.loopback()` (tests, single machine) fixes
+both; production uses `RtcSettings(WebRtcConfig.from_env())`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiortc import RTCPeerConnection
+
+from realtime.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
+
+
+@dataclass(frozen=True, slots=True)
+class RtcSettings:
+    config: WebRtcConfig = field(default_factory=WebRtcConfig)
+
+    @classmethod
+    def loopback(cls) -> RtcSettings:
+        return cls(WebRtcConfig.loopback())
+
+    def new_peer_connection(self) -> RTCPeerConnection:
+        return new_peer_connection(self.config)
+
+    def prepare(self, pc: RTCPeerConnection) -> None:
+        prepare_ice(pc, self.config)

@@ -1,0 +1,110 @@
+"""Run `onair serve` as a real subprocess on free loopback ports (test helper).
+
+svc = ServiceProcess(tmp_path / "data", env={"ONAIR_WEBHOOK_BACKOFF_BASE_S": "0.5"})
+svc.start()            # waits for the banner; svc.admin_key on first start
+... svc.url ...
+svc.kill()             # SIGKILL, or svc.stop() for SIGTERM (graceful)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KEY_RE = re.compile(r"ONAIR_API_KEY=(onair_sk_\S+)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.extra_env = dict(env or {})
+        self.port = free_port()
+        self.rtmp_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.admin_key: str | None = None
+        self.runs = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ONAIR_")}
+        env.update(
+            {
+                "ONAIR_DATA_DIR": str(self.data_dir),
+                "ONAIR_HOST": "127.0.0.1",
+                "ONAIR_HTTP_PORT": str(self.port),
+                "ONAIR_RTMP_PORT": str(self.rtmp_port),
+                "ONAIR_PUBLIC_URL": self.url,
+                "ONAIR_SHUTDOWN_TIMEOUT_S": "5",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 30.0) -> None:
+        assert self.proc is None
+        self.runs += 1
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = self.data_dir.parent / f"serve-{self.runs}.out"
+        self.stderr_path = self.data_dir.parent / f"serve-{self.runs}.err"
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "control.cli", "serve"],
+                stdout=out,
+                stderr=err,
+                env=self._env(),
+                cwd=str(self.data_dir.parent),
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.stdout_path.read_text()
+            if "onair is running" in text:
+                m = KEY_RE.search(text)
+                if m:
+                    self.admin_key = m.group(1)
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(
+            f"onair serve did not start:\n{self.stdout_path.read_text()}\n"
+            f"{self.stderr_path.read_text()[-4000:]}"
+        )
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (graceful shutdown); returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def logs(self) -> str:
+        return self.stderr_path.read_text() if hasattr(self, "stderr_path") else ""
