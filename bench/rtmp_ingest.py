@@ -112,7 +112,7 @@ def serve_onair(status_path: str) -> None:
     sys.path.insert(0, str(ROOT))
     from ingest.hub import Hub
     from ingest.ports import PublishGrant
-    from ingest.rtmp.server import RtmpServer
+    from ingest.rtmp.server import RtmpLimits, RtmpServer
 
     async def main() -> None:
         hub = Hub()
@@ -130,7 +130,9 @@ def serve_onair(status_path: str) -> None:
                     readers[stream_key] = asyncio.get_running_loop().create_task(drain(stream_key))
                 return PublishGrant(stream_key)
 
-        server = RtmpServer(hub, Authority(), host="127.0.0.1", port=0)
+        coalesce = float(os.environ.get("ONAIR_BENCH_READ_COALESCE", RtmpLimits().read_coalesce))
+        server = RtmpServer(hub, Authority(), host="127.0.0.1", port=0,
+                            limits=RtmpLimits(read_coalesce=coalesce))
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -297,8 +299,12 @@ def main() -> None:
     ap.add_argument("--n", default="1,10,25,50", help="comma-separated publisher counts")
     ap.add_argument("--seconds", type=float, default=20.0, help="measuring window")
     ap.add_argument("--warmup", type=float, default=6.0)
+    ap.add_argument("--read-coalesce", type=float, default=None,
+                    help="onair RtmpLimits.read_coalesce in seconds (0 = off; default 0.03)")
     ap.add_argument("--serve-onair", metavar="STATUS_JSON", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.read_coalesce is not None:
+        os.environ["ONAIR_BENCH_READ_COALESCE"] = str(args.read_coalesce)
     if args.serve_onair:
         serve_onair(args.serve_onair)
         return

@@ -119,7 +119,7 @@ async def run_backend(
         svc = WebhookService(
             store,
             node_id="bench",
-            max_in_flight=64,
+            max_in_flight=max(64, per_endpoint),
             per_endpoint_concurrency=per_endpoint,
             poll_interval_s=0.5,
             timeout_s=10,

@@ -269,7 +269,9 @@ class Stream:
     def readers(self) -> tuple[StreamReader, ...]:
         return tuple(self._readers)
 
-    def subscribe(self, name: str, max_units: int = 512, *, from_keyframe: bool = False) -> StreamReader:
+    def subscribe(
+        self, name: str, max_units: int = 512, *, from_keyframe: bool = False
+    ) -> StreamReader:
         """A new reader. With `from_keyframe`, it starts with the cached current GOP
         (so a new viewer decodes at once) instead of waiting for the next keyframe."""
         reader = StreamReader(self, max_units, name)
@@ -277,7 +279,9 @@ class Stream:
         if self.publication is not None:
             reader._push(
                 PublicationStarted(
-                    self.generation, self.publication.tracks, self.publication.source,
+                    self.generation,
+                    self.publication.tracks,
+                    self.publication.source,
                     self.publication.started_at,
                 )
             )
@@ -321,7 +325,9 @@ class Stream:
         self._gop.clear()
         self._gop_bytes = 0
         started = PublicationStarted(
-            publication.generation, publication.tracks, publication.source,
+            publication.generation,
+            publication.tracks,
+            publication.source,
             publication.started_at,
         )
         for reader in self._readers:

@@ -28,6 +28,8 @@ class PublishDenied(Exception):
 
 
 class PublishAuthority(Protocol):
-    async def authorize_publish(self, stream_key: str, *, protocol: str, remote: str) -> PublishGrant:
+    async def authorize_publish(
+        self, stream_key: str, *, protocol: str, remote: str
+    ) -> PublishGrant:
         """Return a grant or raise `PublishDenied`. `protocol` is "rtmp" | "whip"."""
         ...

@@ -202,7 +202,9 @@ class Store(Protocol):
     async def queue_depth(self, queue: str) -> int: ...
 
     async def next_due(self, queue: str) -> float | None:
-        """The earliest run_at among unleased tasks (for sleeping workers)."""
+        """The earliest time a task becomes leasable (for sleeping workers): the
+        run_at of unleased tasks and the lease expiry of leased ones (an expired
+        lease makes its task due again)."""
         ...
 
     # -- kv with TTL --------------------------------------------------------------

@@ -115,6 +115,9 @@ CREATE TABLE IF NOT EXISTS leases (
 ) WITHOUT ROWID;
 """
 
+_MAX_GROUP = 200
+"""At most this many writes per group commit (bounds how long reads wait)."""
+
 _SWEEP_EVERY = 1000
 """Delete expired kv rows and idle buckets every this many writes to them."""
 
@@ -180,7 +183,8 @@ class SqliteStore:
     async def _flush(self) -> None:
         try:
             while self._pending:
-                batch, self._pending = self._pending, []
+                batch = self._pending[:_MAX_GROUP]
+                del self._pending[:_MAX_GROUP]
                 try:
                     results = await self._run(self._apply_batch, [fn for fn, _ in batch])
                 except BaseException as e:  # executor gone, loop closing...

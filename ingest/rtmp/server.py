@@ -43,6 +43,7 @@ from ingest.rtmp.session import (
     MetaData,
     Publish,
     RtmpSession,
+    State,
     Unpublish,
     VideoData,
 )
@@ -371,8 +372,8 @@ class RtmpConnection(asyncio.Protocol):
             server.rejected_other += 1
             self._reject(STATUS_REJECTED, "internal error, try again later")
             return
-        if self._closed:
-            return
+        if self._closed or self.session.state is not State.PUBLISH_PENDING:
+            return  # the peer went away while we asked
         self.live_stream_id = grant.live_stream_id
         self.demux = FlvDemuxer()
         self._granted = True
@@ -391,7 +392,7 @@ class RtmpConnection(asyncio.Protocol):
         self._flush()
 
     def _reject(self, code: str, description: str) -> None:
-        if self._closed:
+        if self._closed or self.session.state is not State.PUBLISH_PENDING:
             return
         self._awaiting_auth = False
         self.session.reject_publish(code, description)

@@ -40,6 +40,7 @@ from aiortc.mediastreams import MediaStreamError
 log = logging.getLogger(__name__)
 
 PLI_MIN_INTERVAL_S = 0.3
+KEYFRAME_RETRY_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +250,7 @@ class ForwardedTrack(MediaStreamTrack):
         self._last_out_ts: int | None = None
         self._last_in_ts: int | None = None
         self._rebase = False
+        self._last_request = time.monotonic()
         self.frames_in = 0
         self.frames_out = 0
         self.dropped = 0
@@ -268,6 +270,7 @@ class ForwardedTrack(MediaStreamTrack):
         self._waiting_keyframe = self.kind == "video"
         source.add_sink(self)
         if self._waiting_keyframe:
+            self._last_request = time.monotonic()
             source.request_keyframe()
 
     def detach(self) -> None:
@@ -293,6 +296,12 @@ class ForwardedTrack(MediaStreamTrack):
         if self._waiting_keyframe:
             if not frame.keyframe:
                 self.dropped += 1
+                # Publishers may ignore a PLI (e.g. one right after a keyframe):
+                # keep asking while we wait.
+                now = time.monotonic()
+                if self._source is not None and now - self._last_request > KEYFRAME_RETRY_S:
+                    self._last_request = now
+                    self._source.request_keyframe()
                 return
             self._waiting_keyframe = False
         if len(self._frames) >= self._max:

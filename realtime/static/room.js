@@ -143,7 +143,8 @@
           for (const t of p.tracks) state.tracks[t.track_id] = { identity: p.identity, ...t };
         }
         refreshParticipants();
-        await startPublishing();
+        // Not awaited: subscribe offers must not queue behind camera start-up.
+        startPublishing().catch((e) => state.errors.push({ code: "publish", message: String(e) }));
         break;
       case "participant_joined":
         tileFor(msg.participant.identity, false); refreshParticipants(); break;

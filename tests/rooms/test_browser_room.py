@@ -37,6 +37,17 @@ async def browser() -> AsyncIterator[Chromium]:
     await b.close()
 
 
+def server_view(server: RoomServer) -> dict[str, Any]:
+    ar = server.service.rooms.get("RM_meet")
+    if ar is None:
+        return {}
+    return {ident: {t.name: (t.frames_in, t.frames_out, t.dropped, t.keyframe_requests)
+                    for t in s.subscribe.tracks.values()} | {
+                        "negotiations": s.subscribe.negotiations,
+                        "pc": s.subscribe.pc.connectionState if s.subscribe.pc else None}
+            for ident, s in ar.sessions.items()}
+
+
 async def stats(page: Page) -> dict[str, Any]:
     return await page.evaluate("window.onairRoom ? window.onairRoom.videoStats() : {}")  # type: ignore[no-any-return]
 
@@ -62,7 +73,7 @@ async def test_three_browsers_see_each_other_and_a_leaver_goes(
     ok: set[str] = set()
     while len(ok) < 3:
         assert time.monotonic() - t0 < 5.0, f"not all decoding after 5 s: {ok} " + str(
-            {n: await stats(p) for n, p in pages.items()})
+            {n: await stats(p) for n, p in pages.items()}) + " server: " + str(server_view(server))
         for n, p in pages.items():
             if n in ok:
                 continue

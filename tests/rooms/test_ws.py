@@ -215,3 +215,18 @@ async def test_a_vanished_publisher_is_announced_within_seconds(room_server: Roo
     finally:
         await pub.close()
         await sub.close()
+
+
+async def test_can_subscribe_false_cannot_subscribe(room_server: RoomServer) -> None:
+    s, ws = await _ws(room_server, "RM_a",
+                      room_server.tokens.issue("RM_a", "bot", can_subscribe=False))
+    try:
+        await ws.send_str('{"type":"join"}')
+        joined = await _recv(ws)
+        assert joined["can_subscribe"] is False
+        await ws.send_str('{"type":"subscribe","track_ids":["TR_x"]}')
+        err = await _recv(ws)
+        assert err["type"] == "error" and err["code"] == "forbidden"
+    finally:
+        await ws.close()
+        await s.close()

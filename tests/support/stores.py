@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from control.store.base import Store
@@ -51,10 +52,10 @@ def make_store(
     prefix: str | None = None,
 ) -> Store:
     """An unopened store of `kind` ("sqlite" or "redis")."""
-    kwargs = {} if clock is None else {"clock": clock}
+    now: Callable[[], float] = clock if clock is not None else time.time
     if kind == "sqlite":
-        return SqliteStore(tmp_path / name, **kwargs)
+        return SqliteStore(tmp_path / name, clock=now)
     if kind == "redis":
         assert redis_url is not None
-        return RedisStore(redis_url, prefix=prefix or f"t{uuid.uuid4().hex[:12]}:", **kwargs)
+        return RedisStore(redis_url, prefix=prefix or f"t{uuid.uuid4().hex[:12]}:", clock=now)
     raise ValueError(kind)

@@ -7,11 +7,14 @@ import asyncio
 import fractions
 import math
 import time
+from dataclasses import dataclass, field
 
 import av
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from ingest.hub import MediaUnit, PublicationEnded, PublicationStarted, StreamReader, TrackKind
+from ingest.ports import PublishDenied, PublishGrant
+from realtime.whep import PlaybackDenied
 
 
 class PatternVideoTrack(VideoStreamTrack):
@@ -221,3 +224,31 @@ async def feed_file(hub, stream_id: str, path: str, *, loops: int = 100) -> None
                 )
     finally:
         pub.close("ended")
+
+
+@dataclass
+class FakeAuthority:
+    keys: dict[str, str] = field(
+        default_factory=lambda: {"key-live-1": "ls_1", "key-live-2": "ls_2"}
+    )
+    disabled: set[str] = field(default_factory=lambda: {"key-disabled"})
+
+    async def authorize_publish(
+        self, stream_key: str, *, protocol: str, remote: str
+    ) -> PublishGrant:
+        if stream_key in self.disabled:
+            raise PublishDenied("disabled", "this live stream is disabled")
+        if stream_key not in self.keys:
+            raise PublishDenied("bad_key", "unknown stream key")
+        return PublishGrant(self.keys[stream_key])
+
+
+def resolve_playback(playback_id: str, token: str | None) -> str:
+    """pb_N -> ls_N (public); sig_N -> ls_N with token "good" (signed)."""
+    if playback_id.startswith("pb_"):
+        return "ls_" + playback_id[3:]
+    if playback_id.startswith("sig_"):
+        if token != "good":
+            raise PlaybackDenied(403, "a valid playback token is required")
+        return "ls_" + playback_id[4:]
+    raise LookupError(playback_id)

@@ -15,8 +15,7 @@ from ingest.hub import Hub
 from realtime.webrtc.client import delete_session, whip_publish
 from realtime.webrtc.config import WebRtcConfig
 from realtime.webrtc.routes import add_webrtc_routes
-from tests.webrtc._media import PatternVideoTrack, ToneAudioTrack
-from tests.webrtc.conftest import FakeAuthority, resolve_playback
+from tests.webrtc._media import FakeAuthority, PatternVideoTrack, ToneAudioTrack, resolve_playback
 
 hls_http = pytest.importorskip("realtime.hls.http")
 hls_manager = pytest.importorskip("realtime.hls.manager")

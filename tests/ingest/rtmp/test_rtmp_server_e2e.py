@@ -312,3 +312,25 @@ async def test_gstreamer_rtmp2sink_publish(rtmp: Any, publishers: list[Publisher
     steps = [b.dts - a.dts for a, b in pairwise(audio)]
     assert steps and all(s >= 1024 for s in steps), steps
     assert steps.count(1024) >= 0.9 * len(steps), steps
+
+
+async def test_limits_close_the_offending_connection() -> None:
+    """Over `max_connections` a peer is dropped at accept; a chunk size over the limit
+    closes that connection only."""
+    hub = Hub()
+    server = RtmpServer(hub, FakeAuthority(), host="127.0.0.1", port=0,
+                        limits=RtmpLimits(max_connections=1))
+    await server.start()
+    try:
+        r1, w1 = await _raw_client(server.port)
+        r2, w2 = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(r2.read(), 3) == b""
+        assert server.connections_refused == 1
+        w2.close()
+        # Set Chunk Size 2**31-1 on chunk stream 2.
+        w1.write(bytes.fromhex("02000000000004010000000000") + b"\x7f\xff\xff\xff")
+        assert await asyncio.wait_for(r1.read(), 3) == b""
+        assert server.protocol_errors == 1
+        w1.close()
+    finally:
+        await server.stop()

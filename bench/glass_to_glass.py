@@ -1,0 +1,667 @@
+"""Glass-to-glass latency benchmark: onair LL-HLS against nginx-rtmp HLS, in one run.
+
+What it owns: a wall-clock-stamped RTMP publisher, a viewer page that reads the stamp
+back from every displayed frame in headless Chromium, and the side-by-side report.
+
+* Publisher (a child process of this script, `_publish` sub-command): 720p30 frames made
+  with numpy in real time (paced on the monotonic clock). Right when a frame is made, the
+  wall clock (ms since a shared t0) is drawn into it as a row of 44 big blocks
+  (24x48 px each): `10` start marker, 32 data bits, 8 check bits (xor of the four data
+  bytes ^ 0x5A), `01` end marker. PyAV encodes it (libx264 veryfast, zerolatency, g=30,
+  2.5 Mbit/s CBR-ish VBV) with a 440 Hz AAC tone and muxes FLV straight to rtmp://.
+* Viewer: a fresh headless Chromium opens a page this script serves (aiohttp, free
+  port): hls.js (vendored realtime/static/vendor/hls.min.js) plays the stream
+  (`lowLatencyMode: true` for onair, hls.js defaults for nginx-rtmp's plain HLS). On every
+  displayed frame (`video.requestVideoFrameCallback`) the stamp row is drawn to a canvas,
+  decoded and checked, and `Date.now() - stamp` is recorded. After a warm-up the samples
+  of the measuring window give p50/p95. Optionally (`--watch-page`) the same decoder is
+  injected into onair's own /watch/<playback_id> page (its hls.js config + catch-up).
+* Servers: `onair serve` (tests/control/api/service_process.py ServiceProcess, stream
+  created with latency_mode=low) and Debian nginx + libnginx-mod-rtmp (non-daemon child,
+  own prefix, `hls_fragment 1s; hls_playlist_length 4s;`, HLS served by nginx's http
+  module with CORS on another free port). Phases run one after another, each with its
+  own publisher, so they do not compete for the two cores.
+
+Usage:
+    .venv/bin/python bench/glass_to_glass.py [--seconds 25] [--warmup 5]
+        [--servers onair,nginx] [--watch-page]
+
+Prints a table (server, p50, p95, samples, ratio onair/nginx) and writes
+bench/results/glass_to_glass.json. Every child runs in its own process group and is
+killed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import re
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results"
+PAGE = Path(__file__).resolve().parent / "_g2g_page.html"
+HLS_JS = ROOT / "realtime" / "static" / "vendor" / "hls.min.js"
+NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+
+WIDTH, HEIGHT, FPS = 1280, 720, 30
+BLOCK_W, BLOCK_H = 24, 48
+STAMP_X, STAMP_Y = 64, 24
+N_BLOCKS = 44  # 2 start + 32 data + 8 check + 2 end
+WHITE, BLACK = 235, 16
+
+# The decoder, shared by our page (/g2g.js) and injected into onair's watch page.
+DECODER_JS = r"""
+(function () {
+  "use strict";
+  if (window.g2g) return;
+  var q = new URLSearchParams(location.search);
+  var g = window.g2g = { t0: Number(q.get("t0") || window.G2G_T0 || 0), samples: [],
+                         bad: 0, frames: 0, last: null, errors: [], waiting: 0 };
+  var BW = %(bw)d, BH = %(bh)d, X = %(x)d, Y = %(y)d, N = %(n)d;
+  var canvas = document.createElement("canvas");
+  canvas.width = BW * N; canvas.height = BH;
+  var ctx = canvas.getContext("2d", { willReadFrequently: true });
+  function bitAt(d, i) {  // mean of the green channel over the block's centre 12x24
+    var s = 0, c = 0;
+    for (var y = BH / 4; y < BH * 3 / 4; y += 2)
+      for (var x = i * BW + BW / 4; x < i * BW + BW * 3 / 4; x += 2) {
+        s += d[(y * BW * N + x) * 4 + 1]; c++;
+      }
+    return s / c > 128 ? 1 : 0;
+  }
+  function decode() {
+    var d = ctx.getImageData(0, 0, BW * N, BH).data;
+    var b = []; for (var i = 0; i < N; i++) b.push(bitAt(d, i));
+    if (b[0] !== 1 || b[1] !== 0 || b[N - 2] !== 0 || b[N - 1] !== 1) return null;
+    var v = 0, chk = 0, bytes = [0, 0, 0, 0];
+    for (i = 0; i < 32; i++) { v = v * 2 + b[2 + i]; bytes[i >> 3] = bytes[i >> 3] * 2 + b[2 + i]; }
+    for (i = 0; i < 8; i++) chk = chk * 2 + b[34 + i];
+    if (chk !== (bytes[0] ^ bytes[1] ^ bytes[2] ^ bytes[3] ^ 0x5a)) return null;
+    return v;
+  }
+  function attach(video) {
+    video.addEventListener("waiting", function () { g.waiting++; });
+    function onFrame(now, meta) {
+      var wall = Date.now();
+      g.frames++;
+      if (video.videoWidth === %(w)d) {
+        ctx.drawImage(video, X, Y, BW * N, BH, 0, 0, BW * N, BH);
+        var v = decode();
+        if (v === null) g.bad++;
+        else {
+          g.last = wall - (g.t0 + v);
+          var hls = window.onairHls;
+          g.samples.push([wall, g.last, meta.mediaTime,
+                          hls && isFinite(hls.latency) ? Math.round(hls.latency * 1000) : null,
+                          video.playbackRate]);
+          if (g.samples.length > 20000) g.samples.splice(0, 10000);
+        }
+      }
+      video.requestVideoFrameCallback(onFrame);
+    }
+    video.requestVideoFrameCallback(onFrame);
+  }
+  function find() {
+    var v = document.querySelector("video");
+    if (v) attach(v); else setTimeout(find, 50);
+  }
+  find();
+})();
+""" % {"bw": BLOCK_W, "bh": BLOCK_H, "x": STAMP_X, "y": STAMP_Y, "n": N_BLOCKS, "w": WIDTH}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- publisher
+
+
+def stamp_bits(value: int) -> list[int]:
+    """The 44 block values (1 white, 0 black) that encode `value` (32 bits)."""
+    value &= 0xFFFFFFFF
+    data = [(value >> (31 - i)) & 1 for i in range(32)]
+    chk = ((value >> 24) ^ (value >> 16) ^ (value >> 8) ^ value ^ 0x5A) & 0xFF
+    check = [(chk >> (7 - i)) & 1 for i in range(8)]
+    return [1, 0, *data, *check, 0, 1]
+
+
+def run_publisher(
+    url: str, t0_ms: int, seconds: float, bitrate: int, preset: str = "veryfast"
+) -> None:
+    """Publish stamped 720p30 + AAC over RTMP in real time until `seconds` or SIGTERM."""
+    import av
+    import numpy as np
+
+    stop = False
+
+    def on_term(_sig: int, _frm: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    out = av.open(url, "w", format="flv", container_options={"fflags": "flush_packets"})
+    vs = out.add_stream(
+        "libx264",
+        rate=FPS,
+        options={
+            "preset": preset,
+            "forced-idr": "1",
+            "tune": "zerolatency",
+            "maxrate": str(bitrate),
+            "bufsize": str(bitrate),
+            "x264-params": f"keyint={2 * FPS}:min-keyint={FPS}:scenecut=0",
+        },
+    )
+    vs.width, vs.height, vs.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    vs.bit_rate = bitrate
+    vs.codec_context.gop_size = 2 * FPS
+    aus = out.add_stream("aac", rate=48000)
+    aus.layout = "stereo"
+    aus.bit_rate = 128_000
+
+    # Backgrounds: a few noisy gradients cycled, so the encoder has real work to do.
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    base = ((xx * 200 // WIDTH + yy * 55 // HEIGHT) % 256).astype(np.int16)
+    backgrounds = [
+        np.clip(base + rng.integers(-12, 13, size=base.shape), 0, 255).astype(np.uint8)
+        for _ in range(8)
+    ]
+    chroma = np.full((HEIGHT // 2, WIDTH), 128, dtype=np.uint8)  # U and V stacked (I420)
+    chroma[: HEIGHT // 4, : WIDTH // 2] = 100
+    white = np.full((BLOCK_H, BLOCK_W), WHITE, dtype=np.uint8)
+    black = np.full((BLOCK_H, BLOCK_W), BLACK, dtype=np.uint8)
+
+    samples_per_frame = 1024
+    tone = 0.1 * np.sin(2 * math.pi * 440 * np.arange(48000) / 48000).astype(np.float32)
+    audio_samples = 0
+
+    start = time.monotonic()
+    i = 0
+    late = 0
+    encode_ms: list[float] = []  # capture (stamp) -> packet handed to the RTMP socket
+    sent = 0
+    last_key_second = -1
+    try:
+        while not stop and i < seconds * FPS:
+            # A camera: frame i is captured at start + i/FPS. When encoding falls behind
+            # (a loaded machine), skip the missed capture instants instead of drifting.
+            behind = int((time.monotonic() - start) * FPS) - i
+            if behind > 0:
+                late += behind
+                i += behind
+            delay = start + i / FPS - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            img = np.empty((HEIGHT * 3 // 2, WIDTH), dtype=np.uint8)
+            img[:HEIGHT] = backgrounds[i % len(backgrounds)]
+            img[HEIGHT:] = chroma
+            bar = (i * 8) % WIDTH  # a moving bar below the stamp
+            img[200:680, bar : bar + 40] = 200
+            stamp = int(time.time() * 1000) - t0_ms  # the wall clock, at capture time
+            for k, bit in enumerate(stamp_bits(stamp)):
+                x = STAMP_X + k * BLOCK_W
+                img[STAMP_Y : STAMP_Y + BLOCK_H, x : x + BLOCK_W] = white if bit else black
+            frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
+            frame.pts = i
+            frame.time_base = Fraction(1, FPS)
+            if i // FPS != last_key_second:  # a keyframe every second of capture time,
+                last_key_second = i // FPS  # also when frames were skipped
+                frame.pict_type = av.video.frame.PictureType.I
+            for packet in vs.encode(frame):
+                out.mux(packet)
+            encode_ms.append(time.time() * 1000 - t0_ms - stamp)
+            sent += 1
+            # Audio up to this frame's time.
+            while audio_samples < (i + 1) * 48000 // FPS:
+                off = audio_samples % 48000
+                chunk = np.resize(tone[off:], samples_per_frame)
+                af = av.AudioFrame.from_ndarray(
+                    np.stack([chunk, chunk]), format="fltp", layout="stereo"
+                )
+                af.sample_rate = 48000
+                af.pts = audio_samples
+                af.time_base = Fraction(1, 48000)
+                for packet in aus.encode(af):
+                    out.mux(packet)
+                audio_samples += samples_per_frame
+            i += 1
+    finally:
+        with contextlib.suppress(Exception):
+            out.close()
+        enc = sorted(encode_ms[FPS:]) or [0.0]
+        print(f"publisher: {sent} frames sent, {late} skipped (encoder behind), capture->sent p50 "
+              f"{enc[len(enc) // 2]:.0f} ms p95 {enc[int(len(enc) * 0.95)]:.0f} ms",
+              file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- children
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as f:
+        return subprocess.Popen(
+            args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env,
+        )
+
+
+def kill_group(proc: subprocess.Popen[bytes] | None, grace_s: float = 3.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def start_publisher(
+    url: str, t0_ms: int, seconds: float, args: argparse.Namespace, log: Path
+) -> subprocess.Popen[bytes]:
+    return spawn(
+        [sys.executable, str(Path(__file__).resolve()), "_publish", "--url", url,
+         "--t0", str(t0_ms), "--duration", str(seconds), "--bitrate", str(args.bitrate),
+         "--preset", args.preset],
+        log,
+    )
+
+
+@dataclass
+class Target:
+    server: str
+    player: str
+    page_url: str
+    playlist_url: str
+    publisher_url: str
+    inject: bool = False
+
+
+@dataclass
+class Result:
+    server: str
+    player: str
+    samples: int
+    p50_ms: float | None
+    p95_ms: float | None
+    min_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    decode_failures: int
+    frames_seen: int
+    waiting_events: int
+    hls_latency_p50_ms: float | None
+    dropped_frames: int | None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    playlist_head: str = ""
+    note: str = ""
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    k = (len(s) - 1) * p
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+async def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(
+        total=timeout)) as r:
+        return r.status, await r.text()
+
+
+async def wait_playlist(url: str, timeout_s: float) -> str:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last = ""
+    while loop.time() < deadline:
+        with contextlib.suppress(Exception):
+            status, text = await http_get(url)
+            last = f"{status}"
+            if status == 200 and ("#EXTINF" in text or "#EXT-X-STREAM-INF" in text):
+                return text
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"no playable playlist at {url} after {timeout_s}s (last {last})")
+
+
+async def measure(target: Target, t0_ms: int, warmup_s: float, seconds_s: float) -> Result:
+    from tests.support.chromium import chromium_page
+
+    async with chromium_page(None if target.inject else target.page_url) as page:
+        if target.inject:
+            await page.send(
+                "Page.addScriptToEvaluateOnNewDocument",
+                {"source": f"window.G2G_T0 = {t0_ms};\n" + DECODER_JS},
+            )
+            await page.navigate(target.page_url)
+        await page.wait_for("window.g2g && window.g2g.samples.length > 0", timeout_s=30)
+        started = time.time() * 1000
+        await asyncio.sleep(warmup_s + seconds_s)
+        g: dict[str, Any] = await page.evaluate(
+            "(() => { const v = document.querySelector('video');"
+            " const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;"
+            " return Object.assign({}, window.g2g, {dropped: q ? q.droppedVideoFrames : null,"
+            " stats: window.onairStats || null}); })()"
+        )
+    window = [s for s in g["samples"] if s[0] >= started + warmup_s * 1000]
+    lat = [float(s[1]) for s in window]
+    hls_lat = [float(s[3]) for s in window if s[3] is not None]
+    note = ""
+    if g.get("stats"):
+        note = f"watch page stats: {json.dumps(g['stats'])[:400]}"
+    return Result(
+        server=target.server,
+        player=target.player,
+        samples=len(lat),
+        p50_ms=round(pct(lat, 0.5)) if lat else None,
+        p95_ms=round(pct(lat, 0.95)) if lat else None,
+        min_ms=min(lat) if lat else None,
+        max_ms=max(lat) if lat else None,
+        mean_ms=round(statistics.fmean(lat)) if lat else None,
+        decode_failures=int(g["bad"]),
+        frames_seen=int(g["frames"]),
+        waiting_events=int(g["waiting"]),
+        hls_latency_p50_ms=round(pct(hls_lat, 0.5)) if hls_lat else None,
+        dropped_frames=g.get("dropped"),
+        errors=g["errors"][-10:],
+        note=note,
+    )
+
+
+# --------------------------------------------------------------------------- servers
+
+
+async def start_page_server(port: int) -> Any:
+    from aiohttp import web
+
+    async def page(_r: web.Request) -> web.StreamResponse:
+        return web.FileResponse(PAGE, headers={"Cache-Control": "no-store"})
+
+    async def hls_js(_r: web.Request) -> web.StreamResponse:
+        return web.FileResponse(HLS_JS)
+
+    async def g2g_js(_r: web.Request) -> web.Response:
+        return web.Response(text=DECODER_JS, content_type="application/javascript")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/hls.min.js", hls_js)
+    app.router.add_get("/g2g.js", g2g_js)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+def start_nginx(workdir: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+    rtmp_port, http_port = free_port(), free_port()
+    hls = workdir / "hls"
+    hls.mkdir(parents=True)
+    (workdir / "logs").mkdir()
+    conf = workdir / "nginx.conf"
+    conf.write_text(f"""
+load_module {NGINX_RTMP_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/logs/error.log warn;
+events {{ worker_connections 256; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{rtmp_port};
+        application live {{
+            live on;
+            record off;
+            hls on;
+            hls_path {hls};
+            hls_fragment 1s;
+            hls_playlist_length 4s;
+        }}
+    }}
+}}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}
+    server {{
+        listen 127.0.0.1:{http_port};
+        location /hls/ {{
+            alias {hls}/;
+            add_header Access-Control-Allow-Origin * always;
+            add_header Cache-Control no-cache always;
+        }}
+    }}
+}}
+""")
+    proc = spawn(["nginx", "-p", str(workdir), "-c", str(conf)], workdir / "nginx.log")
+    for _ in range(100):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", rtmp_port), 0.2):
+            return proc, rtmp_port, http_port
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    kill_group(proc)
+    raise RuntimeError(f"nginx did not start: {(workdir / 'nginx.log').read_text()[-2000:]}")
+
+
+async def media_playlist(url: str) -> str:
+    """The media playlist text at `url`, following a multivariant playlist's first variant."""
+    _, text = await http_get(url)
+    if "#EXT-X-STREAM-INF" in text:
+        uri = next(ln for ln in text.splitlines() if ln and not ln.startswith("#"))
+        _, text = await http_get(str(URL(url).join(URL(uri))))
+    return text
+
+
+def playlist_head(text: str) -> str:
+    keep = [
+        ln for ln in text.splitlines()
+        if ln.startswith(("#EXT-X-TARGETDURATION", "#EXT-X-PART-INF", "#EXT-X-SERVER-CONTROL"))
+    ]
+    return " | ".join(dict.fromkeys(keep))[:400]
+
+
+async def run_onair(args: argparse.Namespace, work: Path, page_port: int, t0_ms: int,
+                    players: list[str]) -> list[Result]:
+    import aiohttp
+
+    from tests.control.api.service_process import ServiceProcess
+
+    svc = ServiceProcess(work / "onair" / "data")
+    pub: subprocess.Popen[bytes] | None = None
+    results: list[Result] = []
+    try:
+        await asyncio.to_thread(svc.start)
+        async with aiohttp.ClientSession() as s, s.post(
+            f"{svc.url}/v1/live-streams",
+            json={"name": "g2g", "latency_mode": "low", "record": False},
+            headers={"Authorization": f"Bearer {svc.admin_key}"},
+        ) as r:
+            body = await r.json()
+            assert r.status == 201, body
+        key, pid = body["stream_key"], body["playback_ids"][0]["id"]
+        playlist = f"{svc.url}/play/{pid}.m3u8"
+        total = len(players) * (args.warmup + args.seconds + 15) + 20
+        pub = start_publisher(f"rtmp://127.0.0.1:{svc.rtmp_port}/live/{key}", t0_ms, total,
+                              args, work / "onair-publisher.log")
+        text = await wait_playlist(playlist, 20)
+        for player in players:
+            if player == "watch":
+                target = Target("onair", "onair /watch page", f"{svc.url}/watch/{pid}",
+                                playlist, "", inject=True)
+            else:
+                target = Target(
+                    "onair", "hls.js lowLatencyMode",
+                    f"http://127.0.0.1:{page_port}/?ll=1&t0={t0_ms}&src={playlist}", playlist, "")
+            print(f"  onair: {target.player} ...", flush=True)
+            res = await measure(target, t0_ms, args.warmup, args.seconds)
+            with contextlib.suppress(Exception):
+                text = await media_playlist(playlist)
+            res.playlist_head = playlist_head(text) + f" | {durations(text)}"
+            results.append(res)
+    finally:
+        kill_group(pub)
+        with contextlib.suppress(Exception):
+            svc.kill()
+    return results
+
+
+async def run_nginx(args: argparse.Namespace, work: Path, page_port: int, t0_ms: int) -> Result:
+    nginx: subprocess.Popen[bytes] | None = None
+    pub: subprocess.Popen[bytes] | None = None
+    try:
+        nginx, rtmp_port, http_port = start_nginx(work / "nginx")
+        pub = start_publisher(f"rtmp://127.0.0.1:{rtmp_port}/live/g2g", t0_ms,
+                              args.warmup + args.seconds + 40, args,
+                              work / "nginx-publisher.log")
+        playlist = f"http://127.0.0.1:{http_port}/hls/g2g.m3u8"
+        await wait_playlist(playlist, 30)
+        target = Target("nginx-rtmp", "hls.js defaults",
+                        f"http://127.0.0.1:{page_port}/?ll=0&t0={t0_ms}&src={playlist}",
+                        playlist, "")
+        print(f"  nginx-rtmp: {target.player} ...", flush=True)
+        res = await measure(target, t0_ms, args.warmup, args.seconds)
+        with contextlib.suppress(Exception):
+            text = await media_playlist(playlist)
+            res.playlist_head = playlist_head(text) + f" | {durations(text)}"
+        return res
+    finally:
+        kill_group(pub)
+        kill_group(nginx)
+
+
+def durations(text: str) -> str:
+    """Segment (EXTINF) and part durations seen in a media playlist, as a short summary."""
+    seg = [float(m) for m in re.findall(r"#EXTINF:([0-9.]+)", text)]
+    part = [float(m) for m in re.findall(r"#EXT-X-PART:DURATION=([0-9.]+)", text)]
+    out = f"{len(seg)} segments {min(seg, default=0):.2f}-{max(seg, default=0):.2f} s"
+    if part:
+        out += f", {len(part)} parts {min(part):.3f}-{max(part):.3f} s"
+    return out
+
+
+def fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v / 1000:.2f} s"
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    if not HLS_JS.exists():
+        sys.exit("hls.js is not vendored: run `make vendor-js`")
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if "nginx" in servers and (not NGINX_RTMP_MODULE.exists() or shutil.which("nginx") is None):
+        sys.exit("needs nginx and libnginx-mod-rtmp (apt-get install nginx libnginx-mod-rtmp)")
+    work = Path(tempfile.mkdtemp(prefix="onair-g2g-"))
+    page_port = free_port()
+    runner = await start_page_server(page_port)
+    t0_ms = int(time.time() * 1000) - 1000
+    results: list[Result] = []
+    began = time.monotonic()
+    try:
+        if "onair" in servers:
+            players = ["bench", "watch"] if args.watch_page else ["bench"]
+            results += await run_onair(args, work, page_port, t0_ms, players)
+        if "nginx" in servers:
+            results.append(await run_nginx(args, work, page_port, t0_ms))
+    finally:
+        await runner.cleanup()
+        for log in sorted(work.glob("*publisher.log")):
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            print(f"  {log.name}: {' '.join(tail)}")
+        if args.keep:
+            print(f"  work dir kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    nginx = next((r for r in results if r.server == "nginx-rtmp"), None)
+    print(f"\nglass-to-glass latency ({args.seconds:.0f} s window after {args.warmup:.0f} s "
+          f"warm-up; 720p30 x264 {args.preset} zerolatency, keyframe every 1 s, "
+          f"{args.bitrate // 1000} kbit/s)")
+    print(f"{'server':<11} {'player':<23} {'p50':>7} {'p95':>7} {'samples':>7} {'bad':>4} "
+          f"{'stalls':>6} {'hls.lat':>7} {'p50 ratio':>9}")
+    for r in results:
+        ratio = "-"
+        if r.server == "onair" and nginx and nginx.p50_ms and r.p50_ms is not None:
+            ratio = f"{r.p50_ms / nginx.p50_ms:.2f}"
+        print(f"{r.server:<11} {r.player:<23} {fmt(r.p50_ms):>7} {fmt(r.p95_ms):>7} "
+              f"{r.samples:>7} {r.decode_failures:>4} {r.waiting_events:>6} "
+              f"{fmt(r.hls_latency_p50_ms):>7} {ratio:>9}")
+    for r in results:
+        print(f"  {r.server} playlist: {r.playlist_head}")
+    print("targets (onair): p50 <= 1.00 s, p95 <= 1.50 s; hls.lat = hls.js's own latency "
+          "estimate; bad = frames whose stamp failed to decode")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "glass_to_glass.json"
+    out.write_text(json.dumps({
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": args.seconds, "warmup": args.warmup, "bitrate": args.bitrate,
+        "load_avg": os.getloadavg(), "duration_s": round(time.monotonic() - began, 1),
+        "results": [asdict(r) for r in results],
+        "ratio_p50_onair_over_nginx": (
+            round(results[0].p50_ms / nginx.p50_ms, 3)
+            if nginx and nginx.p50_ms and results and results[0].server == "onair"
+            and results[0].p50_ms is not None else None),
+    }, indent=2))
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd")
+    pp = sub.add_parser("_publish", help="(internal) the stamped RTMP publisher")
+    pp.add_argument("--url", required=True)
+    pp.add_argument("--t0", type=int, required=True)
+    pp.add_argument("--duration", type=float, default=60)
+    pp.add_argument("--bitrate", type=int, default=2_500_000)
+    pp.add_argument("--preset", default="veryfast")
+    p.add_argument("--servers", default="onair,nginx")
+    p.add_argument("--seconds", type=float, default=25)
+    p.add_argument("--warmup", type=float, default=5)
+    p.add_argument("--bitrate", type=int, default=2_500_000)
+    p.add_argument("--preset", default="veryfast",
+                   help="x264 preset of the publisher (ultrafast on a starved machine)")
+    p.add_argument("--watch-page", action="store_true",
+                   help="also measure onair's own /watch page (decoder injected)")
+    p.add_argument("--keep", action="store_true", help="keep the temp work dir (logs)")
+    args = p.parse_args()
+    if args.cmd == "_publish":
+        run_publisher(args.url, args.t0, args.duration, args.bitrate, args.preset)
+        return 0
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
