@@ -4,11 +4,13 @@ What it owns: a wall-clock-stamped RTMP publisher, a viewer page that reads the 
 back from every displayed frame in headless Chromium, and the side-by-side report.
 
 * Publisher (a child process of this script, `_publish` sub-command): 720p30 frames made
-  with numpy in real time (paced on the monotonic clock). Right when a frame is made, the
-  wall clock (ms since a shared t0) is drawn into it as a row of 44 big blocks
-  (24x48 px each): `10` start marker, 32 data bits, 8 check bits (xor of the four data
-  bytes ^ 0x5A), `01` end marker. PyAV encodes it (libx264 veryfast, zerolatency, g=30,
-  2.5 Mbit/s CBR-ish VBV) with a 440 Hz AAC tone and muxes FLV straight to rtmp://.
+  with numpy in real time, like a camera: frame i is captured at t_start + i/30 s on the
+  monotonic clock; when encoding falls behind (a starved machine) missed instants are
+  skipped, never queued, and the count is printed. Right when a frame is made, the wall
+  clock (ms since a shared t0) is drawn into it as a row of 44 big blocks (24x48 px each):
+  `10` start marker, 32 data bits, 8 check bits (xor of the four data bytes ^ 0x5A), `01`
+  end marker. PyAV encodes it (libx264 veryfast, zerolatency, keyframe every second of
+  capture time, 2.5 Mbit/s VBV) with a 440 Hz AAC tone and muxes FLV straight to rtmp://.
 * Viewer: a fresh headless Chromium opens a page this script serves (aiohttp, free
   port): hls.js (vendored realtime/static/vendor/hls.min.js) plays the stream
   (`lowLatencyMode: true` for onair, hls.js defaults for nginx-rtmp's plain HLS). On every
@@ -24,7 +26,14 @@ back from every displayed frame in headless Chromium, and the side-by-side repor
 
 Usage:
     .venv/bin/python bench/glass_to_glass.py [--seconds 25] [--warmup 5]
-        [--servers onair,nginx] [--watch-page]
+        [--servers onair,nginx] [--watch-page] [--ll-config JSON] [--watch-js FILE]
+        [--preset veryfast|ultrafast] [--keep]
+
+--watch-page measures onair's /watch page too; --ll-config adds a run of our page with
+extra hls.js config; --watch-js serves FILE as the watch page's watch.js (DevTools Fetch
+interception) for an A/B of player tuning. Per run it also reports hls.js's latency
+behind the playlist edge and its target, `now - hls.playingDate` (PROGRAM-DATE-TIME is
+the server's arrival clock), stalls, and the CPU of server, publisher and viewer.
 
 Prints a table (server, p50, p95, samples, ratio onair/nginx) and writes
 bench/results/glass_to_glass.json. Every child runs in its own process group and is
@@ -38,8 +47,8 @@ import asyncio
 import contextlib
 import json
 import math
-import re
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,6 +61,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from yarl import URL
 
@@ -111,9 +121,12 @@ DECODER_JS = r"""
         else {
           g.last = wall - (g.t0 + v);
           var hls = window.onairHls;
-          g.samples.push([wall, g.last, meta.mediaTime,
+          var pd = hls && hls.playingDate ? hls.playingDate.getTime() : NaN;
+          g.samples.push([wall, g.last,
                           hls && isFinite(hls.latency) ? Math.round(hls.latency * 1000) : null,
-                          video.playbackRate]);
+                          hls && isFinite(hls.targetLatency)
+                            ? Math.round(hls.targetLatency * 1000) : null,
+                          isFinite(pd) ? wall - pd : null, video.playbackRate]);
           if (g.samples.length > 20000) g.samples.splice(0, 10000);
         }
       }
@@ -127,7 +140,16 @@ DECODER_JS = r"""
   }
   find();
 })();
-""" % {"bw": BLOCK_W, "bh": BLOCK_H, "x": STAMP_X, "y": STAMP_Y, "n": N_BLOCKS, "w": WIDTH}
+"""
+for _name, _value in {
+    "BW": BLOCK_W,
+    "BH": BLOCK_H,
+    "X": STAMP_X,
+    "Y": STAMP_Y,
+    "N": N_BLOCKS,
+    "W": WIDTH,
+}.items():
+    DECODER_JS = DECODER_JS.replace(f"%({_name.lower()})d", str(_value))
 
 
 def free_port() -> int:
@@ -253,9 +275,12 @@ def run_publisher(
         with contextlib.suppress(Exception):
             out.close()
         enc = sorted(encode_ms[FPS:]) or [0.0]
-        print(f"publisher: {sent} frames sent, {late} skipped (encoder behind), capture->sent p50 "
-              f"{enc[len(enc) // 2]:.0f} ms p95 {enc[int(len(enc) * 0.95)]:.0f} ms",
-              file=sys.stderr, flush=True)
+        print(
+            f"publisher: {sent} frames sent, {late} skipped (encoder behind), capture->sent p50 "
+            f"{enc[len(enc) // 2]:.0f} ms p95 {enc[int(len(enc) * 0.95)]:.0f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # --------------------------------------------------------------------------- children
@@ -264,8 +289,12 @@ def run_publisher(
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("wb") as f:
         return subprocess.Popen(
-            args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env,
+            args,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
         )
 
 
@@ -286,9 +315,21 @@ def start_publisher(
     url: str, t0_ms: int, seconds: float, args: argparse.Namespace, log: Path
 ) -> subprocess.Popen[bytes]:
     return spawn(
-        [sys.executable, str(Path(__file__).resolve()), "_publish", "--url", url,
-         "--t0", str(t0_ms), "--duration", str(seconds), "--bitrate", str(args.bitrate),
-         "--preset", args.preset],
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_publish",
+            "--url",
+            url,
+            "--t0",
+            str(t0_ms),
+            "--duration",
+            str(seconds),
+            "--bitrate",
+            str(args.bitrate),
+            "--preset",
+            args.preset,
+        ],
         log,
     )
 
@@ -301,6 +342,8 @@ class Target:
     playlist_url: str
     publisher_url: str
     inject: bool = False
+    watch_js: bytes | None = None
+    """Serve this instead of onair's /static/watch.js (A/B of player tuning)."""
 
 
 @dataclass
@@ -317,10 +360,19 @@ class Result:
     frames_seen: int
     waiting_events: int
     hls_latency_p50_ms: float | None
+    """hls.js's distance behind the playlist's live edge."""
+    hls_target_latency_p50_ms: float | None
+    pdt_latency_p50_ms: float | None
+    """now - hls.playingDate: behind the server's arrival clock (PROGRAM-DATE-TIME)."""
     dropped_frames: int | None
     errors: list[dict[str, Any]] = field(default_factory=list)
     playlist_head: str = ""
+    cpu: dict[str, float] = field(default_factory=dict)
+    load_avg: float = 0.0
     note: str = ""
+    series: list[list[Any]] = field(default_factory=list)
+    """Every 15th sample: [s since window start, g2g ms, hls.latency ms, target ms,
+    pdt latency ms, playbackRate]."""
 
 
 def pct(values: list[float], p: float) -> float:
@@ -330,11 +382,13 @@ def pct(values: list[float], p: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-async def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+async def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
     import aiohttp
 
-    async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(
-        total=timeout)) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r,
+    ):
         return r.status, await r.text()
 
 
@@ -352,10 +406,113 @@ async def wait_playlist(url: str, timeout_s: float) -> str:
     raise TimeoutError(f"no playable playlist at {url} after {timeout_s}s (last {last})")
 
 
-async def measure(target: Target, t0_ms: int, warmup_s: float, seconds_s: float) -> Result:
+async def override_script(page: Any, pattern: str, body: bytes) -> None:
+    """Answer requests matching `pattern` with `body` (DevTools Fetch interception)."""
+    import base64
+
+    encoded = base64.b64encode(body).decode()
+    original = page._on_event
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def on_event(data: dict[str, Any]) -> None:
+        if data.get("method") == "Fetch.requestPaused":
+            task = asyncio.get_running_loop().create_task(
+                page.send(
+                    "Fetch.fulfillRequest",
+                    {
+                        "requestId": data["params"]["requestId"],
+                        "responseCode": 200,
+                        "responseHeaders": [
+                            {"name": "Content-Type", "value": "text/javascript"},
+                            {"name": "Cache-Control", "value": "no-store"},
+                        ],
+                        "body": encoded,
+                    },
+                )
+            )
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        original(data)
+
+    page._on_event = on_event
+    await page.send("Fetch.enable", {"patterns": [{"urlPattern": pattern}]})
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (ppid, CPU seconds used) for every readable process."""
+    table: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS)
+    return table
+
+
+def tree_cpu(table: dict[int, tuple[int, float]], root: int) -> dict[int, float]:
+    """CPU seconds of `root` and its descendants, by pid."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[int, float] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table and pid not in out:
+            out[pid] = table[pid][1]
+            todo.extend(children.get(pid, []))
+    return out
+
+
+@dataclass
+class CpuWatch:
+    """CPU used over the measuring window by the server, the publisher and the viewer
+    (Chromium: this process's other descendants), in % of one core."""
+
+    server_pid: int
+    publisher_pid: int
+    _start: dict[str, dict[int, float]] = field(default_factory=dict)
+    _t: float = 0.0
+
+    def _groups(self) -> dict[str, dict[int, float]]:
+        table = proc_table()
+        server = tree_cpu(table, self.server_pid)
+        pub = tree_cpu(table, self.publisher_pid)
+        mine = tree_cpu(table, os.getpid())
+        viewer = {
+            p: c for p, c in mine.items() if p != os.getpid() and p not in server and p not in pub
+        }
+        return {"server": server, "publisher": pub, "viewer": viewer}
+
+    def start(self) -> None:
+        self._start, self._t = self._groups(), time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        end, dt = self._groups(), max(time.monotonic() - self._t, 1e-6)
+        out = {}
+        for name, pids in end.items():
+            used = sum(
+                c - self._start[name].get(p, 0.0) for p, c in pids.items() if p in self._start[name]
+            )
+            out[f"{name}_cpu_pct"] = round(100 * used / dt, 1)
+        return out
+
+
+async def measure(
+    target: Target, t0_ms: int, warmup_s: float, seconds_s: float, cpu: CpuWatch | None = None
+) -> Result:
     from tests.support.chromium import chromium_page
 
     async with chromium_page(None if target.inject else target.page_url) as page:
+        if target.inject and target.watch_js is not None:
+            await override_script(page, "*/static/watch.js*", target.watch_js)
         if target.inject:
             await page.send(
                 "Page.addScriptToEvaluateOnNewDocument",
@@ -364,7 +521,11 @@ async def measure(target: Target, t0_ms: int, warmup_s: float, seconds_s: float)
             await page.navigate(target.page_url)
         await page.wait_for("window.g2g && window.g2g.samples.length > 0", timeout_s=30)
         started = time.time() * 1000
-        await asyncio.sleep(warmup_s + seconds_s)
+        await asyncio.sleep(warmup_s)
+        if cpu:
+            cpu.start()
+        await asyncio.sleep(seconds_s)
+        usage = cpu.stop() if cpu else {}
         g: dict[str, Any] = await page.evaluate(
             "(() => { const v = document.querySelector('video');"
             " const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;"
@@ -373,7 +534,15 @@ async def measure(target: Target, t0_ms: int, warmup_s: float, seconds_s: float)
         )
     window = [s for s in g["samples"] if s[0] >= started + warmup_s * 1000]
     lat = [float(s[1]) for s in window]
-    hls_lat = [float(s[3]) for s in window if s[3] is not None]
+
+    def col(k: int) -> list[float]:
+        return [float(s[k]) for s in window if s[k] is not None]
+
+    def p50(values: list[float]) -> float | None:
+        return round(pct(values, 0.5)) if values else None
+
+    t_start = started + warmup_s * 1000
+    series = [[round((s[0] - t_start) / 1000, 2), *s[1:]] for s in window[::15]]
     note = ""
     if g.get("stats"):
         note = f"watch page stats: {json.dumps(g['stats'])[:400]}"
@@ -389,10 +558,15 @@ async def measure(target: Target, t0_ms: int, warmup_s: float, seconds_s: float)
         decode_failures=int(g["bad"]),
         frames_seen=int(g["frames"]),
         waiting_events=int(g["waiting"]),
-        hls_latency_p50_ms=round(pct(hls_lat, 0.5)) if hls_lat else None,
+        hls_latency_p50_ms=p50(col(2)),
+        hls_target_latency_p50_ms=p50(col(3)),
+        pdt_latency_p50_ms=p50(col(4)),
         dropped_frames=g.get("dropped"),
         errors=g["errors"][-10:],
+        cpu=usage,
+        load_avg=os.getloadavg()[0],
         note=note,
+        series=series,
     )
 
 
@@ -488,14 +662,16 @@ async def media_playlist(url: str) -> str:
 
 def playlist_head(text: str) -> str:
     keep = [
-        ln for ln in text.splitlines()
+        ln
+        for ln in text.splitlines()
         if ln.startswith(("#EXT-X-TARGETDURATION", "#EXT-X-PART-INF", "#EXT-X-SERVER-CONTROL"))
     ]
     return " | ".join(dict.fromkeys(keep))[:400]
 
 
-async def run_onair(args: argparse.Namespace, work: Path, page_port: int, t0_ms: int,
-                    players: list[str]) -> list[Result]:
+async def run_onair(
+    args: argparse.Namespace, work: Path, page_port: int, t0_ms: int, players: list[str]
+) -> list[Result]:
     import aiohttp
 
     from tests.control.api.service_process import ServiceProcess
@@ -505,29 +681,65 @@ async def run_onair(args: argparse.Namespace, work: Path, page_port: int, t0_ms:
     results: list[Result] = []
     try:
         await asyncio.to_thread(svc.start)
-        async with aiohttp.ClientSession() as s, s.post(
-            f"{svc.url}/v1/live-streams",
-            json={"name": "g2g", "latency_mode": "low", "record": False},
-            headers={"Authorization": f"Bearer {svc.admin_key}"},
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{svc.url}/v1/live-streams",
+                json={"name": "g2g", "latency_mode": "low", "record": False},
+                headers={"Authorization": f"Bearer {svc.admin_key}"},
+            ) as r,
+        ):
             body = await r.json()
             assert r.status == 201, body
         key, pid = body["stream_key"], body["playback_ids"][0]["id"]
         playlist = f"{svc.url}/play/{pid}.m3u8"
         total = len(players) * (args.warmup + args.seconds + 15) + 20
-        pub = start_publisher(f"rtmp://127.0.0.1:{svc.rtmp_port}/live/{key}", t0_ms, total,
-                              args, work / "onair-publisher.log")
+        pub = start_publisher(
+            f"rtmp://127.0.0.1:{svc.rtmp_port}/live/{key}",
+            t0_ms,
+            total,
+            args,
+            work / "onair-publisher.log",
+        )
         text = await wait_playlist(playlist, 20)
         for player in players:
             if player == "watch":
-                target = Target("onair", "onair /watch page", f"{svc.url}/watch/{pid}",
-                                playlist, "", inject=True)
-            else:
                 target = Target(
-                    "onair", "hls.js lowLatencyMode",
-                    f"http://127.0.0.1:{page_port}/?ll=1&t0={t0_ms}&src={playlist}", playlist, "")
+                    "onair",
+                    "onair /watch page",
+                    f"{svc.url}/watch/{pid}",
+                    playlist,
+                    "",
+                    inject=True,
+                )
+            elif player == "watch-alt":
+                target = Target(
+                    "onair",
+                    f"/watch + {Path(args.watch_js).name}"[:23],
+                    f"{svc.url}/watch/{pid}",
+                    playlist,
+                    "",
+                    inject=True,
+                    watch_js=args.watch_js_body,
+                )
+            else:
+                query = {"ll": "1", "t0": str(t0_ms), "src": playlist}
+                label = "hls.js lowLatencyMode"
+                if player == "tuned":
+                    query["config"] = args.ll_config
+                    label = "hls.js LL + --ll-config"
+                target = Target(
+                    "onair",
+                    label,
+                    f"http://127.0.0.1:{page_port}/?{urlencode(query)}",
+                    playlist,
+                    "",
+                )
             print(f"  onair: {target.player} ...", flush=True)
-            res = await measure(target, t0_ms, args.warmup, args.seconds)
+            assert svc.proc is not None
+            res = await measure(
+                target, t0_ms, args.warmup, args.seconds, CpuWatch(svc.proc.pid, pub.pid)
+            )
             with contextlib.suppress(Exception):
                 text = await media_playlist(playlist)
             res.playlist_head = playlist_head(text) + f" | {durations(text)}"
@@ -544,16 +756,25 @@ async def run_nginx(args: argparse.Namespace, work: Path, page_port: int, t0_ms:
     pub: subprocess.Popen[bytes] | None = None
     try:
         nginx, rtmp_port, http_port = start_nginx(work / "nginx")
-        pub = start_publisher(f"rtmp://127.0.0.1:{rtmp_port}/live/g2g", t0_ms,
-                              args.warmup + args.seconds + 40, args,
-                              work / "nginx-publisher.log")
+        pub = start_publisher(
+            f"rtmp://127.0.0.1:{rtmp_port}/live/g2g",
+            t0_ms,
+            args.warmup + args.seconds + 40,
+            args,
+            work / "nginx-publisher.log",
+        )
         playlist = f"http://127.0.0.1:{http_port}/hls/g2g.m3u8"
         await wait_playlist(playlist, 30)
-        target = Target("nginx-rtmp", "hls.js defaults",
-                        f"http://127.0.0.1:{page_port}/?ll=0&t0={t0_ms}&src={playlist}",
-                        playlist, "")
+        target = Target(
+            "nginx-rtmp",
+            "hls.js defaults",
+            f"http://127.0.0.1:{page_port}/?"
+            + urlencode({"ll": "0", "t0": str(t0_ms), "src": playlist}),
+            playlist,
+            "",
+        )
         print(f"  nginx-rtmp: {target.player} ...", flush=True)
-        res = await measure(target, t0_ms, args.warmup, args.seconds)
+        res = await measure(target, t0_ms, args.warmup, args.seconds, CpuWatch(nginx.pid, pub.pid))
         with contextlib.suppress(Exception):
             text = await media_playlist(playlist)
             res.playlist_head = playlist_head(text) + f" | {durations(text)}"
@@ -573,67 +794,107 @@ def durations(text: str) -> str:
     return out
 
 
+def print_publisher_logs(work: Path) -> None:
+    for log in sorted(work.glob("*publisher.log")):
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+        print(f"  {log.name}: {' '.join(tail)}")
+
+
 def fmt(v: float | None) -> str:
     return "-" if v is None else f"{v / 1000:.2f} s"
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    if not HLS_JS.exists():
-        sys.exit("hls.js is not vendored: run `make vendor-js`")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    if "nginx" in servers and (not NGINX_RTMP_MODULE.exists() or shutil.which("nginx") is None):
-        sys.exit("needs nginx and libnginx-mod-rtmp (apt-get install nginx libnginx-mod-rtmp)")
     work = Path(tempfile.mkdtemp(prefix="onair-g2g-"))
     page_port = free_port()
     runner = await start_page_server(page_port)
     t0_ms = int(time.time() * 1000) - 1000
     results: list[Result] = []
     began = time.monotonic()
+    me = asyncio.current_task()
+    assert me is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, me.cancel)
     try:
-        if "onair" in servers:
-            players = ["bench", "watch"] if args.watch_page else ["bench"]
-            results += await run_onair(args, work, page_port, t0_ms, players)
-        if "nginx" in servers:
-            results.append(await run_nginx(args, work, page_port, t0_ms))
+        async with asyncio.timeout(args.max_run_s):  # children are killed in the finallys
+            if "onair" in servers:
+                players = ["bench"]
+                if args.ll_config:
+                    players.append("tuned")
+                if args.watch_page:
+                    players.append("watch")
+                if args.watch_js:
+                    players.append("watch-alt")
+                results += await run_onair(args, work, page_port, t0_ms, players)
+            if "nginx" in servers:
+                results.append(await run_nginx(args, work, page_port, t0_ms))
     finally:
         await runner.cleanup()
-        for log in sorted(work.glob("*publisher.log")):
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
-            print(f"  {log.name}: {' '.join(tail)}")
+        print_publisher_logs(work)
         if args.keep:
             print(f"  work dir kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
     nginx = next((r for r in results if r.server == "nginx-rtmp"), None)
-    print(f"\nglass-to-glass latency ({args.seconds:.0f} s window after {args.warmup:.0f} s "
-          f"warm-up; 720p30 x264 {args.preset} zerolatency, keyframe every 1 s, "
-          f"{args.bitrate // 1000} kbit/s)")
-    print(f"{'server':<11} {'player':<23} {'p50':>7} {'p95':>7} {'samples':>7} {'bad':>4} "
-          f"{'stalls':>6} {'hls.lat':>7} {'p50 ratio':>9}")
+    print(
+        f"\nglass-to-glass latency ({args.seconds:.0f} s window after {args.warmup:.0f} s "
+        f"warm-up; 720p30 x264 {args.preset} zerolatency, keyframe every 1 s, "
+        f"{args.bitrate // 1000} kbit/s)"
+    )
+    print(
+        f"{'server':<11} {'player':<23} {'p50':>7} {'p95':>7} {'n':>5} {'bad':>4} "
+        f"{'stalls':>6} {'edge':>7} {'target':>7} {'vs PDT':>7} {'p50 ratio':>9}"
+    )
     for r in results:
         ratio = "-"
         if r.server == "onair" and nginx and nginx.p50_ms and r.p50_ms is not None:
             ratio = f"{r.p50_ms / nginx.p50_ms:.2f}"
-        print(f"{r.server:<11} {r.player:<23} {fmt(r.p50_ms):>7} {fmt(r.p95_ms):>7} "
-              f"{r.samples:>7} {r.decode_failures:>4} {r.waiting_events:>6} "
-              f"{fmt(r.hls_latency_p50_ms):>7} {ratio:>9}")
+        print(
+            f"{r.server:<11} {r.player:<23} {fmt(r.p50_ms):>7} {fmt(r.p95_ms):>7} "
+            f"{r.samples:>5} {r.decode_failures:>4} {r.waiting_events:>6} "
+            f"{fmt(r.hls_latency_p50_ms):>7} {fmt(r.hls_target_latency_p50_ms):>7} "
+            f"{fmt(r.pdt_latency_p50_ms):>7} {ratio:>9}"
+        )
+    for r in results:
+        print(
+            f"  {r.server} / {r.player}: CPU % of a core: "
+            + ", ".join(f"{k.removesuffix('_cpu_pct')} {v:.0f}" for k, v in r.cpu.items())
+            + f"; load average {r.load_avg:.1f}"
+        )
     for r in results:
         print(f"  {r.server} playlist: {r.playlist_head}")
-    print("targets (onair): p50 <= 1.00 s, p95 <= 1.50 s; hls.lat = hls.js's own latency "
-          "estimate; bad = frames whose stamp failed to decode")
+    print(
+        "targets (onair): p50 <= 1.00 s, p95 <= 1.50 s.  p50/p95: glass to glass (capture "
+        "-> displayed); edge/target: hls.js latency behind the playlist edge and its target "
+        "(p50); vs PDT: now - hls.playingDate (PROGRAM-DATE-TIME = arrival at the server); "
+        "stalls: video 'waiting' events; bad: stamps that failed to decode"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "glass_to_glass.json"
-    out.write_text(json.dumps({
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seconds": args.seconds, "warmup": args.warmup, "bitrate": args.bitrate,
-        "load_avg": os.getloadavg(), "duration_s": round(time.monotonic() - began, 1),
-        "results": [asdict(r) for r in results],
-        "ratio_p50_onair_over_nginx": (
-            round(results[0].p50_ms / nginx.p50_ms, 3)
-            if nginx and nginx.p50_ms and results and results[0].server == "onair"
-            and results[0].p50_ms is not None else None),
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "seconds": args.seconds,
+                "warmup": args.warmup,
+                "bitrate": args.bitrate,
+                "load_avg": os.getloadavg(),
+                "duration_s": round(time.monotonic() - began, 1),
+                "results": [asdict(r) for r in results],
+                "ratio_p50_onair_over_nginx": (
+                    round(results[0].p50_ms / nginx.p50_ms, 3)
+                    if nginx
+                    and nginx.p50_ms
+                    and results
+                    and results[0].server == "onair"
+                    and results[0].p50_ms is not None
+                    else None
+                ),
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out.relative_to(ROOT)}")
     return 0
 
@@ -651,16 +912,53 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=25)
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--bitrate", type=int, default=2_500_000)
-    p.add_argument("--preset", default="veryfast",
-                   help="x264 preset of the publisher (ultrafast on a starved machine)")
-    p.add_argument("--watch-page", action="store_true",
-                   help="also measure onair's own /watch page (decoder injected)")
+    p.add_argument(
+        "--preset",
+        default="veryfast",
+        help="x264 preset of the publisher (ultrafast on a starved machine)",
+    )
+    p.add_argument(
+        "--watch-page",
+        action="store_true",
+        help="also measure onair's own /watch page (decoder injected)",
+    )
+    p.add_argument(
+        "--ll-config",
+        default="",
+        help="also measure onair with hls.js LL plus this JSON config, e.g. "
+        '\'{"maxLiveSyncPlaybackRate": 1.5, "liveSyncOnStallIncrease": 0.3}\'',
+    )
+    p.add_argument(
+        "--watch-js",
+        default="",
+        help="also measure onair's /watch page with this file as its watch.js",
+    )
+    p.add_argument(
+        "--max-run-s", type=float, default=175, help="hard bound on the whole run (default 175 s)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp work dir (logs)")
     args = p.parse_args()
     if args.cmd == "_publish":
         run_publisher(args.url, args.t0, args.duration, args.bitrate, args.preset)
         return 0
-    return asyncio.run(main_async(args))
+    if not HLS_JS.exists():
+        sys.exit("hls.js is not vendored: run `make vendor-js`")
+    if "nginx" in args.servers and (
+        not NGINX_RTMP_MODULE.exists() or shutil.which("nginx") is None
+    ):
+        sys.exit("needs nginx and libnginx-mod-rtmp (apt-get install nginx libnginx-mod-rtmp)")
+    args.watch_js_body = Path(args.watch_js).read_bytes() if args.watch_js else None
+    try:
+        return asyncio.run(main_async(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; child processes were stopped", file=sys.stderr)
+        return 130
+    except TimeoutError as e:
+        print(
+            f"run exceeded --max-run-s ({args.max_run_s} s) or a wait timed out: {e}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -407,7 +408,7 @@ def _cpu() -> float:
 
 
 async def bench_fanout(steps: list[int], seconds: float, per_process: int) -> list[dict[str, Any]]:
-    tmp = tempfile.mkdtemp(prefix="onair-bench-")
+    tmp = tempfile.mkdtemp(prefix="onair-bench-webrtc-")
     source = os.path.join(tmp, "src.mp4")
     make_source(source)
     runner, base, hub, routes = await start_server()
@@ -499,6 +500,7 @@ async def bench_fanout(steps: list[int], seconds: float, per_process: int) -> li
             await feeder
         await routes.close()
         await runner.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
     return results
 
 

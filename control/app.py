@@ -315,20 +315,44 @@ def service_app(settings: Settings) -> web.Application:
     """The whole service as `onair serve` runs it: the control plane plus the
     media subsystems (RTMP ingest, LL-HLS, recording, VOD, playback, pages)."""
     from control import playback
-    from control.api import assets
-    from control.media import MediaKick, media_ctx
-    from realtime.pages import add_page_routes
-
-    modules = [*_api_modules(), assets]
-    app = create_app(
-        settings, live_control=MediaKick(), subsystems=[media_ctx], api_modules=modules
+    from control.api import rooms
+    from control.media import (
+        LazyAuthority,
+        MediaKick,
+        media_ctx,
+        playback_resolver,
+        webrtc_config,
     )
+    from ingest.hub import Hub
+    from realtime.pages import add_page_routes
+    from realtime.rooms.rtc import RtcSettings
+    from realtime.webrtc.routes import add_webrtc_routes
+
+    hub = Hub()
+    rtc = webrtc_config(settings)
+    modules = service_api_modules()
+    app = create_app(
+        settings,
+        live_control=MediaKick(),
+        subsystems=[media_ctx, rooms.rooms_ctx(hub=hub, rtc=RtcSettings(rtc))],
+        api_modules=modules,
+    )
+    app[appkeys.HUB] = hub
     playback.add_routes(app)
     add_page_routes(app)
+    app[appkeys.WEBRTC] = add_webrtc_routes(
+        app,
+        hub=hub,
+        authority=LazyAuthority(app),
+        resolve_playback=playback_resolver(app),
+        config=rtc,
+    )
     return app
 
 
-def _api_modules() -> list[ModuleType]:
+def service_api_modules() -> list[ModuleType]:
+    """The API modules of the whole service (control plane, assets, rooms, WebRTC)."""
     from control import api as api_pkg
+    from control.api import assets, rooms, webrtc
 
-    return list(api_pkg.default_modules())
+    return [*api_pkg.default_modules(), assets, rooms, webrtc]

@@ -13,18 +13,19 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from control.app import AppState, BackgroundTasks, EventNotifier, Outbox
+    from control.assets import AssetService
     from control.auth import ApiKeyCache
+    from control.live import LiveLifecycle
     from control.live_streams import LiveControl, LiveStreamService
     from control.metrics import Registry
+    from control.playback import Playback
     from control.settings import Settings
     from control.store.base import Store
-    from control.assets import AssetService
-    from control.live import LiveLifecycle
-    from control.playback import Playback
     from control.vod_jobs import AssetJobs
     from ingest.hub import Hub
     from ingest.rtmp.server import RtmpServer
     from realtime.hls.manager import LiveHlsManager
+    from realtime.webrtc.routes import WebRtcRoutes
     from vod.blobstore import BlobStore
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("onair.settings")
@@ -54,3 +55,4 @@ ASSETS: web.AppKey[AssetService] = web.AppKey("onair.assets")
 ASSET_JOBS: web.AppKey[AssetJobs] = web.AppKey("onair.asset_jobs")
 PLAYBACK: web.AppKey[Playback] = web.AppKey("onair.playback")
 RTMP: web.AppKey[RtmpServer] = web.AppKey("onair.rtmp")
+WEBRTC: web.AppKey[WebRtcRoutes] = web.AppKey("onair.webrtc")

@@ -141,9 +141,10 @@ class AssetService:
         passthrough: str | None = None,
         extra: dict[str, Any] | None = None,
         extra_events: tuple[str, ...] = (),
+        asset_id: str | None = None,
     ) -> dict[str, Any]:
         """A new `preparing` asset (upload, clip, room) and its `asset.created` event."""
-        asset_id = new_id("as")
+        asset_id = asset_id or new_id("as")
         ops, data, now = self._new_record_ops(
             asset_id, source=source, policy=policy, passthrough=passthrough, extra=extra
         )

@@ -44,7 +44,7 @@ from control.live_streams import (
     NotFoundError,
 )
 from control.publish_authority import StoreAuthority
-from control.store.base import Store
+from control.store.base import Record, Store
 from ingest.hub import Hub, HubObserver, Publication, Stream
 from ingest.ports import PublishGrant
 from realtime.hls.manager import LiveHlsManager
@@ -58,9 +58,12 @@ log = logging.getLogger(__name__)
 ENDS_BROADCAST = frozenset({"completed", "disabled", "deleted"})
 """Kick reasons after which no reconnect window runs."""
 
-LEASE_TTL_S = 20.0
-HEARTBEAT_S = 5.0
+LEASE_TTL_S = 10.0
+HEARTBEAT_S = 3.0
 SWEEP_EVERY_S = 15.0
+GRANT_TIMEOUT_S = 10.0
+"""A granted publish that has not started publishing by then counts as a disconnect
+(the peer left before its media, or sent none): otherwise nothing ever ends it."""
 
 
 @dataclass(slots=True)
@@ -74,6 +77,10 @@ class _Broadcast:
     activated: bool = False
     window: asyncio.Task[None] | None = None
     finishing: bool = False
+    connects: int = 0
+    """Granted publishes so far; a disconnect only opens the window if none came since."""
+    publications: int = 0
+    """Publications started so far (hub)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -126,6 +133,8 @@ class LiveLifecycle(HubObserver):
         self._broadcasts: dict[str, _Broadcast] = {}
         self._on_asset_ready = on_asset_ready
         self._background: asyncio.Task[None] | None = None
+        self._waiting: dict[str, float] = {}
+        """Orphan candidates whose lease another node held when seen (id → first seen)."""
         hls.sink_factory = self._sinks_for
         hls.latency_mode_of = self._latency_mode_of
 
@@ -186,6 +195,7 @@ class LiveLifecycle(HubObserver):
             b.latency_mode = d.get("latency_mode", "low")
             b.record = bool(d.get("record", True))
             b.reconnect_window_s = float(d.get("reconnect_window_s", 60))
+            b.connects += 1
             if b.window is not None:  # a reconnect inside the window
                 b.window.cancel()
                 b.window = None
@@ -196,10 +206,26 @@ class LiveLifecycle(HubObserver):
                 b.recorder = Recorder(self.blobs, asset_prefix(b.asset_id), kind="live")
                 await b.recorder.start()
             await self.live_streams.apply(ls_id, Action.CONNECT)
+            self._spawn(self._expect_publication(b, b.connects, b.publications))
         return grant
+
+    async def _expect_publication(self, b: _Broadcast, connects: int, publications: int) -> None:
+        await asyncio.sleep(GRANT_TIMEOUT_S)
+        if self._broadcasts.get(b.live_stream_id) is not b or b.finishing:
+            return
+        if b.connects != connects or b.publications != publications or b.window is not None:
+            return  # it published (its end opens the window), or someone else connected
+        stream = self.hub.get(b.live_stream_id)
+        if stream is not None and stream.live:
+            return
+        log.info("granted publish on %s never started publishing", b.live_stream_id)
+        await self._disconnected(b, "no_media", connects)
 
     # ------------------------------------------------------------ hub observer
     def publication_started(self, stream: Stream, publication: Publication) -> None:
+        b = self._broadcasts.get(stream.id)
+        if b is not None:
+            b.publications += 1
         self.hls.publication_started(stream, publication)
 
     def publication_ended(self, stream: Stream, publication: Publication, reason: str) -> None:
@@ -209,7 +235,7 @@ class LiveLifecycle(HubObserver):
         b = self._broadcasts.get(stream.id)
         if b is None:
             return
-        self._spawn(self._disconnected(b, reason))
+        self._spawn(self._disconnected(b, reason, b.connects))
 
     def _sinks_for(self, stream_id: str) -> Sequence[SegmentSink]:
         b = self._broadcasts.get(stream_id)
@@ -231,14 +257,16 @@ class LiveLifecycle(HubObserver):
         with contextlib.suppress(NotFoundError):
             await self.live_streams.apply(b.live_stream_id, Action.ACTIVATE)
 
-    async def _disconnected(self, b: _Broadcast, reason: str) -> None:
+    async def _disconnected(self, b: _Broadcast, reason: str, connects: int) -> None:
         with contextlib.suppress(NotFoundError):
             await self.live_streams.apply(b.live_stream_id, Action.DISCONNECT)
         if reason in ENDS_BROADCAST or b.finishing:
             return  # kick() finishes it
         stream = self.hub.get(b.live_stream_id)
-        if stream is not None and stream.live:
-            return  # someone reconnected already
+        if b.connects != connects or (stream is not None and stream.live):
+            # someone reconnected already (perhaps granted but not yet publishing:
+            # a window now would end their broadcast under them)
+            return
         self._start_window(b)
 
     def _start_window(self, b: _Broadcast) -> None:
@@ -327,6 +355,10 @@ class LiveLifecycle(HubObserver):
                     await self.store.acquire_lease(self._lease(ls_id), self.node_id, LEASE_TTL_S)
                 except Exception:
                     log.exception("lease renewal failed for %s", ls_id)
+            try:
+                await self._retry_waiting()
+            except Exception:
+                log.exception("adopting orphaned broadcasts failed")
             if time.monotonic() - last_sweep >= SWEEP_EVERY_S:
                 last_sweep = time.monotonic()
                 try:
@@ -334,37 +366,59 @@ class LiveLifecycle(HubObserver):
                 except Exception:
                     log.exception("live stream sweep failed")
 
+    async def _retry_waiting(self) -> None:
+        """Retry, every heartbeat, the orphans a sweep saw with another node's lease.
+
+        A node killed mid-broadcast leaves its lease to lapse (LEASE_TTL_S); retrying
+        just those streams each heartbeat adopts them soon after, instead of at the
+        next full sweep. A stream whose lease outlives TTL + 2 heartbeats has a live
+        owner renewing it: it is dropped here (full sweeps still look at it)."""
+        now = time.monotonic()
+        for ls_id, first_seen in list(self._waiting.items()):
+            if ls_id in self._broadcasts or now - first_seen > LEASE_TTL_S + 2 * HEARTBEAT_S:
+                self._waiting.pop(ls_id, None)
+                continue
+            rec = await self.store.get(LIVE_STREAMS, ls_id)
+            if rec is None:
+                self._waiting.pop(ls_id, None)
+                continue
+            await self._adopt(rec)
+
     async def sweep(self) -> None:
         """Adopt broadcasts whose node died: run their reconnect window here."""
         after: str | None = None
         while True:
             page = await self.store.list(LIVE_STREAMS, limit=100, starting_after=after)
             for rec in page.data:
-                d = rec.data
-                if rec.id in self._broadcasts:
-                    continue
-                orphaned = d.get("status") == LiveStreamStatus.ACTIVE.value or d.get(
-                    "active_asset_id"
-                )
-                if not orphaned:
-                    continue
-                if not await self.store.acquire_lease(
-                    self._lease(rec.id), self.node_id, LEASE_TTL_S
-                ):
-                    continue  # another node holds it
-                log.info("adopting broadcast %s after a node stopped", rec.id)
-                b = _Broadcast(
-                    rec.id,
-                    d.get("latency_mode", "low"),
-                    bool(d.get("record", True)),
-                    float(d.get("reconnect_window_s", 60)),
-                    d.get("active_asset_id"),
-                )
-                self._broadcasts[rec.id] = b
-                if d.get("status") == LiveStreamStatus.ACTIVE.value:
-                    with contextlib.suppress(NotFoundError):
-                        await self.live_streams.apply(rec.id, Action.DISCONNECT)
-                self._start_window(b)
+                await self._adopt(rec)
             if not page.has_more or not page.data:
                 return
             after = page.data[-1].id
+
+    async def _adopt(self, rec: Record) -> None:
+        """Run the reconnect window here for ``rec`` if it is live with no living node."""
+        d = rec.data
+        if rec.id in self._broadcasts:
+            return
+        orphaned = d.get("status") == LiveStreamStatus.ACTIVE.value or d.get("active_asset_id")
+        if not orphaned:
+            self._waiting.pop(rec.id, None)
+            return
+        if not await self.store.acquire_lease(self._lease(rec.id), self.node_id, LEASE_TTL_S):
+            # another node holds it: alive, or dead with its lease not lapsed yet
+            self._waiting.setdefault(rec.id, time.monotonic())
+            return
+        self._waiting.pop(rec.id, None)
+        log.info("adopting broadcast %s after a node stopped", rec.id)
+        b = _Broadcast(
+            rec.id,
+            d.get("latency_mode", "low"),
+            bool(d.get("record", True)),
+            float(d.get("reconnect_window_s", 60)),
+            d.get("active_asset_id"),
+        )
+        self._broadcasts[rec.id] = b
+        if d.get("status") == LiveStreamStatus.ACTIVE.value:
+            with contextlib.suppress(NotFoundError):
+                await self.live_streams.apply(rec.id, Action.DISCONNECT)
+        self._start_window(b)

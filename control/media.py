@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -20,15 +21,57 @@ from control import appkeys
 from control.assets import AssetService
 from control.live import LiveLifecycle
 from control.playback import Playback
+from control.room_broadcasts import HubDispatch, RoomBroadcasts
+from control.settings import Settings
 from control.vod_jobs import MP4, AssetJobs
-from ingest.hub import Hub
+from ingest.ports import PublishGrant
 from ingest.rtmp.server import RtmpServer
 from realtime.hls.manager import LiveHlsManager
+from realtime.webrtc.config import WebRtcConfig
 from vod.blobstore import make_blobstore
 from vod.jobs import VodContext, make_process_pool
 from vod.manifest import Manifest
 
 log = logging.getLogger(__name__)
+
+
+class LazyAuthority:
+    """The `PublishAuthority` for routes mounted before startup (WHIP): the
+    lifecycle that answers is built in `media_ctx`."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    async def authorize_publish(
+        self, stream_key: str, *, protocol: str, remote: str
+    ) -> PublishGrant:
+        return await self._app[appkeys.LIVE].authorize_publish(
+            stream_key, protocol=protocol, remote=remote
+        )
+
+
+def playback_resolver(app: web.Application) -> Callable[[str, str | None], Awaitable[str]]:
+    """WHEP's `resolve_playback(playback_id, token)` → live stream id."""
+
+    async def resolve(playback_id: str, token: str | None) -> str:
+        return await app[appkeys.PLAYBACK].resolve_live(playback_id, token)
+
+    return resolve
+
+
+def webrtc_config(settings: Settings) -> WebRtcConfig:
+    loopback = settings.webrtc_loopback
+    if loopback is None:
+        loopback = settings.host in ("127.0.0.1", "localhost", "::1")
+    env = {
+        "ONAIR_WEBRTC_PUBLIC_IP": settings.webrtc_public_ip or "",
+        "ONAIR_WEBRTC_HOSTS": settings.webrtc_hosts,
+        "ONAIR_WEBRTC_INTERFACES": settings.webrtc_interfaces,
+        "ONAIR_WEBRTC_UDP_PORTS": settings.webrtc_udp_ports,
+        "ONAIR_WEBRTC_ICE_SERVERS": settings.webrtc_ice_servers,
+        "ONAIR_WEBRTC_LOOPBACK": "1" if loopback else "",
+    }
+    return WebRtcConfig.from_env(env)
 
 
 class MediaKick:
@@ -63,7 +106,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     asset_jobs = AssetJobs(store, assets, vod, app[appkeys.JOBS])
     asset_jobs.register()
 
-    hub = Hub()
+    hub = app[appkeys.HUB]
     hls = LiveHlsManager(hub)
 
     async def on_asset_ready(asset_id: str) -> None:
@@ -77,13 +120,25 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         hls=hls,
         blobs=blobs,
         node_id=settings.node_id,
-        spawn=lambda coro: tasks.spawn(coro),
+        spawn=lambda coro: tasks.spawn(cast(Coroutine[Any, Any, Any], coro)),
         on_asset_ready=on_asset_ready,
     )
-    hub.observer = lifecycle
+    rooms = RoomBroadcasts(
+        store=store,
+        assets=assets,
+        hls=hls,
+        blobs=blobs,
+        spawn=lambda coro: tasks.spawn(cast(Coroutine[Any, Any, Any], coro)),
+        on_asset_ready=on_asset_ready,
+    )
+    hub.observer = HubDispatch(lifecycle, rooms)
+    live_sinks = hls.sink_factory
+    hls.sink_factory = lambda sid: (
+        rooms.sinks_for(sid) if rooms.owns(sid) else live_sinks(sid) if live_sinks else ()
+    )
 
     def live_manifest(asset_id: str) -> Manifest | None:
-        return lifecycle.recording_manifest(asset_id)
+        return lifecycle.recording_manifest(asset_id) or rooms.recording_manifest(asset_id)
 
     playback = Playback(
         store=store,
@@ -96,7 +151,6 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.BLOBS] = blobs
     app[appkeys.ASSETS] = assets
     app[appkeys.ASSET_JOBS] = asset_jobs
-    app[appkeys.HUB] = hub
     app[appkeys.LIVE] = lifecycle
     app[appkeys.HLS] = hls
     app[appkeys.PLAYBACK] = playback
@@ -113,6 +167,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await rtmp.stop()
+        await rooms.close()
         await lifecycle.stop()
         with contextlib.suppress(Exception):
             await blobs.close()

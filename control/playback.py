@@ -33,6 +33,7 @@ from control.live_streams import PLAYBACK_IDS
 from control.store.base import Record, Store
 from realtime.hls import http as live_http
 from realtime.hls.manager import LiveHlsManager
+from realtime.whep import PlaybackDenied
 from vod.blobstore import BlobNotFound, BlobStore, join_key
 from vod.jobs import VodContext, render_thumbnail
 from vod.manifest import Manifest, is_media_name, media_key, try_load_manifest
@@ -40,6 +41,7 @@ from vod.playlist import render_media_playlist, render_multivariant_playlist
 from vod.tokens import InvalidToken, verify_playback_token
 
 SIGNING_KEYS = "signing_keys"
+ROOMS = "rooms"
 _PLAYBACK_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 _CORS = {"Access-Control-Allow-Origin": "*"}
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -51,6 +53,7 @@ class Target:
     playback_id: str
     policy: str
     live_stream: Record | None
+    """The live stream (or room) record whose hub stream plays live; None for assets."""
     asset: Record | None
 
 
@@ -98,8 +101,9 @@ class Playback:
             if denied is not None:
                 return denied
         obj_type, obj_id = rec.data.get("object_type"), rec.data.get("object_id", "")
-        if obj_type == "live_stream":
-            ls = await self.store.get(LIVE_STREAMS, obj_id)
+        if obj_type in ("live_stream", "room"):
+            # a room's playback id plays its recorded composite like a live stream
+            ls = await self.store.get(LIVE_STREAMS if obj_type == "live_stream" else ROOMS, obj_id)
             if ls is None:
                 return _error(404, "not_found", "no such playback id")
             return Target(pid, policy, ls, None)
@@ -124,6 +128,19 @@ class Playback:
             return _error(403, "forbidden", f"playback token refused: {exc}")
         return None
 
+    async def resolve_live(self, playback_id: str, token: str | None) -> str:
+        """WHEP: the live stream a playback id plays, after the token check."""
+        if not _PLAYBACK_ID.match(playback_id):
+            raise PlaybackDenied(404, "no such playback id")
+        rec = await self.store.get(PLAYBACK_IDS, playback_id)
+        if rec is None or rec.data.get("object_type") != "live_stream":
+            raise PlaybackDenied(404, "no such live stream playback id")
+        if rec.data.get("policy") == "signed":
+            denied = await self._check_token(token or "", playback_id, "v")
+            if denied is not None:
+                raise PlaybackDenied(403, "playback token refused")
+        return str(rec.data["object_id"])
+
     @staticmethod
     def _suffix(request: web.Request, target: Target) -> str:
         token = request.query.get("token")
@@ -136,7 +153,7 @@ class Playback:
             return target.asset
         assert target.live_stream is not None
         d = target.live_stream.data
-        candidates = [d.get("active_asset_id"), *d.get("recent_asset_ids", [])]
+        candidates = [d.get("active_asset_id"), d.get("asset_id"), *d.get("recent_asset_ids", [])]
         for asset_id in candidates:
             if asset_id:
                 rec = await self.store.get(ASSETS, asset_id)

@@ -92,12 +92,16 @@ class Settings:
     s3_presign_s: int = 0
     """>0: asset media on S3 is served as a presigned redirect of this lifetime (s);
     0: proxied through the service."""
-    webrtc_stun_urls: str = ""
-    """Comma-separated stun:/turn: URLs for WebRTC (none by default)."""
-    webrtc_turn_username: str | None = None
-    webrtc_turn_password: str | None = None
+    webrtc_ice_servers: str = ""
+    """Comma-separated STUN/TURN URLs (``turn:user:pass@host:port``); none by default."""
+    webrtc_hosts: str = ""
+    """Comma-separated addresses to offer as host candidates (empty: every interface)."""
+    webrtc_interfaces: str = ""
+    """Comma-separated interface names to gather host candidates on."""
     webrtc_udp_ports: str = ""
     """"min-max" UDP port range for WebRTC media (empty: the OS picks)."""
+    webrtc_loopback: bool | None = None
+    """Offer 127.0.0.1 as a candidate; default: when the service binds to loopback."""
     sse_heartbeat_s: float = 15.0
     event_poll_s: float = 0.5
     """How often the SSE tailer polls the store for events committed by other nodes."""

@@ -9,8 +9,9 @@ re-encodes) H.264 + AAC into CMAF with our own muxer (`realtime.cmaf`):
   A keyframe always starts a new part, so every segment starts with an
   independent part.
 * **Segments** close at the first video keyframe at or after
-  `segment_target_s` from the segment's start (audio-only: at the first unit
-  after the target). With a 1 s GOP and a 1 s target, segments are 1 s.
+  `segment_target_s` (less 10 % for keyframes) from the segment's start
+  (audio-only: at the first unit after the target). With a 1 s GOP and a
+  1 s target, segments are 1 s.
 * **Promptness** (the design choice): a part is emitted *as soon as its last
   frame arrives*. When a driver-track unit arrives and one more frame of the
   track's typical duration would push the part past the part target, the part
@@ -348,7 +349,11 @@ class Segmenter:
 
     def _segment_long_enough(self, st: _TrackState, dts: int) -> bool:
         target = self.segment_target_s * st.track.timescale
+        # A keyframe a little early (a publisher that drops or re-times frames)
+        # must not double the segment: 10 % of the target, at least half a frame.
         tolerance = st.typical / 2 if st.typical else 0
+        if st.track.kind is TrackKind.VIDEO:
+            tolerance = max(tolerance, 0.1 * target)
         return dts - self._seg_start_dts >= target - tolerance
 
     def _part_target_ticks(self, st: _TrackState) -> float:

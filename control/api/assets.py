@@ -194,7 +194,7 @@ def _upload_json(request: web.Request, rec: Record, token: str | None = None) ->
         "error": d.get("error"),
     }
     if token is not None:
-        base = request.app[appkeys.SETTINGS].public_url.rstrip("/")
+        base = request.app[appkeys.SETTINGS].base_url
         out["url"] = f"{base}/upload/{rec.id}?token={token}"
     return out
 

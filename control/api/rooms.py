@@ -55,8 +55,9 @@ from control.api import (
 )
 from control.auth import rfc3339
 from control.ids import new_id
+from control.live_streams import PLAYBACK_IDS, new_playback_id
 from control.middleware import requires
-from control.store.base import Conflict, Delete, EventDraft, Put, Record, Store
+from control.store.base import Conflict, Delete, EventDraft, Op, Put, Record, Store
 from control.validation import ApiError, F, Obj, not_found, read_json
 from realtime.rooms.room import (
     ParticipantJoinedEvent,
@@ -121,8 +122,7 @@ class StoreRooms:
         )
 
     async def room_event(self, event: RoomEvent) -> None:
-        data: dict[str, Any] = {"room_id": event.room_id,
-                                "occurred_at": rfc3339(event.at)}
+        data: dict[str, Any] = {"room_id": event.room_id, "occurred_at": rfc3339(event.at)}
         if isinstance(event, ParticipantJoinedEvent | ParticipantLeftEvent):
             data["identity"] = event.identity
             if isinstance(event, ParticipantLeftEvent):
@@ -143,8 +143,15 @@ class StoreRooms:
                 new["finished_at"] = None
             try:
                 await self._commit(
-                    [Put(ROOMS_COLLECTION, rec.id, new, expect_version=rec.version,
-                         tags={"status": status})],
+                    [
+                        Put(
+                            ROOMS_COLLECTION,
+                            rec.id,
+                            new,
+                            expect_version=rec.version,
+                            tags={"status": status},
+                        )
+                    ],
                     [EventDraft(event.type, event.room_id, {**data, "room": render(rec, new)})],
                 )
                 return
@@ -152,8 +159,9 @@ class StoreRooms:
                 continue
 
 
-def rooms_ctx(*, hub: Any = None, rtc: Any = None, video_codec: str = "video/VP8",
-              secret: str | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+def rooms_ctx(
+    *, hub: Any = None, rtc: Any = None, video_codec: str = "video/VP8", secret: str | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context (after the store) that runs the RoomService with the app;
     the routes come from this module's `add_routes` (via `api_modules`)."""
 
@@ -164,8 +172,7 @@ def rooms_ctx(*, hub: Any = None, rtc: Any = None, video_codec: str = "video/VP8
         outbox = app[appkeys.OUTBOX]
         tokens = JoinTokens(secret or await load_token_secret(store))
         adapter = StoreRooms(store, outbox.commit)
-        service = RoomService(tokens, adapter, adapter, hub=hub, rtc=rtc,
-                              video_codec=video_codec)
+        service = RoomService(tokens, adapter, adapter, hub=hub, rtc=rtc, video_codec=video_codec)
         await service.start()
         runtime = app.get(ROOMS)
         if runtime is None:
@@ -208,24 +215,30 @@ def install_room_routes(app: web.Application) -> None:
 # ------------------------------------------------------------------ API
 
 
-CREATE = Obj({
-    "name": F(str, nullable=True, max_length=200),
-    "max_participants": F(int, default=16, minimum=1, maximum=100),
-    "record": F(bool, default=False),
-    "empty_timeout_s": F(int, default=300, minimum=1, maximum=86400),
-    "passthrough": F(str, nullable=True, max_length=255),
-})
-TOKEN = Obj({
-    "identity": F(str, required=True, min_length=1, max_length=128,
-                  pattern=IDENTITY_RE.pattern),
-    "can_publish": F(bool, default=True),
-    "can_subscribe": F(bool, default=True),
-    "ttl_s": F(int, default=3600, minimum=1, maximum=MAX_TTL_S),
-})
+CREATE = Obj(
+    {
+        "name": F(str, nullable=True, max_length=200),
+        "max_participants": F(int, default=16, minimum=1, maximum=100),
+        "record": F(bool, default=False),
+        "empty_timeout_s": F(int, default=300, minimum=1, maximum=86400),
+        "passthrough": F(str, nullable=True, max_length=255),
+    }
+)
+TOKEN = Obj(
+    {
+        "identity": F(
+            str, required=True, min_length=1, max_length=128, pattern=IDENTITY_RE.pattern
+        ),
+        "can_publish": F(bool, default=True),
+        "can_subscribe": F(bool, default=True),
+        "ttl_s": F(int, default=3600, minimum=1, maximum=MAX_TTL_S),
+    }
+)
 
 
-def render(rec: Record, data: dict[str, Any] | None = None,
-           participants: int | None = None) -> dict[str, Any]:
+def render(
+    rec: Record, data: dict[str, Any] | None = None, participants: int | None = None
+) -> dict[str, Any]:
     d = data if data is not None else rec.data
     out: dict[str, Any] = {
         "id": rec.id,
@@ -237,6 +250,9 @@ def render(rec: Record, data: dict[str, Any] | None = None,
         "empty_timeout_s": d.get("empty_timeout_s", 300),
         "passthrough": d.get("passthrough"),
         "broadcast_stream_id": d.get("broadcast_stream_id"),
+        "playback_ids": list(d.get("playback_ids", [])),
+        "active_asset_id": d.get("active_asset_id"),
+        "asset_id": d.get("asset_id"),
         "created_at": rfc3339(rec.created_at),
         "started_at": rfc3339(d.get("started_at")),
         "finished_at": rfc3339(d.get("finished_at")),
@@ -272,12 +288,31 @@ async def _get_room(request: web.Request) -> Record:
 async def create(request: web.Request) -> web.Response:
     fields = await read_json(request, CREATE)
     room_id = new_id("rm")
+    playback_ids = [{"id": new_playback_id(), "policy": "public"}] if fields["record"] else []
     data: dict[str, Any] = {
-        **fields, "status": "idle", "started_at": None, "finished_at": None,
+        **fields,
+        "status": "idle",
+        "started_at": None,
+        "finished_at": None,
         "broadcast_stream_id": room_id if fields["record"] else None,
+        "playback_ids": playback_ids,
     }
-    await request.app[appkeys.OUTBOX].commit(
-        [Put(ROOMS_COLLECTION, room_id, data, expect_version=0, tags={"status": "idle"})])
+    # A recorded room is broadcast: its playback id plays the composite over
+    # LL-HLS while the room runs and its asset afterwards (control.room_broadcasts).
+    ops: list[Op] = [
+        Put(ROOMS_COLLECTION, room_id, data, expect_version=0, tags={"status": "idle"})
+    ]
+    ops += [
+        Put(
+            PLAYBACK_IDS,
+            p["id"],
+            {"object_type": "room", "object_id": room_id, "policy": p["policy"]},
+            expect_version=0,
+            tags={"object_id": room_id},
+        )
+        for p in playback_ids
+    ]
+    await request.app[appkeys.OUTBOX].commit(ops)
     rec = await request.app[appkeys.STORE].get(ROOMS_COLLECTION, room_id)
     assert rec is not None
     return json_ok(render(rec, participants=0), status=201)
@@ -316,11 +351,18 @@ async def participants(request: web.Request) -> web.Response:
     rec = await _get_room(request)
     runtime = request.app.get(ROOMS)
     items = runtime.service.participants(rec.id) if runtime and runtime.service else []
-    data = [{
-        "object": "participant", "room_id": rec.id, "identity": p["identity"],
-        "joined_at": rfc3339(p["joined_at"]), "can_publish": p["can_publish"],
-        "can_subscribe": p["can_subscribe"], "tracks": p["tracks"],
-    } for p in items]
+    data = [
+        {
+            "object": "participant",
+            "room_id": rec.id,
+            "identity": p["identity"],
+            "joined_at": rfc3339(p["joined_at"]),
+            "can_publish": p["can_publish"],
+            "can_subscribe": p["can_subscribe"],
+            "tracks": p["tracks"],
+        }
+        for p in items
+    ]
     return json_ok({"object": "list", "data": data, "has_more": False})
 
 
@@ -329,8 +371,11 @@ async def remove_participant(request: web.Request) -> web.Response:
     rec = await _get_room(request)
     identity = request.match_info["identity"]
     runtime = request.app.get(ROOMS)
-    if runtime is None or runtime.service is None or not await runtime.service.remove_participant(
-            rec.id, identity):
+    if (
+        runtime is None
+        or runtime.service is None
+        or not await runtime.service.remove_participant(rec.id, identity)
+    ):
         raise not_found("participant", identity)
     return web.Response(status=204)
 
@@ -342,17 +387,28 @@ async def create_token(request: web.Request) -> web.Response:
     if rec.data.get("status") == "finished":
         raise ApiError(409, "room_finished", "The room has finished")
     tokens = _runtime(request).tokens
-    token = tokens.issue(rec.id, fields["identity"], can_publish=fields["can_publish"],
-                         can_subscribe=fields["can_subscribe"], ttl_s=fields["ttl_s"])
+    token = tokens.issue(
+        rec.id,
+        fields["identity"],
+        can_publish=fields["can_publish"],
+        can_subscribe=fields["can_subscribe"],
+        ttl_s=fields["ttl_s"],
+    )
     settings = request.app[appkeys.SETTINGS]
     base = (settings.public_url or f"{request.scheme}://{request.host}").rstrip("/")
     ws_base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    return json_ok({
-        "object": "room_token", "room_id": rec.id, "identity": fields["identity"],
-        "token": token, "expires_at": rfc3339(time.time() + fields["ttl_s"]),
-        "join_url": f"{base}/rooms/{rec.id}?token={token}",
-        "signal_url": f"{ws_base}/v1/rooms/{rec.id}/signal?token={token}",
-    }, status=201)
+    return json_ok(
+        {
+            "object": "room_token",
+            "room_id": rec.id,
+            "identity": fields["identity"],
+            "token": token,
+            "expires_at": rfc3339(time.time() + fields["ttl_s"]),
+            "join_url": f"{base}/rooms/{rec.id}?token={token}",
+            "signal_url": f"{ws_base}/v1/rooms/{rec.id}/signal?token={token}",
+        },
+        status=201,
+    )
 
 
 def add_routes(app: web.Application) -> None:
@@ -379,8 +435,17 @@ ROOM_SCHEMA: dict[str, Any] = {
         "record": {"type": "boolean"},
         "empty_timeout_s": {"type": "integer", "minimum": 1},
         "passthrough": NULLABLE_STR,
-        "broadcast_stream_id": {**NULLABLE_STR,
-                                "description": "Hub stream of the composite when record"},
+        "broadcast_stream_id": {
+            **NULLABLE_STR,
+            "description": "Hub stream of the composite when record",
+        },
+        "playback_ids": {
+            "type": "array",
+            "items": ref("PlaybackId"),
+            "description": "Recorded rooms: plays the composite live, then the asset",
+        },
+        "active_asset_id": {**NULLABLE_STR, "description": "The recording in progress"},
+        "asset_id": {**NULLABLE_STR, "description": "The recording, once the room finished"},
         "num_participants": {"type": "integer", "minimum": 0},
         "created_at": DATETIME,
         "started_at": NULLABLE_DATETIME,
@@ -397,11 +462,18 @@ PARTICIPANT_SCHEMA: dict[str, Any] = {
         "joined_at": DATETIME,
         "can_publish": {"type": "boolean"},
         "can_subscribe": {"type": "boolean"},
-        "tracks": {"type": "array", "items": {
-            "type": "object",
-            "properties": {"track_id": {"type": "string"},
-                           "kind": {"type": "string", "enum": ["audio", "video"]},
-                           "source": {"type": "string"}, "muted": {"type": "boolean"}}}},
+        "tracks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "track_id": {"type": "string"},
+                    "kind": {"type": "string", "enum": ["audio", "video"]},
+                    "source": {"type": "string"},
+                    "muted": {"type": "boolean"},
+                },
+            },
+        },
     },
 }
 ROOM_TOKEN_SCHEMA: dict[str, Any] = {
@@ -419,58 +491,83 @@ ROOM_TOKEN_SCHEMA: dict[str, Any] = {
 }
 _TAG = ["Rooms"]
 _ONE = {"200": resp("The room", ref("Room"))}
-_IDENTITY_PARAM = {"name": "identity", "in": "path", "required": True,
-                   "schema": {"type": "string"}}
+_IDENTITY_PARAM = {"name": "identity", "in": "path", "required": True, "schema": {"type": "string"}}
 OPENAPI: dict[str, Any] = {
     "tags": [{"name": "Rooms", "description": "Two-way WebRTC rooms (SFU) and join tokens"}],
     "paths": {
         "/v1/rooms": {
             "post": {
-                "tags": _TAG, "operationId": "createRoom", "summary": "Create a room",
+                "tags": _TAG,
+                "operationId": "createRoom",
+                "summary": "Create a room",
                 "parameters": [IDEMPOTENCY_PARAM],
                 "requestBody": body(CREATE.json_schema(), required=False),
-                "responses": {"201": resp("Created", ref("Room"), links={"GetRoom": "getRoom"}),
-                              **errors(*WRITE_ERRORS)},
+                "responses": {
+                    "201": resp("Created", ref("Room"), links={"GetRoom": "getRoom"}),
+                    **errors(*WRITE_ERRORS),
+                },
             },
             "get": {
-                "tags": _TAG, "operationId": "listRooms", "summary": "List rooms",
+                "tags": _TAG,
+                "operationId": "listRooms",
+                "summary": "List rooms",
                 "parameters": PAGE_PARAMS,
                 "responses": {"200": resp("A page", list_of("Room")), **errors(*READ_ERRORS)},
             },
         },
         "/v1/rooms/{id}": {
             "parameters": [id_param()],
-            "get": {"tags": _TAG, "operationId": "getRoom", "summary": "Get a room",
-                    "responses": {**_ONE, **errors(*READ_ERRORS)}},
-            "delete": {"tags": _TAG, "operationId": "deleteRoom",
-                       "summary": "Disconnect everyone, finish and delete the room",
-                       "responses": {"204": {"description": "Deleted"},
-                                     **errors(*WRITE_ERRORS)}},
+            "get": {
+                "tags": _TAG,
+                "operationId": "getRoom",
+                "summary": "Get a room",
+                "responses": {**_ONE, **errors(*READ_ERRORS)},
+            },
+            "delete": {
+                "tags": _TAG,
+                "operationId": "deleteRoom",
+                "summary": "Disconnect everyone, finish and delete the room",
+                "responses": {"204": {"description": "Deleted"}, **errors(*WRITE_ERRORS)},
+            },
         },
         "/v1/rooms/{id}/participants": {
             "parameters": [id_param()],
-            "get": {"tags": _TAG, "operationId": "listRoomParticipants",
-                    "summary": "The participants connected now",
-                    "responses": {"200": resp("Participants", list_of("RoomParticipant")),
-                                  **errors(*READ_ERRORS)}},
+            "get": {
+                "tags": _TAG,
+                "operationId": "listRoomParticipants",
+                "summary": "The participants connected now",
+                "responses": {
+                    "200": resp("Participants", list_of("RoomParticipant")),
+                    **errors(*READ_ERRORS),
+                },
+            },
         },
         "/v1/rooms/{id}/participants/{identity}": {
             "parameters": [id_param(), _IDENTITY_PARAM],
-            "delete": {"tags": _TAG, "operationId": "removeRoomParticipant",
-                       "summary": "Disconnect a participant",
-                       "responses": {"204": {"description": "Removed"},
-                                     **errors(*WRITE_ERRORS)}},
+            "delete": {
+                "tags": _TAG,
+                "operationId": "removeRoomParticipant",
+                "summary": "Disconnect a participant",
+                "responses": {"204": {"description": "Removed"}, **errors(*WRITE_ERRORS)},
+            },
         },
         "/v1/rooms/{id}/tokens": {
             "parameters": [id_param()],
-            "post": {"tags": _TAG, "operationId": "createRoomToken",
-                     "summary": "A join token (JWT) for one identity",
-                     "parameters": [IDEMPOTENCY_PARAM],
-                     "requestBody": body(TOKEN.json_schema()),
-                     "responses": {"201": resp("The token", ref("RoomToken")),
-                                   **errors(*WRITE_ERRORS)}},
+            "post": {
+                "tags": _TAG,
+                "operationId": "createRoomToken",
+                "summary": "A join token (JWT) for one identity",
+                "parameters": [IDEMPOTENCY_PARAM],
+                "requestBody": body(TOKEN.json_schema()),
+                "responses": {"201": resp("The token", ref("RoomToken")), **errors(*WRITE_ERRORS)},
+            },
         },
     },
-    "components": {"schemas": {"Room": ROOM_SCHEMA, "RoomParticipant": PARTICIPANT_SCHEMA,
-                               "RoomToken": ROOM_TOKEN_SCHEMA}},
+    "components": {
+        "schemas": {
+            "Room": ROOM_SCHEMA,
+            "RoomParticipant": PARTICIPANT_SCHEMA,
+            "RoomToken": ROOM_TOKEN_SCHEMA,
+        }
+    },
 }

@@ -427,8 +427,13 @@ class WhipService:
         self.on_session_closed: Callable[[WhipSession], None] | None = None
 
     async def create(self, stream_key: str, offer_sdp: str, remote: str) -> WhipSession:
-        """Authorise, validate, negotiate. Raises `PublishDenied`, `AuthorityUnavailable`,
-        `SdpError`, `UnsupportedOffer` (anything else: aiortc refused the offer)."""
+        """Validate, authorise, negotiate. Raises `SdpError`, `UnsupportedOffer`,
+        `PublishDenied`, `AuthorityUnavailable` (anything else: aiortc refused the offer).
+
+        The offer is checked before the key: a grant has side effects (the service's
+        lifecycle marks the stream connected and opens its asset), which a refused
+        offer must not cause."""
+        summary = inspect_offer(offer_sdp, sending=True)
         try:
             grant = await self.authority.authorize_publish(
                 stream_key, protocol="whip", remote=remote
@@ -437,7 +442,6 @@ class WhipService:
             raise
         except Exception as exc:
             raise AuthorityUnavailable(str(exc)) from exc
-        summary = inspect_offer(offer_sdp, sending=True)
         session = WhipSession(self, grant.live_stream_id, stream_key, remote)
         self.sessions[session.id] = session
         try:

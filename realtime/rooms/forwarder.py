@@ -380,6 +380,7 @@ class TrackSource:
             self._taps.append(on_frame)
         self._last_pli = 0.0
         self._pli_pending = False
+        self.plis_sent = 0
         self._task: asyncio.Task[None] | None = None
         self.frames = 0
         self.bytes = 0
@@ -455,11 +456,16 @@ class TrackSource:
         receiver = self.receiver
         if receiver is None:
             return
+        # Name the media SSRC; when unsure which one it is (the RTX mapping comes
+        # from the SDP), name every SSRC heard recently: a sender ignores the others.
         ssrc = synchronization_ssrc(receiver)
-        if ssrc is None:
-            return
-        task = asyncio.ensure_future(receiver._send_rtcp_pli(ssrc))
-        task.add_done_callback(_ignore_result)
+        targets = {ssrc} if ssrc is not None else set()
+        if not getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", None):
+            targets |= {s.source for s in receiver.getSynchronizationSources()}
+        for target in targets:
+            task = asyncio.ensure_future(receiver._send_rtcp_pli(target))
+            task.add_done_callback(_ignore_result)
+        self.plis_sent += 1
 
     async def stop(self) -> None:
         for sink in tuple(self._sinks):

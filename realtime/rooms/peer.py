@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ from realtime.rooms.signaling import MidMapping, Offer
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 15.0
+NEGOTIATION_DEBOUNCE_S = 0.05
 
 
 def codec_capabilities(kind: str, mime_type: str) -> list[RTCRtpCodecCapability]:
@@ -174,6 +176,9 @@ class SubscribePeer:
         self._answer: asyncio.Future[str] | None = None
         self.negotiations = 0
         self.closed = False
+        self.phase = "idle"
+        """"idle" | "offering" | "awaiting_answer" | "applying_answer" (diagnostics)."""
+        self.phase_since = time.monotonic()
 
     # -- what to send ------------------------------------------------------------------
     def set_desired(self, sources: dict[str, tuple[TrackSource, str]]) -> None:
@@ -247,6 +252,8 @@ class SubscribePeer:
     async def _negotiate_loop(self) -> None:
         try:
             while self._dirty and not self.closed:
+                self._set_phase("offering")
+                await asyncio.sleep(NEGOTIATION_DEBOUNCE_S)  # fold bursts of changes
                 self._dirty = False
                 self._apply()
                 pc = self._ensure_pc()
@@ -261,9 +268,12 @@ class SubscribePeer:
                 loop = asyncio.get_running_loop()
                 self._answer = loop.create_future()
                 await self._send_offer(Offer("subscribe", pc.localDescription.sdp, mapping))
+                self._set_phase("awaiting_answer")
                 sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
+                self._set_phase("applying_answer")
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
                 self.negotiations += 1
+            self._set_phase("idle")
         except TimeoutError:
             log.warning("subscriber did not answer in %.0f s", ANSWER_TIMEOUT_S)
             self._on_state("failed")
@@ -272,6 +282,10 @@ class SubscribePeer:
         except Exception:
             log.exception("subscribe negotiation failed")
             self._on_state("failed")
+
+    def _set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self.phase_since = time.monotonic()
 
     async def close(self) -> None:
         self.closed = True

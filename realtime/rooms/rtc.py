@@ -2,7 +2,7 @@
 
 `RtcSettings` wraps the shared `WebRtcConfig` (ICE servers, host-candidate
 addresses incl. 127.0.0.1, UDP port range) and gives rooms two calls:
-`new_peer_connection()` and `prepare(pc)` — the latter must run after the
+`new_peer_connection()` (max-bundle) and `prepare(pc)` — the latter must run after the
 transceivers exist and before `setLocalDescription` (it makes aioice gather on
 the configured addresses, per connection, no global patching).
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aiortc import RTCPeerConnection
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
 
-from realtime.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
+from realtime.webrtc.config import WebRtcConfig, prepare_ice
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,12 @@ class RtcSettings:
         return cls(WebRtcConfig.loopback())
 
     def new_peer_connection(self) -> RTCPeerConnection:
-        return new_peer_connection(self.config)
+        # max-bundle: with aiortc's default ("balanced"), a first offer holding two
+        # transceivers of one kind leaves the second on a transport that the BUNDLE
+        # answer then discards (its sender never starts).
+        base = self.config.rtc_configuration()
+        return RTCPeerConnection(RTCConfiguration(iceServers=base.iceServers,
+                                                  bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
     def prepare(self, pc: RTCPeerConnection) -> None:
         prepare_ice(pc, self.config)

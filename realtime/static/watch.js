@@ -36,7 +36,10 @@
       hls = new Hls({
         lowLatencyMode: true,
         backBufferLength: 30,
-        maxLiveSyncPlaybackRate: 1.5,
+        // 1 = hls.js leaves playbackRate alone; catchUp() below owns it. With > 1, hls.js
+        // resets the rate to 1 on every timeupdate while <= 1 s is buffered, i.e. always at
+        // sub-second latency, which undid catchUp's nudge (bench/glass_to_glass.py).
+        maxLiveSyncPlaybackRate: 1,
         liveSyncOnStallIncrease: 0.3,  // a stall adds 0.3 s of target latency (default 1 s)
         liveDurationInfinity: true,
         manifestLoadPolicy: { default: { maxTimeToFirstByteMs: 10000, maxLoadTimeMs: 20000,
@@ -47,6 +50,7 @@
       hls.on(Hls.Events.FRAG_BUFFERED, function () { networkRetries = 0; });
       hls.on(Hls.Events.LEVEL_UPDATED, function (_e, data) {
         if (data.details && !data.details.live) { stats.ended = true; }
+        if (data.details) holdBack = data.details.partHoldBack || data.details.holdBack || 0;
       });
       hls.on(Hls.Events.ERROR, onError);
       window.onairHls = hls;
@@ -63,6 +67,7 @@
 
   function onError(_event, data) {
     pushError({ type: data.type, details: data.details, fatal: !!data.fatal, at: Date.now() });
+    if (data.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) lastStall = Date.now();
     if (!data.fatal) return;
     stats.fatalErrors += 1;
     if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
@@ -128,6 +133,7 @@
   var jumped = false;
   function catchUp() {
     if (!hls || !stats.playing || stats.ended || !isFinite(hls.latency) || !hls.targetLatency) return;
+    forgiveStalls();
     var excess = hls.latency - hls.targetLatency;
     var sync = hls.liveSyncPosition;
     var end = video.buffered.length ? video.buffered.end(video.buffered.length - 1) : 0;
@@ -136,9 +142,27 @@
       video.currentTime = sync;
       return;
     }
-    if (excess > 0.15 && end - video.currentTime > 0.3) video.playbackRate = 1.1;
+    var ahead = end - video.currentTime;
+    if (excess > 1 && ahead > 1) video.playbackRate = 1.25;  // far behind: what hls.js did
+    else if (excess > 0.15 && ahead > 0.3) video.playbackRate = 1.1;
     else if (excess < 0.05 || end - video.currentTime < 0.2) video.playbackRate = 1.0;
     stats.targetLatency = hls.targetLatency;
+  }
+
+  // hls.js adds liveSyncOnStallIncrease to its target latency on every stall and never
+  // takes it back (up to a target duration): a few hiccups early on would keep a viewer
+  // up to 2 s further behind for the rest of the session. After 10 s without a stall, go
+  // back to the playlist's PART-HOLD-BACK (the setter also zeroes hls.js's stall count),
+  // and follow a PART-HOLD-BACK that grows once we have set it.
+  var lastStall = 0, holdBack = 0;
+  function forgiveStalls() {
+    if (!holdBack) return;
+    var fixed = hls.config.liveSyncDuration;
+    if (fixed !== undefined && fixed < holdBack - 0.001) { hls.targetLatency = holdBack; return; }
+    if (Date.now() - lastStall > 10000 && hls.targetLatency > holdBack + 0.05) {
+      hls.targetLatency = holdBack;
+      stats.stallPenaltyResets = (stats.stallPenaltyResets || 0) + 1;
+    }
   }
 
   video.addEventListener("playing", function () { setState("live", ""); });

@@ -67,6 +67,18 @@ def inspect_offer(text: str, *, sending: bool) -> OfferSummary:
     except Exception as exc:
         raise SdpError(f"unparsable SDP offer: {exc.__class__.__name__}: {exc}") from None
 
+    # aiortc fails deep inside setRemoteDescription (after a WHIP grant) without
+    # unique mids that the BUNDLE group names: refuse such offers here.
+    mids = [m.rtp.muxId for m in desc.media]
+    if any(not mid for mid in mids):
+        raise SdpError("every media section needs an a=mid")
+    if len(set(mids)) != len(mids):
+        raise SdpError("duplicate a=mid values in the offer")
+    for group in desc.group:
+        unknown = [str(i) for i in group.items if str(i) not in mids]
+        if unknown:
+            raise SdpError(f"a=group:{group.semantic} names unknown mids {' '.join(unknown)}")
+
     sections: list[OfferedSection] = []
     for media in desc.media:
         if media.kind not in ("audio", "video"):

@@ -99,7 +99,9 @@ class ForwardVideoTrack(MediaStreamTrack):
         super().__init__()
         self.reader = reader
         self._need_keyframe = on_need_keyframe
-        self._catchup = reader.pending
+        self._catchup: int | None = None
+        """Media units already waiting when sending starts (the cached GOP plus what
+        arrived while ICE/DTLS connected): sent at once, squeezed in time."""
         self._param_sets: list[bytes] = []
         self._length_size = 4
         self._waiting_keyframe = True
@@ -154,6 +156,9 @@ class ForwardVideoTrack(MediaStreamTrack):
             except ReaderClosed:
                 self.stop()
                 raise MediaStreamError from None
+            if self._catchup is None:
+                taken = 1 if isinstance(item, MediaUnit) else 0
+                self._catchup = self.reader.pending + taken
             catchup = self._catchup > 0
             if isinstance(item, PublicationStarted):
                 self._on_started(item)

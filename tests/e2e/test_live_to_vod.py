@@ -14,7 +14,7 @@ from pathlib import Path
 import m3u8
 import pytest
 
-from tests.e2e._media import Publisher, ffmpeg_decode, ffprobe, tags
+from tests.e2e._media import Publisher, ffmpeg_decode, ffprobe, poll, tags
 from tests.e2e._service import Api, ServiceProcess, http_get, rtmp_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -120,3 +120,87 @@ async def test_a_reconnect_inside_the_window_makes_one_asset_with_one_gap(
     total = sum(s.duration for s in m3u8.loads(text).segments)
     assert abs(total - 8.0) <= 2.0, total
     await ffmpeg_decode(f"{svc.url}/play/{pid}.m3u8")
+
+
+@pytest.mark.parametrize("action", ["complete", "disable"])
+async def test_complete_or_disable_ends_the_broadcast_at_once(
+    svc: ServiceProcess, tmp_path: Path, action: str
+) -> None:
+    api = Api(svc)
+    ls = await api.live_stream(reconnect_window_s=60)  # the window must not matter
+    pub = await Publisher.start(rtmp_url(svc, ls["stream_key"]), 30, log=tmp_path / "ff.log")
+    try:
+        live = await api.wait_stream_status(ls["id"], "active", within=20)
+        await asyncio.sleep(3.0)
+        t0 = time.monotonic()
+        await api.ok("POST", f"/v1/live-streams/{ls['id']}/{action}")
+        asset = await api.wait_asset(live["active_asset_id"], within=10)
+        assert time.monotonic() - t0 <= 2.0 + 0.5
+        await pub.wait(within=10)  # the publisher was kicked
+        assert not pub.running
+    finally:
+        await pub.stop()
+    stream = await api.ok("GET", f"/v1/live-streams/{ls['id']}")
+    assert stream["status"] == ("idle" if action == "complete" else "disabled")
+    assert stream["active_asset_id"] is None
+    assert asset["duration_s"] >= 2.0
+    pid = asset["playback_ids"][0]["id"]
+    status, body, _ = await http_get(f"{svc.url}/play/{pid}/media.m3u8")
+    assert status == 200 and body.decode().rstrip().endswith("#EXT-X-ENDLIST")
+
+
+async def test_a_granted_publisher_that_sends_no_media_does_not_leave_a_broadcast_open(
+    svc: ServiceProcess,
+) -> None:
+    """Publish is granted (connected, asset created) but the peer leaves before any
+    media: the broadcast must still end, not stay `preparing` forever."""
+    from control.live import GRANT_TIMEOUT_S
+    from tests.ingest.rtmp.rtmpclient import publish_prologue
+
+    api = Api(svc)
+    ls = await api.live_stream(reconnect_window_s=1)
+    hello, _ = publish_prologue(ls["stream_key"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", svc.rtmp_port)
+    writer.write(hello)
+    await writer.drain()
+    granted = await poll(
+        lambda: api.ok("GET", f"/v1/live-streams/{ls['id']}"),
+        lambda s: bool(s["active_asset_id"]),
+        within=10,
+        what="the publish grant",
+    )
+    asset_id = granted["active_asset_id"]
+    writer.close()  # gone before sending a single tag
+    del reader
+    asset = await api.wait_asset(asset_id, "errored", within=GRANT_TIMEOUT_S + 10)
+    assert "media" in asset["error"]["message"]
+    stream = await api.ok("GET", f"/v1/live-streams/{ls['id']}")
+    assert stream["status"] == "idle" and stream["active_asset_id"] is None
+
+
+async def test_a_second_publisher_takes_over_the_same_broadcast(
+    svc: ServiceProcess, tmp_path: Path
+) -> None:
+    api = Api(svc)
+    ls = await api.live_stream(reconnect_window_s=1)
+    url = rtmp_url(svc, ls["stream_key"])
+    first = await Publisher.start(url, 30, log=tmp_path / "ff1.log")
+    second: Publisher | None = None
+    try:
+        live = await api.wait_stream_status(ls["id"], "active", within=20)
+        await asyncio.sleep(2.0)
+        second = await Publisher.start(url, 4, log=tmp_path / "ff2.log")
+        await first.wait(within=10)  # the old connection is closed
+        assert second.running
+        during = await api.ok("GET", f"/v1/live-streams/{ls['id']}")
+        assert during["status"] == "active"
+        assert during["active_asset_id"] == live["active_asset_id"]
+        assert await second.wait() == 0
+    finally:
+        await first.stop()
+        if second is not None:
+            await second.stop()
+    asset = await api.wait_asset(live["active_asset_id"], within=20)
+    assert asset["duration_s"] >= 5.0, asset
+    stream = await api.ok("GET", f"/v1/live-streams/{ls['id']}")
+    assert stream["recent_asset_ids"] == [asset["id"]]

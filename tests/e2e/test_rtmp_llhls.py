@@ -174,7 +174,28 @@ async def test_a_blocking_request_answers_within_300ms_of_the_part(main: Main) -
             await asyncio.wait_for(watcher, 5)
             assert answered - t0 <= 1.5  # it blocked for a part, not for seconds
             delays.append(answered - appeared[0])
+    print(f"blocking reload delays after the part appeared: {delays}")
     assert max(delays) <= 0.3, delays
+
+
+async def test_the_preload_hint_blocks_until_its_part_exists(main: Main, tmp_path: Path) -> None:
+    text = await live_playlist(main, 1)
+    pl = m3u8.loads(text, uri=main.media_url)
+    assert pl.preload_hint is not None
+    hinted = pl.preload_hint.absolute_uri
+    t0 = time.monotonic()
+    status, part, _ = await http_get(hinted)
+    waited = time.monotonic() - t0
+    assert status == 200 and b"moof" in part[:64], (status, part[:200])
+    assert waited <= 1.5, waited  # about one part (200 ms), not a timeout
+    init_url = pl.segment_map[0].absolute_uri
+    _, init, _ = await http_get(init_url)
+    (tmp_path / "hinted.mp4").write_bytes(init + part)
+    await ffprobe(tmp_path / "hinted.mp4")
+    # the part it waited for is the one the next playlist lists under that name
+    name = hinted.rsplit("/", 1)[1]
+    after = (await live_playlist(main, 1)).splitlines()
+    assert any(f'URI="{name}"' in ln for ln in after if ln.startswith("#EXT-X-PART:")), name
 
 
 async def test_a_request_far_beyond_the_live_edge_is_400(main: Main) -> None:
@@ -285,11 +306,7 @@ async def test_reconnect_inside_the_window_keeps_one_playlist(main: Main, tmp_pa
     api = Api(svc)
     window = 3.0
     async with WebhookReceiver() as rx:
-        endpoint = await api.ok("POST", "/v1/webhook-endpoints", {"url": "http://placeholder"})
-        await api.ok("DELETE", f"/v1/webhook-endpoints/{endpoint['id']}")
-        endpoint = await api.ok(
-            "POST", "/v1/webhook-endpoints", {"url": rx.url("/hooks", secret="whsec_" + "A" * 32)}
-        )
+        endpoint = await api.ok("POST", "/v1/webhook-endpoints", {"url": rx.url("/hooks")})
         rx.set("/hooks", secret=endpoint["secret"])
         ls = await api.live_stream(reconnect_window_s=window)
         pid = ls["playback_ids"][0]["id"]

@@ -38,14 +38,23 @@ async def browser() -> AsyncIterator[Chromium]:
 
 
 def server_view(server: RoomServer) -> dict[str, Any]:
+    """What the SFU sees, for failure messages."""
     ar = server.service.rooms.get("RM_meet")
     if ar is None:
         return {}
-    return {ident: {t.name: (t.frames_in, t.frames_out, t.dropped, t.keyframe_requests)
-                    for t in s.subscribe.tracks.values()} | {
-                        "negotiations": s.subscribe.negotiations,
-                        "pc": s.subscribe.pc.connectionState if s.subscribe.pc else None}
-            for ident, s in ar.sessions.items()}
+    out: dict[str, Any] = {}
+    for ident, s in ar.sessions.items():
+        out[ident] = {
+            "tracks": {t.name: (t.frames_in, t.frames_out, t.dropped, t.keyframe_requests,
+                                t.source.plis_sent if t.source else None)
+                       for t in s.subscribe.tracks.values()},
+            "slots": [(sl.track_id, sl.transceiver.currentDirection,
+                       getattr(sl.transceiver.sender, "_RTCRtpSender__started", None),
+                       sl.transceiver.sender.transport.state) for sl in s.subscribe._slots],
+            "negotiations": s.subscribe.negotiations,
+            "phase": s.subscribe.phase,
+        }
+    return out
 
 
 async def stats(page: Page) -> dict[str, Any]:
