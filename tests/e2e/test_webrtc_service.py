@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -230,6 +231,11 @@ async def test_refusals_do_not_disturb_a_live_broadcast(
         status, _, body = await post_sdp(whip, "this is not sdp", token=key)
         assert status == 400, body
         assert json.loads(body)["error"]["type"] == "invalid_sdp"
+    # well-formed SDP that aiortc cannot apply (no a=mid): refused before the key
+    # is granted, so the live stream sees no `connected` event for it
+    no_mid = re.sub(r"a=mid:\S+\r\n", "", good)
+    status, _, body = await post_sdp(whip, no_mid, token=live_key)
+    assert status == 400, body
     status, headers, body = await post_sdp(whip, good, token="not-a-stream-key")
     assert status == 401, body
     assert headers.get("Access-Control-Allow-Origin") == "*"  # browsers can read refusals

@@ -3,6 +3,7 @@ response outside the OpenAPI document."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,5 +75,14 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_response(
         "--warnings",
         "off",
     ]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    hooks_env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "st_hooks",
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    run = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=hooks_env
+    )
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:] + service.logs()[-3000:]
