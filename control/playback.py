@@ -133,12 +133,19 @@ class Playback:
         if not _PLAYBACK_ID.match(playback_id):
             raise PlaybackDenied(404, "no such playback id")
         rec = await self.store.get(PLAYBACK_IDS, playback_id)
-        if rec is None or rec.data.get("object_type") != "live_stream":
+        obj_type = rec.data.get("object_type") if rec is not None else None
+        if rec is None or obj_type not in ("live_stream", "room"):
             raise PlaybackDenied(404, "no such live stream playback id")
         if rec.data.get("policy") == "signed":
             denied = await self._check_token(token or "", playback_id, "v")
             if denied is not None:
                 raise PlaybackDenied(403, "playback token refused")
+        if obj_type == "room":
+            # a recorded room's composite is in the hub under its broadcast stream id
+            room = await self.store.get(ROOMS, str(rec.data["object_id"]))
+            if room is None:
+                raise PlaybackDenied(404, "no such live stream playback id")
+            return str(room.data.get("broadcast_stream_id") or room.id)
         return str(rec.data["object_id"])
 
     @staticmethod

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 DEFAULT_BANDWIDTH = 2_000_000
 
 
+PART_RETENTION_TARGETS = 12.0
+"""Target durations of parts kept fetchable behind the live edge."""
+
+
 class LiveHls:
     """LL-HLS window, playlists and waiters for one live stream (a `SegmentSink`)."""
 
@@ -156,8 +160,12 @@ class LiveHls:
 
     def _trim_parts(self) -> None:
         """Drop the part payloads of segments well outside the part window: the
-        segment's own bytes remain, so memory is about one copy of the window."""
-        keep_s = 6.0 * self._target_duration
+        segment's own bytes remain, so memory is about one copy of the window.
+
+        Parts are listed for the last 3 target durations but stay fetchable for
+        12: a slow client (or a CDN filling its cache) that read the playlist a
+        few seconds ago still gets them."""
+        keep_s = PART_RETENTION_TARGETS * self._target_duration
         acc = 0.0
         for i in range(len(self._segments) - 1, -1, -1):
             seg = self._segments[i]

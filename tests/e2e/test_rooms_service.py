@@ -30,10 +30,18 @@ import m3u8
 import pytest
 
 from realtime.rooms.client import RoomClient
+from realtime.webrtc.client import delete_session, whep_play
 from tests.e2e._media import ffprobe
 from tests.e2e._rooms import RTC, join, publish_av, room_events, room_token, until
 from tests.e2e._service import Api, ServiceProcess, http_get
-from tests.e2e._webrtc import events_for, increasing, llhls_init_and_parts
+from tests.e2e._webrtc import (
+    CLIENT_CONFIG,
+    events_for,
+    increasing,
+    llhls_init_and_parts,
+    mean_luma,
+    recv_frames,
+)
 from tests.rooms._chromium import Chromium, Page
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -148,6 +156,19 @@ async def test_recorded_room_is_live_then_a_ready_asset_with_events_in_order(
         probe = await ffprobe(tmp_path / "live.mp4")
         kinds = {s["codec_type"]: s["codec_name"] for s in probe["streams"]}
         assert kinds == {"video": "h264", "audio": "aac"}, probe["streams"]
+        # ... a thumbnail of the live composite ...
+        status, jpeg, headers = await http_get(f"{svc.url}/thumb/{pid}.jpg")
+        assert status == 200 and jpeg[:2] == b"\xff\xd8", (status, jpeg[:200])
+        # ... and WHEP viewers of the same playback id.
+        pc, location = await whep_play(f"{svc.url}/v1/whep/{pid}", CLIENT_CONFIG)
+        try:
+            tracks = {t.kind: t.receiver.track for t in pc.getTransceivers()}
+            frames = await recv_frames(tracks["video"], 3, within=20)
+            assert {(f.width, f.height) for f in frames} == {(1280, 720)}
+            assert max(mean_luma(f) for f in frames) > 20
+        finally:
+            await delete_session(location)
+            await pc.close()
         await asyncio.sleep(max(0.0, 6 - (time.monotonic() - t_join)))
     finally:
         for c in clients:
@@ -162,7 +183,6 @@ async def test_recorded_room_is_live_then_a_ready_asset_with_events_in_order(
     asset = await api.wait_asset(done["asset_id"], "ready", within=30)
     assert asset["source"] == "room"
     broadcast_s = t_left - t_join
-    print("ROOMDBG", asset["duration_s"], broadcast_s, asset)
     assert broadcast_s - 3 <= asset["duration_s"] <= broadcast_s + 2 + 6, (
         asset["duration_s"], broadcast_s)
     vod = await media_playlist_text(svc.url, asset["playback_ids"][0]["id"])
@@ -170,6 +190,11 @@ async def test_recorded_room_is_live_then_a_ready_asset_with_events_in_order(
     # The room's own playback id now plays an ended playlist too.
     ended = await media_playlist_text(svc.url, pid)
     assert "#EXT-X-ENDLIST" in ended, ended
+    # Its MP4 download (through the room's playback id) is the whole recording.
+    await api.wait_asset(asset["id"], "ready", within=30, field="mp4_status")
+    mp4 = await ffprobe(f"{svc.url}/play/{pid}/download.mp4")
+    assert {s["codec_name"] for s in mp4["streams"]} == {"h264", "aac"}
+    assert abs(float(mp4["format"]["duration"]) - asset["duration_s"]) < 1.5, mp4["format"]
 
     # Webhooks: room lifecycle in order, one increasing sequence per resource.
     await hooks.wait_for(1, path=HOOKS)
