@@ -19,11 +19,13 @@ turn. Two modes:
   "every playlist fresh": this (bench) process polls every stream's media
   playlist over HTTP ``--polls`` times during the window (onair:
   ``/play/<playback_id>/media.m3u8``, age = now - (newest EXT-X-PROGRAM-DATE-TIME
-  + the media after it); nginx: ``/hls/<name>.m3u8``, age = now - Last-Modified,
-  and its newest segment must have advanced between the first and last poll).
-  A stream is healthy when every poll answered 200 with age <= ``--fresh``
-  seconds. The poller runs in this process, never in the measured tree.
-  Results: bench/results/rtmp_full.json.
+  + the media after it); nginx: ``/hls/<name>.m3u8``, age = now - the .m3u8's
+  mtime on disk, as nginx-rtmp has no PDT). A stream is healthy when every poll
+  answered 200 with media, age <= ``--fresh`` seconds, and its newest media
+  advanced between the first and last poll. The poller runs in this process,
+  never in the measured tree; the publishers' own CPU is recorded too
+  (``publishers_cpu``), as a gauge of how much of the machine the load takes.
+  Results: bench/results/rtmp_full.json (``--table FILE`` reprints one).
 
 ``--mode ingest`` (the earlier comparison)
   onair's ``RtmpServer`` alone (ingest + hub + one discarding reader per stream)
@@ -35,8 +37,8 @@ Usage:
   .venv/bin/python bench/rtmp_ingest.py --n 1,10 --seconds 15 --warmup 8
   .venv/bin/python bench/rtmp_ingest.py --record both         # record false, then true
   .venv/bin/python bench/rtmp_ingest.py --mode ingest --n 1,10,25,50
-  .venv/bin/python bench/rtmp_ingest.py --hold 25             # full onair N=25, held
-                                                              # for profiling (py-spy)
+  .venv/bin/python bench/rtmp_ingest.py --hold 25 --seconds 300   # onair + 25 publishers
+                                  # kept running (pid printed) for py-spy; ^C stops it
 The clip is generated once into bench/results/cache/.
 """
 

@@ -21,7 +21,7 @@ from control import appkeys
 from control.assets import AssetService
 from control.live import LiveLifecycle
 from control.playback import Playback
-from control.room_broadcasts import HubDispatch, RoomBroadcasts
+from control.room_broadcasts import ROOM_BROADCASTS, HubDispatch, RoomBroadcasts
 from control.settings import Settings
 from control.vod_jobs import MP4, AssetJobs
 from ingest.ports import PublishGrant
@@ -132,6 +132,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         on_asset_ready=on_asset_ready,
     )
     hub.observer = HubDispatch(lifecycle, rooms)
+    app[ROOM_BROADCASTS] = rooms
     live_sinks = hls.sink_factory
     hls.sink_factory = lambda sid: (
         rooms.sinks_for(sid) if rooms.owns(sid) else live_sinks(sid) if live_sinks else ()

@@ -8,6 +8,13 @@ is the hub observer for those publications: it starts LL-HLS for the stream
 finished) finalises the recording, marks the asset ``ready`` and links it
 from the room record (``asset_id``). There is no reconnect window: a room's
 composite ends only when the room does.
+
+Finishing runs in this object's own tasks and `close()` waits for them (the
+app's background tasks are cancelled on shutdown before media closes). A
+recording whose node died is finished by `adopt()` from what was stored —
+called by the rooms keeper (`control.api.rooms.RoomKeeper`) for rooms left
+``active``, or here when a new broadcast of the room finds a stale
+``active_asset_id``. `ROOM_BROADCASTS` is the app key it is published under.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from control.assets import AssetService, asset_prefix
 from control.ids import new_id
 from control.store.base import Conflict, Put, Store
@@ -27,7 +36,7 @@ from realtime.hls.manager import LiveHlsManager
 from realtime.segments import SegmentSink
 from vod.blobstore import BlobStore
 from vod.manifest import Manifest
-from vod.recorder import Recorder
+from vod.recorder import Recorder, finalize_recording
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +50,12 @@ class _RoomBroadcast:
     asset_id: str
     recorder: Recorder
     created: asyncio.Task[Any] | None = None
-    finishing: bool = False
+    finishing: asyncio.Task[None] | None = None
 
 
 class RoomBroadcasts(HubObserver):
+    """See the module docstring; `adopt()` finalises a recording whose node died."""
+
     def __init__(
         self,
         *,
@@ -62,6 +73,10 @@ class RoomBroadcasts(HubObserver):
         self._spawn = spawn
         self._on_asset_ready = on_asset_ready
         self._rooms: dict[str, _RoomBroadcast] = {}
+        # `spawn` is kept for the constructor's signature; finishing a recording
+        # runs in tasks of this object instead (awaited by `close()`), because the
+        # app's background tasks are cancelled on shutdown before media closes
+        # and a cancelled finish would leave the asset `preparing` for good.
 
     def owns(self, stream_id: str) -> bool:
         return stream_id in self._rooms
@@ -72,7 +87,7 @@ class RoomBroadcasts(HubObserver):
 
     def recording_manifest(self, asset_id: str) -> Manifest | None:
         for b in self._rooms.values():
-            if b.asset_id == asset_id and not b.finishing:
+            if b.asset_id == asset_id and b.finishing is None:
                 return b.recorder.manifest
         return None
 
@@ -91,45 +106,101 @@ class RoomBroadcasts(HubObserver):
         self.hls.publication_ended(stream, publication, reason)
         if reason == "takeover" or stream.id not in self._rooms:
             return
-        self._spawn(self.finish(stream.id))
+        self._start_finish(self._rooms[stream.id])
 
     # ------------------------------------------------------------------- work
     async def _create_asset(self, b: _RoomBroadcast) -> None:
         await self.assets.create(
             source=SOURCE, policy="public", extra={"room_id": b.room_id}, asset_id=b.asset_id
         )
+        room = await self.store.get(ROOMS, b.room_id)
+        stale = room.data.get("active_asset_id") if room is not None else None
         await self._update_room(b.room_id, {"active_asset_id": b.asset_id})
+        if stale and stale != b.asset_id:
+            # an earlier broadcast of this room whose node stopped before finishing it
+            await self.adopt(b.room_id, str(stale), link=False)
+
+    async def adopt(self, room_id: str, asset_id: str, *, link: bool = True) -> None:
+        """Finalise the recording `asset_id` of `room_id` from what is stored (its
+        node died mid-broadcast): the asset becomes ready (or errored when nothing
+        was stored); with `link`, the room's ``asset_id`` points at it."""
+        if any(b.asset_id == asset_id for b in self._rooms.values()):
+            return  # recording here, right now
+        rec = await self.assets.get(asset_id)
+        if rec is not None and rec.data.get("status") == "preparing":
+            log.info("adopting room %s recording %s after a node stopped", room_id, asset_id)
+            manifest = await finalize_recording(self.blobs, asset_prefix(asset_id))
+            if manifest.segments:
+                await self.assets.mark_ready(
+                    asset_id,
+                    duration_s=manifest.duration_s,
+                    gaps=[g.to_dict() for g in manifest.gaps()],
+                )
+                if self._on_asset_ready is not None:
+                    await self._on_asset_ready(asset_id)
+            else:
+                await self.assets.mark_errored(
+                    asset_id, "the room's node stopped before anything was recorded"
+                )
+        if link:
+            await self._update_room(room_id, {"active_asset_id": None, "asset_id": asset_id})
+
+    def _start_finish(self, b: _RoomBroadcast) -> asyncio.Task[None]:
+        if b.finishing is None:
+            b.finishing = asyncio.get_running_loop().create_task(
+                self._finish(b), name=f"room-broadcast-finish:{b.room_id}"
+            )
+        return b.finishing
 
     async def finish(self, room_id: str) -> None:
+        """End the room's broadcast: finalise the recording, asset ready, room linked.
+        Idempotent; a second call waits for the first."""
         b = self._rooms.get(room_id)
-        if b is None or b.finishing:
+        if b is None:
             return
-        b.finishing = True
-        self.hls.finish(room_id)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(b.recorder.ended.wait(), 5.0)
-        manifest = await b.recorder.finalize()
-        if b.created is not None:
-            await b.created
-        if manifest.segments:
-            await self.assets.mark_ready(
-                b.asset_id,
-                duration_s=manifest.duration_s,
-                gaps=[g.to_dict() for g in manifest.gaps()],
-            )
-            if self._on_asset_ready is not None:
-                await self._on_asset_ready(b.asset_id)
-        else:
-            await self.assets.mark_errored(
-                b.asset_id, "the room ended before anything was recorded"
-            )
-        await self._update_room(room_id, {"active_asset_id": None, "asset_id": b.asset_id})
-        self._rooms.pop(room_id, None)
+        await asyncio.shield(self._start_finish(b))
+
+    async def _finish(self, b: _RoomBroadcast) -> None:
+        room_id = b.room_id
+        try:
+            self.hls.finish(room_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(b.recorder.ended.wait(), 5.0)
+            manifest = await b.recorder.finalize()
+            if b.created is not None:
+                try:
+                    await b.created
+                except Exception:
+                    log.exception("room %s: creating its asset failed", room_id)
+            if manifest.segments:
+                await self.assets.mark_ready(
+                    b.asset_id,
+                    duration_s=manifest.duration_s,
+                    gaps=[g.to_dict() for g in manifest.gaps()],
+                )
+                if self._on_asset_ready is not None:
+                    try:
+                        await self._on_asset_ready(b.asset_id)
+                    except Exception:
+                        log.exception("room %s: post-processing not queued", room_id)
+            else:
+                await self.assets.mark_errored(
+                    b.asset_id, "the room ended before anything was recorded"
+                )
+            await self._update_room(room_id, {"active_asset_id": None, "asset_id": b.asset_id})
+        except Exception:
+            log.exception("room %s: finishing its recording failed", room_id)
+        finally:
+            if self._rooms.get(room_id) is b:
+                del self._rooms[room_id]
 
     async def close(self) -> None:
-        for room_id in list(self._rooms):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.finish(room_id), 10)
+        """Shutdown: finish every broadcast (in flight or not) before media closes."""
+        for b in list(self._rooms.values()):
+            self._start_finish(b)
+        pending = [b.finishing for b in self._rooms.values() if b.finishing is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=15)
 
     async def _update_room(self, room_id: str, fields: dict[str, Any]) -> None:
         for _ in range(8):
@@ -165,3 +236,7 @@ class HubDispatch(HubObserver):
 
     def publication_ended(self, stream: Stream, publication: Publication, reason: str) -> None:
         self._pick(stream, publication).publication_ended(stream, publication, reason)
+
+
+ROOM_BROADCASTS: web.AppKey[RoomBroadcasts] = web.AppKey("onair.room_broadcasts")
+"""Set by `control.media.media_ctx`; rooms' crash recovery (control.api.rooms) uses it."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from vod.blobstore import BlobNotFound, BlobStore, InvalidKey, join_key
@@ -69,6 +69,11 @@ def content_type_for(name: str) -> str:
     return "application/octet-stream"
 
 
+def _fields_of(entry: InitEntry | SegmentEntry) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies every value: ~10x slower on an hour's manifest.
+    return {name: getattr(entry, name) for name in _FIELD_NAMES[type(entry)]}
+
+
 def manifest_key(prefix: str) -> str:
     return join_key(prefix, MANIFEST_NAME)
 
@@ -94,6 +99,11 @@ class SegmentEntry:
     program_date_time: float = 0.0
     start_pts: float = 0.0
     size: int = 0
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in (InitEntry, SegmentEntry)
+}
 
 
 @dataclass(slots=True)
@@ -194,8 +204,8 @@ class Manifest:
             "created_at": self.created_at,
             "finalized_at": self.finalized_at,
             "dropped": self.dropped,
-            "inits": [asdict(i) for i in self.inits],
-            "segments": [asdict(s) for s in self.segments],
+            "inits": [_fields_of(i) for i in self.inits],
+            "segments": [_fields_of(s) for s in self.segments],
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 

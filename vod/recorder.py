@@ -115,6 +115,7 @@ class Recorder:
         max_pending_bytes: int = 256 * 1024 * 1024,
         retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0),
         manifest_every: int = 8,
+        manifest_max_age_s: float = 4.0,
     ) -> None:
         self.blobs = blobs
         self.prefix = prefix.strip("/")
@@ -125,6 +126,7 @@ class Recorder:
         self.max_pending_bytes = max_pending_bytes
         self.retry_delays = retry_delays
         self.manifest_every = max(1, manifest_every)
+        self.manifest_max_age_s = manifest_max_age_s
         self.stats = RecorderStats()
         self.manifest = Manifest(kind=kind)
         self._queue: deque[_InitItem | _SegmentItem | _EndItem] = deque()
@@ -140,6 +142,8 @@ class Recorder:
         self._current_gen = -1
         self._new_generation = True
         self._unsaved = 0
+        self._save_requested = False
+        self._save_timer: asyncio.TimerHandle | None = None
 
     # -- SegmentSink (called on the event loop; never blocks) ------------------
 
@@ -201,6 +205,8 @@ class Recorder:
         """Wait until everything queued so far is stored (and the manifest saved)."""
         if self._task is None or self._task.done():
             return
+        self._save_requested = True
+        self._kick()
         await self._drained.wait()
 
     async def close(self) -> Manifest:
@@ -274,10 +280,19 @@ class Recorder:
                 delay = min(delay * 2, 5.0)
         while True:
             if not self._queue:
-                if self._unsaved:
+                if self._unsaved and (self._save_requested or self._closing):
+                    self._save_requested = False
                     await self._save_manifest()  # one attempt (with retries) per idle
                     if self._queue:
                         continue
+                elif self._unsaved and self._save_timer is None:
+                    # Caught up with a few segments unsaved: save soon, not per segment
+                    # (finalize_recording() adopts segments stored after the last save).
+                    self._save_timer = asyncio.get_running_loop().call_later(
+                        self.manifest_max_age_s, self._request_save
+                    )
+                if not self._unsaved:
+                    self._save_requested = False
                 self._drained.set()
                 if self._closing:
                     return
@@ -367,9 +382,10 @@ class Recorder:
         self.stats.segments_written += 1
         self.stats.bytes_written += len(seg.data)
         self._unsaved += 1
-        # Caught up: save now. Backlogged (storage was slow): save every N segments;
+        # Every N segments, or (via the idle timer) within manifest_max_age_s: a
+        # rewrite per segment would cost O(recording length) each time.
         # finalize_recording() adopts the few stored after the last save.
-        if self._unsaved >= self.manifest_every or not self._queue:
+        if self._unsaved >= self.manifest_every:
             await self._save_manifest()
 
     def _fail(self, seg: Segment) -> None:
@@ -381,7 +397,15 @@ class Recorder:
             self._queue[0] = _SegmentItem(head.segment, True)
         log.error("recorder %s: could not store segment msn=%d", self.prefix, seg.msn)
 
+    def _request_save(self) -> None:
+        self._save_timer = None
+        self._save_requested = True
+        self._kick()
+
     async def _save_manifest(self) -> None:
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+            self._save_timer = None
         self.manifest.dropped = self.stats.dropped + self.stats.failed
         ok = await self._retrying(
             "manifest", lambda: save_manifest(self.blobs, self.prefix, self.manifest)

@@ -18,12 +18,18 @@ Wiring (control/app.py)::
                      api_modules=[*default_modules(), rooms])
 
 `add_routes` mounts the API, the signaling WebSocket and the ``/rooms/{id}``
-page; `rooms_ctx` (after the store) runs the `RoomService` and answers 503
-until it is up.
+page, and finishes this node's rooms at the start of a graceful shutdown (so
+open signaling sockets do not hold it up); `rooms_ctx` (after the store, and
+after media for recorded rooms) runs the `RoomService` and a `RoomKeeper`
+(the node's ``room:<id>`` leases; rooms left ``active`` by a dead node are
+finished with reason ``node_lost``), and answers 503 until it is up.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -68,6 +74,8 @@ from realtime.rooms.room import (
     RoomStarted,
 )
 from realtime.rooms.tokens import IDENTITY_RE, MAX_TTL_S, JoinTokens
+
+log = logging.getLogger(__name__)
 
 ROOMS_COLLECTION = "rooms"
 TOKEN_SECRET_KV = "rooms:join_token_secret"
@@ -159,6 +167,80 @@ class StoreRooms:
                 continue
 
 
+ROOM_LEASE_TTL_S = 8.0
+ROOM_HEARTBEAT_S = 2.0
+
+
+def room_lease(room_id: str) -> str:
+    return f"room:{room_id}"
+
+
+class RoomKeeper:
+    """Durability of rooms across nodes: the node hosting a room renews the named
+    lease ``room:<id>``; rooms still ``active`` in the store that no node hosts
+    (their node died: SIGKILL, crash) are finished here — the recording, if any,
+    finalised into a ready asset (`RoomBroadcasts.adopt`) and ``room.finished``
+    with reason ``node_lost``."""
+
+    def __init__(
+        self, store: Store, service: Any, rooms: StoreRooms, node_id: str, broadcasts: Any = None
+    ) -> None:
+        self.store = store
+        self.service = service
+        self.rooms = rooms
+        self.node_id = node_id
+        self.broadcasts = broadcasts
+        """control.room_broadcasts.RoomBroadcasts, when recording runs in this process."""
+
+    async def renew(self) -> None:
+        for room_id in list(self.service.rooms):
+            await self.store.acquire_lease(room_lease(room_id), self.node_id, ROOM_LEASE_TTL_S)
+
+    async def sweep(self) -> None:
+        after: str | None = None
+        while True:
+            page = await self.store.list(
+                ROOMS_COLLECTION, limit=100, starting_after=after, where=("status", "active")
+            )
+            for rec in page.data:
+                await self._adopt(rec)
+            if not page.has_more or not page.data:
+                return
+            after = page.data[-1].id
+
+    async def _adopt(self, rec: Record) -> None:
+        if rec.id in self.service.rooms or rec.data.get("status") != "active":
+            return
+        if not await self.store.acquire_lease(room_lease(rec.id), self.node_id, ROOM_LEASE_TTL_S):
+            return  # hosted by a living node (or its lease has not lapsed yet)
+        # A room that just closed here has its room.finished still queued: let it land.
+        await self.service.drain_events()
+        fresh = await self.store.get(ROOMS_COLLECTION, rec.id)
+        if fresh is None or fresh.data.get("status") != "active" or rec.id in self.service.rooms:
+            return
+        rec = fresh
+        log.info("finishing room %s after its node stopped", rec.id)
+        asset_id = rec.data.get("active_asset_id")
+        if asset_id and self.broadcasts is not None:
+            try:
+                await self.broadcasts.adopt(rec.id, str(asset_id))
+            except Exception:
+                log.exception("room %s: adopting recording %s failed", rec.id, asset_id)
+        await self.rooms.room_event(RoomFinished(rec.id, time.time(), "node_lost"))
+        await self.store.release_lease(room_lease(rec.id), self.node_id)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.renew()
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("rooms keeper failed")
+            await asyncio.sleep(ROOM_HEARTBEAT_S)
+
+
 def rooms_ctx(
     *, hub: Any = None, rtc: Any = None, video_codec: str = "video/VP8", secret: str | None = None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -166,6 +248,7 @@ def rooms_ctx(
     the routes come from this module's `add_routes` (via `api_modules`)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        from control.room_broadcasts import ROOM_BROADCASTS
         from realtime.rooms.service import RoomService
 
         store = app[appkeys.STORE]
@@ -180,9 +263,16 @@ def rooms_ctx(
         else:
             runtime.tokens = tokens
             runtime.service = service
+        keeper = RoomKeeper(
+            store, service, adapter, app[appkeys.SETTINGS].node_id, app.get(ROOM_BROADCASTS)
+        )
+        keeping = asyncio.get_running_loop().create_task(keeper.run(), name="rooms-keeper")
         try:
             yield
         finally:
+            keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
             await service.close()
 
     return ctx
@@ -210,6 +300,24 @@ def install_room_routes(app: web.Application) -> None:
     app.router.add_get("/v1/rooms/{id}/signal", signal)
     app.router.add_get("/rooms/static/room.js", script)
     app.router.add_get("/rooms/{id}", page)
+    app.on_shutdown.append(_close_rooms_on_shutdown)
+
+
+async def _close_rooms_on_shutdown(app: web.Application) -> None:
+    """Graceful shutdown waits for open requests, and every participant holds a
+    signaling WebSocket: finish this node's rooms first (room.finished, the
+    sockets close, recorded rooms end their broadcast) so it does not wait out
+    its whole timeout."""
+    runtime = app.get(ROOMS)
+    if runtime is None or runtime.service is None:
+        return
+    service = runtime.service
+    for room_id in list(service.rooms):
+        try:
+            await service.close_room(room_id, reason="shutdown")
+        except Exception:
+            log.exception("closing room %s on shutdown failed", room_id)
+    await service.drain_events()
 
 
 # ------------------------------------------------------------------ API
@@ -342,7 +450,9 @@ async def delete(request: web.Request) -> web.Response:
             await runtime.service.drain_events()
     fresh = await request.app[appkeys.STORE].get(ROOMS_COLLECTION, rec.id)
     if fresh is not None:
-        await request.app[appkeys.OUTBOX].commit([Delete(ROOMS_COLLECTION, rec.id)])
+        ops: list[Op] = [Delete(ROOMS_COLLECTION, rec.id)]
+        ops += [Delete(PLAYBACK_IDS, p["id"]) for p in fresh.data.get("playback_ids", [])]
+        await request.app[appkeys.OUTBOX].commit(ops)
     return web.Response(status=204)
 
 

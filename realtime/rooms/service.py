@@ -287,14 +287,17 @@ class RoomService:
             await asyncio.sleep(self.sweep_interval_s)
             now = time.monotonic()
             for rid, ar in list(self.rooms.items()):
-                room = ar.room
-                if not room.participants and room.empty_for() >= room.config.empty_timeout_s:
-                    await self.close_room(rid, reason="empty_timeout")
-                    continue
-                for s in list(ar.sessions.values()):
-                    if s.sources and all(now - src.last_frame_at > self.media_timeout_s
-                                         for src in s.sources.values()):
-                        await self._end_session(s, "disconnected")
+                try:  # one room's failure must not stop the sweeper for every room
+                    room = ar.room
+                    if not room.participants and room.empty_for() >= room.config.empty_timeout_s:
+                        await self.close_room(rid, reason="empty_timeout")
+                        continue
+                    for s in list(ar.sessions.values()):
+                        if s.sources and all(now - src.last_frame_at > self.media_timeout_s
+                                             for src in s.sources.values()):
+                            await self._end_session(s, "disconnected")
+                except Exception:
+                    log.exception("room sweep failed for %s", rid)
 
     # -- joining ---------------------------------------------------------------------------------
     async def join(self, room_id: str, grant: JoinGrant, send: Send, *,

@@ -41,8 +41,9 @@ RTC = RtcSettings.loopback()
 
 
 @functools.cache
-def vp8_packets(frames: int = 60, width: int = 320, height: int = 240,
-                fps: int = 30) -> tuple[EncodedPacket, ...]:
+def vp8_packets(
+    frames: int = 60, width: int = 320, height: int = 240, fps: int = 30
+) -> tuple[EncodedPacket, ...]:
     """A moving test pattern encoded once with libvpx (VP8, keyframe every second)."""
     codec = av.CodecContext.create("libvpx", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
@@ -83,10 +84,12 @@ async def join(svc: ServiceProcess, room_id: str, token: str) -> RoomClient:
 
 async def publish_av(c: RoomClient) -> dict[str, Any]:
     """Publish looping Opus + VP8 (pre-encoded); returns the server's answer."""
-    ans = await c.publish([
-        (EncodedSource("audio", opus_packets(), 48000), "microphone"),
-        (EncodedSource("video", vp8_packets(), 90000), "camera"),
-    ])
+    ans = await c.publish(
+        [
+            (EncodedSource("audio", opus_packets(), 48000), "microphone"),
+            (EncodedSource("video", vp8_packets(), 90000), "camera"),
+        ]
+    )
     assert ans["type"] == "answer", ans
     return ans
 
@@ -110,3 +113,20 @@ def room_events(rx: WebhookReceiver, path: str) -> list[dict[str, Any]]:
             seen.add(body["id"])
             out.append(body)
     return out
+
+
+async def delivered(
+    rx: WebhookReceiver, path: str, *, until_types: set[str], within: float = 15.0
+) -> list[dict[str, Any]]:
+    """Wait until webhooks of every type in `until_types` reached `path`; the bodies
+    (deduplicated, verified), in arrival order."""
+    end = time.monotonic() + within
+    while True:
+        got = room_events(rx, path)
+        if until_types <= {e["type"] for e in got}:
+            return got
+        if time.monotonic() > end:
+            raise TimeoutError(
+                f"webhooks {until_types} not all delivered: {[e['type'] for e in got]}"
+            )
+        await asyncio.sleep(0.1)

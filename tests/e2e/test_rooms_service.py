@@ -1,18 +1,24 @@
 """Issue 6, rooms, against the real `onair serve` subprocess:
 
-* a recorded room with two aiortc participants is a live LL-HLS broadcast of
-  its composite (parts decode as H.264 + AAC) while it runs, and after everyone
-  leaves and `empty_timeout_s` passes it finishes into a `ready` asset with
-  `source: room` whose VOD playlist ends; its events and Standard Webhooks
-  (verified with the `standardwebhooks` package) arrive in order, with one
-  increasing `sequence` per resource;
+* a recorded room with two aiortc participants is a live broadcast of its
+  composite while it runs — LL-HLS (parts decode as H.264 + AAC, blocking
+  reload), a thumbnail, WHEP viewers — and after everyone leaves and
+  `empty_timeout_s` passes it finishes into a `ready` asset with `source: room`
+  whose VOD playlist ends and whose MP4 downloads; its events and Standard
+  Webhooks (verified with the `standardwebhooks` package) come with one
+  gap-free, increasing `sequence` per resource, in the order things happened;
+* deleting a recorded room disconnects its participants and keeps the recording;
+* join tokens for another room, expired or forged tokens, `can_publish: false`
+  publishing and malformed signaling messages are each refused with a clear
+  error, and the connection survives the malformed ones;
 * three headless Chromium participants on the room page each decode the other
-  two's video within 5 s, and see a leaver go;
-* join tokens for another room, expired tokens, `can_publish: false` publishing
-  and malformed signaling messages are each refused with a clear error, and the
-  connection survives the malformed ones.
+  two's video within 5 s and see a leaver go, with the events in order;
+* a node stopped gracefully finishes its recorded rooms first (quickly, even
+  with participants connected); a node killed mid-broadcast leaves rooms that
+  the next node finishes (the recording as a ready asset, ``room.finished``
+  with reason ``node_lost``), or that start a new recording when rejoined.
 
-One service per module.
+One shared service for most tests; the shutdown/kill tests run their own.
 """
 
 from __future__ import annotations
@@ -31,8 +37,8 @@ import pytest
 
 from realtime.rooms.client import RoomClient
 from realtime.webrtc.client import delete_session, whep_play
-from tests.e2e._media import ffprobe
-from tests.e2e._rooms import RTC, join, publish_av, room_events, room_token, until
+from tests.e2e._media import ffmpeg_decode, ffprobe, next_part
+from tests.e2e._rooms import RTC, delivered, join, publish_av, room_token, until
 from tests.e2e._service import Api, ServiceProcess, http_get
 from tests.e2e._webrtc import (
     CLIENT_CONFIG,
@@ -54,11 +60,9 @@ HOOKS = "/hooks"
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     s = ServiceProcess(
         tmp_path_factory.mktemp("rooms_service") / "data",
-        {
-            "ONAIR_WEBRTC_LOOPBACK": "1",
-            "ONAIR_WEBRTC_HOSTS": "127.0.0.1",
-            "ONAIR_WEBHOOK_BACKOFF_BASE_S": "0.3",
-        },
+        # ONAIR_HOST=127.0.0.1 alone makes the service offer loopback candidates;
+        # the hosts setting keeps its ICE sockets off the other interfaces too.
+        {"ONAIR_WEBRTC_HOSTS": "127.0.0.1", "ONAIR_WEBHOOK_BACKOFF_BASE_S": "0.3"},
     )
     s.start(60)
     try:
@@ -102,16 +106,20 @@ async def wait_room(api: Api, room_id: str, what: str, pred: Any, within: float)
         await asyncio.sleep(0.1)
 
 
+async def media_playlist_url(base: str, playback_id: str) -> str:
+    """The media playlist URL the multivariant playlist of `playback_id` names."""
+    url = f"{base}/play/{playback_id}.m3u8"
+    status, body, _ = await http_get(url)
+    assert status == 200, (url, status, body[:500])
+    mv = m3u8.loads(body.decode(), uri=url)
+    assert mv.is_variant and mv.playlists, mv.dumps()
+    return str(mv.playlists[0].absolute_uri)
+
+
 async def media_playlist_text(base: str, playback_id: str) -> str:
-    async with aiohttp.ClientSession() as http:
-        url = f"{base}/play/{playback_id}.m3u8"
-        async with http.get(url) as r:
-            assert r.status == 200, (url, r.status, await r.text())
-            mv = m3u8.loads(await r.text(), uri=url)
-        assert mv.is_variant and mv.playlists, mv.dumps()
-        async with http.get(mv.playlists[0].absolute_uri) as r:
-            assert r.status == 200
-            return await r.text()
+    status, body, _ = await http_get(await media_playlist_url(base, playback_id))
+    assert status == 200, body[:500]
+    return body.decode()
 
 
 # ---------------------------------------------------------------- recorded room
@@ -132,21 +140,31 @@ async def test_recorded_room_is_live_then_a_ready_asset_with_events_in_order(
     alice = await join(svc, rid, await room_token(api, rid, "alice"))
     bob = await join(svc, rid, await room_token(api, rid, "bob"))
     clients = [alice, bob]
+    late_token = await room_token(api, rid, "carol")
     try:
         t_join = time.monotonic()
         await publish_av(alice)
         await publish_av(bob)
         running = await wait_room(
-            api, rid, "active with a recording", lambda r: r["status"] == "active"
-            and r["active_asset_id"], within=15)
+            api,
+            rid,
+            "active with a recording",
+            lambda r: r["status"] == "active" and r["active_asset_id"],
+            within=15,
+        )
         assert running["num_participants"] == 2
         parts = await api.ok("GET", f"/v1/rooms/{rid}/participants")
         assert sorted(p["identity"] for p in parts["data"]) == ["alice", "bob"]
         assert all(len(p["tracks"]) == 2 for p in parts["data"]), parts
         # Each participant receives the other's media through the SFU.
-        await until(lambda: all(
-            {r.kind for r in c.received.values() if r.frames} == {"audio", "video"}
-            for c in clients), 15, "media forwarded both ways")
+        await until(
+            lambda: all(
+                {r.kind for r in c.received.values() if r.frames} == {"audio", "video"}
+                for c in clients
+            ),
+            15,
+            "media forwarded both ways",
+        )
 
         # While it runs: a live LL-HLS playlist whose parts decode as H.264 + AAC.
         blob, codecs, text = await llhls_init_and_parts(svc.url, pid, within=30)
@@ -156,8 +174,15 @@ async def test_recorded_room_is_live_then_a_ready_asset_with_events_in_order(
         probe = await ffprobe(tmp_path / "live.mp4")
         kinds = {s["codec_type"]: s["codec_name"] for s in probe["streams"]}
         assert kinds == {"video": "h264", "audio": "aac"}, probe["streams"]
+        await ffmpeg_decode(str(tmp_path / "live.mp4"))
+        # Blocking playlist reload: asking for the next part returns once it exists.
+        msn, part = next_part(text)
+        media_url = await media_playlist_url(svc.url, pid)
+        status, body, _ = await http_get(f"{media_url}?_HLS_msn={msn}&_HLS_part={part}", within=10)
+        assert status == 200, body
+        assert next_part(body.decode()) > (msn, part), body.decode()
         # ... a thumbnail of the live composite ...
-        status, jpeg, headers = await http_get(f"{svc.url}/thumb/{pid}.jpg")
+        status, jpeg, _ = await http_get(f"{svc.url}/thumb/{pid}.jpg")
         assert status == 200 and jpeg[:2] == b"\xff\xd8", (status, jpeg[:200])
         # ... and WHEP viewers of the same playback id.
         pc, location = await whep_play(f"{svc.url}/v1/whep/{pid}", CLIENT_CONFIG)
@@ -177,14 +202,30 @@ async def test_recorded_room_is_live_then_a_ready_asset_with_events_in_order(
 
     # Everyone left: after empty_timeout_s the room finishes into a ready asset.
     done = await wait_room(
-        api, rid, "finished with its asset", lambda r: r["status"] == "finished"
-        and r["asset_id"], within=20)
+        api,
+        rid,
+        "finished with its asset",
+        lambda r: r["status"] == "finished" and r["asset_id"],
+        within=20,
+    )
     assert done["active_asset_id"] is None
+    # A finished room takes no one: no new tokens, and old ones are turned away.
+    status, body = await api.call("POST", f"/v1/rooms/{rid}/tokens", {"identity": "dave"})
+    assert status == 409 and body["error"]["type"] == "room_finished", body
+    s, ws = await _signal(svc, rid, late_token)
+    try:
+        await ws.send_str(json.dumps({"type": "join"}))
+        err = await _next(ws)
+        assert err["type"] == "error" and err["code"] == "room_not_found", err
+    finally:
+        await s.close()
     asset = await api.wait_asset(done["asset_id"], "ready", within=30)
     assert asset["source"] == "room"
     broadcast_s = t_left - t_join
     assert broadcast_s - 3 <= asset["duration_s"] <= broadcast_s + 2 + 6, (
-        asset["duration_s"], broadcast_s)
+        asset["duration_s"],
+        broadcast_s,
+    )
     vod = await media_playlist_text(svc.url, asset["playback_ids"][0]["id"])
     assert vod.rstrip().endswith("#EXT-X-ENDLIST"), vod
     # The room's own playback id now plays an ended playlist too.
@@ -197,29 +238,28 @@ async def test_recorded_room_is_live_then_a_ready_asset_with_events_in_order(
     assert abs(float(mp4["format"]["duration"]) - asset["duration_s"]) < 1.5, mp4["format"]
 
     # Webhooks: room lifecycle in order, one increasing sequence per resource.
-    await hooks.wait_for(1, path=HOOKS)
-    end = time.monotonic() + 15
-    while True:
-        got = room_events(hooks, HOOKS)
-        if {"room.finished", "asset.ready"} <= {e["type"] for e in got}:
-            break
-        assert time.monotonic() < end, [e["type"] for e in got]
-        await hooks.wait_for(len(hooks.at(HOOKS)) + 1, path=HOOKS, within=15)
+    got = await delivered(hooks, HOOKS, until_types={"room.finished", "asset.ready"})
     # One endpoint gets several deliveries at once, so arrival order may differ
     # from event order; `sequence` (per resource, no gaps) is what orders them.
-    mine = sorted((e for e in got if e["data"].get("room_id") == rid),
-                  key=lambda e: e["sequence"])
+    mine = sorted((e for e in got if e["data"].get("room_id") == rid), key=lambda e: e["sequence"])
     assert [e["type"] for e in mine] == [
-        "room.started", "participant.joined", "participant.joined",
-        "participant.left", "participant.left", "room.finished",
+        "room.started",
+        "participant.joined",
+        "participant.joined",
+        "participant.left",
+        "participant.left",
+        "room.finished",
     ], [(e["type"], e["sequence"]) for e in mine]
     seqs = [e["sequence"] for e in mine]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
     assert sorted(e["data"]["identity"] for e in mine if e["type"] == "participant.joined") == [
-        "alice", "bob"]
+        "alice",
+        "bob",
+    ]
     assert mine[-1]["data"]["room"]["status"] == "finished"
-    of_asset = sorted((e for e in got if e["data"].get("id") == asset["id"]),
-                      key=lambda e: e["sequence"])
+    of_asset = sorted(
+        (e for e in got if e["data"].get("id") == asset["id"]), key=lambda e: e["sequence"]
+    )
     types = [e["type"] for e in of_asset]
     assert types[0] == "asset.created" and types[-1] == "asset.ready", types
     assert increasing(e["sequence"] for e in of_asset)
@@ -230,11 +270,40 @@ async def test_recorded_room_is_live_then_a_ready_asset_with_events_in_order(
     assert [e["sequence"] for e in logged] == seqs
 
 
+async def test_deleting_a_recorded_room_keeps_its_recording(svc: ServiceProcess, api: Api) -> None:
+    room = await api.ok("POST", "/v1/rooms", {"record": True, "empty_timeout_s": 60})
+    rid, pid = room["id"], room["playback_ids"][0]["id"]
+    alice = await join(svc, rid, await room_token(api, rid, "alice"))
+    try:
+        await publish_av(alice)
+        running = await wait_room(api, rid, "recording", lambda r: r["active_asset_id"], within=15)
+        await llhls_init_and_parts(svc.url, pid, within=30)
+        status, _ = await api.call("DELETE", f"/v1/rooms/{rid}")
+        assert status == 204
+        # The participant is told and disconnected.
+        err = await alice.wait_for(lambda m: m["type"] == "error")
+        assert err["code"] == "room_closed", err
+    finally:
+        await alice.close()
+    status, _ = await api.call("GET", f"/v1/rooms/{rid}")
+    assert status == 404
+    # The room's playback id goes with it; the recording stays, as a ready asset.
+    status, _, _ = await http_get(f"{svc.url}/play/{pid}.m3u8")
+    assert status == 404
+    asset = await api.wait_asset(running["active_asset_id"], "ready", within=20)
+    assert asset["source"] == "room" and asset["duration_s"] > 0
+    types = [e["type"] for e in await events_for(api, {rid})]
+    assert types == ["room.started", "participant.joined", "participant.left", "room.finished"], (
+        types
+    )
+
+
 # ---------------------------------------------------------------- refusals
 
 
-async def _signal(svc: ServiceProcess, room_id: str, token: str) -> tuple[
-        aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+async def _signal(
+    svc: ServiceProcess, room_id: str, token: str
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
     s = aiohttp.ClientSession()
     ws = await s.ws_connect(f"{svc.url}/v1/rooms/{room_id}/signal?token={token}")
     return s, ws
@@ -301,20 +370,28 @@ async def test_refusals_are_clear_errors(svc: ServiceProcess, api: Api) -> None:
             assert err["type"] == "error" and err["code"] == code and err["message"], (bad, err)
         await ws.send_bytes(b"\x00\x01")
         assert (await _next(ws))["code"] == "bad_message"
+        await ws.send_str(json.dumps({"type": "offer", "pc": "publish", "sdp": "x" * 50_000}))
+        assert (await _next(ws))["code"] == "bad_message"
         # Still in the room.
         listed = await api.ok("GET", f"/v1/rooms/{a['id']}/participants")
         assert [p["identity"] for p in listed["data"]] == ["fuzz"]
+        # Over the 64 KiB message limit: the socket is closed with 1009 (too big).
+        await ws.send_str(json.dumps({"type": "leave", "pad": "x" * 70_000}))
+        closed = await ws.receive(timeout=10)
+        assert closed.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1009, closed
     finally:
         await s.close()
 
     # can_publish: false may join and watch, not publish.
-    viewer = RoomClient(svc.url, a["id"], await room_token(api, a["id"], "viewer",
-                                                           can_publish=False), rtc=RTC)
+    viewer = RoomClient(
+        svc.url, a["id"], await room_token(api, a["id"], "viewer", can_publish=False), rtc=RTC
+    )
     try:
         joined = await viewer.connect()
         assert joined["type"] == "joined" and joined["can_publish"] is False, joined
-        await viewer.send({"type": "publish", "tracks": [
-            {"mid": "0", "kind": "video", "source": "camera"}]})
+        await viewer.send(
+            {"type": "publish", "tracks": [{"mid": "0", "kind": "video", "source": "camera"}]}
+        )
         err = await viewer.wait_for(lambda m: m["type"] == "error")
         assert err["code"] == "forbidden" and "can_publish" in err["message"], err
         await viewer.send({"type": "offer", "pc": "publish", "sdp": "v=0\r\nm=video 9 x\r\n"})
@@ -326,8 +403,9 @@ async def test_refusals_are_clear_errors(svc: ServiceProcess, api: Api) -> None:
         await viewer.close()
 
     # The API refuses tokens it cannot issue.
-    status, body = await api.call("POST", f"/v1/rooms/{a['id']}/tokens",
-                                  {"identity": "no spaces allowed"})
+    status, body = await api.call(
+        "POST", f"/v1/rooms/{a['id']}/tokens", {"identity": "no spaces allowed"}
+    )
     assert status == 422 and body["error"]["param"] == "identity", body
     status, body = await api.call("POST", "/v1/rooms/rm_missing/tokens", {"identity": "x"})
     assert status == 404, body
@@ -340,7 +418,7 @@ async def test_refusals_are_clear_errors(svc: ServiceProcess, api: Api) -> None:
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium")
 async def test_three_browsers_see_each_other_and_a_leaver_goes(
-    svc: ServiceProcess, api: Api
+    svc: ServiceProcess, api: Api, hooks: WebhookReceiver
 ) -> None:
     room = await api.ok("POST", "/v1/rooms", {"empty_timeout_s": 5})
     rid = room["id"]
@@ -373,7 +451,8 @@ async def test_three_browsers_see_each_other_and_a_leaver_goes(
                 if n in ok:
                     continue
                 s = last[n] = await p.evaluate(
-                    "window.onairRoom ? window.onairRoom.videoStats() : {}")
+                    "window.onairRoom ? window.onairRoom.videoStats() : {}"
+                )
                 others = [o for o in names if o != n]
                 if all(o in s and s[o]["playing"] and s[o]["nonBlack"] for o in others):
                     prev = first.setdefault(n, {o: s[o]["currentTime"] for o in others})
@@ -395,4 +474,158 @@ async def test_three_browsers_see_each_other_and_a_leaver_goes(
         for p in pages.values():
             await p.close()
         await browser.close()
+
+    # The events, in the log and as verified webhooks, in order.
+    expected = [
+        "room.started",
+        "participant.joined",
+        "participant.joined",
+        "participant.joined",
+        "participant.left",
+    ]
+    logged = await events_for(api, {rid})
+    assert [e["type"] for e in logged][:5] == expected, [e["type"] for e in logged]
+    assert logged[4]["data"]["identity"] == "cat"
+    assert sorted(e["data"]["identity"] for e in logged[1:4]) == names
+    got = await delivered(hooks, HOOKS, until_types={"participant.left"})
+    mine = sorted((e for e in got if e["data"].get("room_id") == rid), key=lambda e: e["sequence"])
+    assert [e["type"] for e in mine][:5] == expected
+    assert [e["sequence"] for e in mine][:5] == [e["sequence"] for e in logged][:5]
     await api.ok("DELETE", f"/v1/rooms/{rid}")
+
+
+# ---------------------------------------------------------------- shutdown
+
+
+async def test_graceful_shutdown_finishes_a_recorded_room_into_its_asset(
+    tmp_path: Path,
+) -> None:
+    own = ServiceProcess(
+        tmp_path / "data",
+        {
+            "ONAIR_WEBRTC_HOSTS": "127.0.0.1",
+            "ONAIR_SHUTDOWN_TIMEOUT_S": "10",
+        },
+    )
+    await asyncio.to_thread(own.start, 60)
+    api = Api(own)
+    try:
+        room = await api.ok("POST", "/v1/rooms", {"record": True, "empty_timeout_s": 60})
+        rid = room["id"]
+        alice = await join(own, rid, await room_token(api, rid, "alice"))
+        try:
+            await publish_av(alice)
+            await wait_room(api, rid, "recording", lambda r: r["active_asset_id"], within=15)
+            await llhls_init_and_parts(own.url, room["playback_ids"][0]["id"], within=30)
+            # SIGTERM with a participant connected: the node finishes its rooms
+            # first, so the open signaling socket does not hold the shutdown up.
+            t0 = time.monotonic()
+            code = await asyncio.to_thread(own.stop, 30)
+            took = time.monotonic() - t0
+        finally:
+            await alice.close()
+        assert code == 0, own.logs()[-3000:]
+        assert took < 8, took
+        await asyncio.to_thread(own.start, 60)
+        done = await get_room(api, rid)
+        assert done["status"] == "finished" and done["asset_id"], done
+        assert done["active_asset_id"] is None
+        asset = await api.ok("GET", f"/v1/assets/{done['asset_id']}")
+        assert asset["status"] == "ready" and asset["source"] == "room", asset
+        types = [e["type"] for e in await events_for(api, {rid})]
+        assert types == [
+            "room.started",
+            "participant.joined",
+            "participant.left",
+            "room.finished",
+        ], types
+    finally:
+        if own.proc is not None:
+            await asyncio.to_thread(own.stop, 15)
+
+
+async def test_a_killed_node_s_recorded_room_is_finished_after_restart(tmp_path: Path) -> None:
+    own = ServiceProcess(tmp_path / "data", {"ONAIR_WEBRTC_HOSTS": "127.0.0.1"})
+    await asyncio.to_thread(own.start, 60)
+    api = Api(own)
+    try:
+        room = await api.ok("POST", "/v1/rooms", {"record": True, "empty_timeout_s": 60})
+        rid = room["id"]
+        alice = await join(own, rid, await room_token(api, rid, "alice"))
+        try:
+            await publish_av(alice)
+            running = await wait_room(
+                api, rid, "recording", lambda r: r["active_asset_id"], within=15
+            )
+            # a few segments are stored before the node dies
+            await llhls_init_and_parts(own.url, room["playback_ids"][0]["id"], within=30)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(own.kill)
+        finally:
+            await alice.close()
+        await asyncio.to_thread(own.start, 60)
+        # The room's lease lapses; the new node finishes the room and its recording.
+        done = await wait_room(
+            api,
+            rid,
+            "finished after the restart",
+            lambda r: r["status"] == "finished" and r["asset_id"],
+            within=30,
+        )
+        assert done["asset_id"] == running["active_asset_id"] and done["active_asset_id"] is None
+        asset = await api.wait_asset(done["asset_id"], "ready", within=15)
+        assert asset["source"] == "room" and asset["duration_s"] > 1, asset
+        events = await events_for(api, {rid})
+        assert events[-1]["type"] == "room.finished", [e["type"] for e in events]
+        assert events[-1]["data"]["reason"] == "node_lost"
+        assert increasing(e["sequence"] for e in events)
+        vod = await media_playlist_text(own.url, asset["playback_ids"][0]["id"])
+        assert vod.rstrip().endswith("#EXT-X-ENDLIST")
+    finally:
+        if own.proc is not None:
+            await asyncio.to_thread(own.stop, 15)
+
+
+async def test_rejoining_a_killed_node_s_room_starts_a_new_recording(tmp_path: Path) -> None:
+    own = ServiceProcess(tmp_path / "data", {"ONAIR_WEBRTC_HOSTS": "127.0.0.1"})
+    await asyncio.to_thread(own.start, 60)
+    api = Api(own)
+    try:
+        room = await api.ok("POST", "/v1/rooms", {"record": True, "empty_timeout_s": 1})
+        rid = room["id"]
+        alice = await join(own, rid, await room_token(api, rid, "alice"))
+        try:
+            await publish_av(alice)
+            first = await wait_room(
+                api, rid, "recording", lambda r: r["active_asset_id"], within=15
+            )
+            await llhls_init_and_parts(own.url, room["playback_ids"][0]["id"], within=30)
+            await asyncio.to_thread(own.kill)
+        finally:
+            await alice.close()
+        await asyncio.to_thread(own.start, 60)
+        # Someone joins again before anything noticed the old node is gone.
+        bob = await join(own, rid, await room_token(api, rid, "bob"))
+        try:
+            await publish_av(bob)
+            second = await wait_room(
+                api,
+                rid,
+                "recording again",
+                lambda r: r["active_asset_id"] not in (None, first["active_asset_id"]),
+                within=15,
+            )
+            # The interrupted recording is finished from what was stored.
+            old = await api.wait_asset(first["active_asset_id"], "ready", within=15)
+            assert old["source"] == "room" and old["duration_s"] > 0
+        finally:
+            await bob.close()
+        done = await wait_room(
+            api, rid, "finished", lambda r: r["status"] == "finished" and r["asset_id"], within=20
+        )
+        assert done["asset_id"] == second["active_asset_id"]
+        new = await api.wait_asset(done["asset_id"], "ready", within=15)
+        assert new["source"] == "room"
+    finally:
+        if own.proc is not None:
+            await asyncio.to_thread(own.stop, 15)
