@@ -43,6 +43,7 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from ingest.webrtc.config import WebRtcConfig
 from realtime.rooms.client import EncodedPacket, EncodedSource, RoomClient, encode_h264
 from realtime.rooms.forwarder import EncodedFrame, mark_passthrough
 from realtime.rooms.peer import codec_capabilities
@@ -51,7 +52,6 @@ from realtime.rooms.routes import add_room_routes
 from realtime.rooms.rtc import RtcSettings
 from realtime.rooms.service import RoomService, StaticDirectory
 from realtime.rooms.tokens import JoinTokens
-from realtime.webrtc.config import WebRtcConfig
 
 SECRET = "bench-secret-" + "x" * 40
 FPS = 30
@@ -100,10 +100,10 @@ def pct(values: list[float], p: float) -> float:
 
 async def serve(port_file: Path) -> None:
     tokens = JoinTokens(SECRET)
-    rooms = [RoomConfig(f"bench-{i}", max_participants=64, empty_timeout_s=600)
-             for i in range(64)]
-    service = RoomService(tokens, StaticDirectory(*rooms), rtc=RTC, video_codec="video/H264",
-                          media_timeout_s=30)
+    rooms = [RoomConfig(f"bench-{i}", max_participants=64, empty_timeout_s=600) for i in range(64)]
+    service = RoomService(
+        tokens, StaticDirectory(*rooms), rtc=RTC, video_codec="video/H264", media_timeout_s=30
+    )
     app = web.Application()
     add_room_routes(app, service)
 
@@ -119,13 +119,18 @@ async def serve(port_file: Path) -> None:
                 "negotiations": s.subscribe.negotiations,
                 "pc": s.subscribe.pc.connectionState if s.subscribe.pc else None,
                 "pub_pc": s.publish.pc.connectionState if s.publish.pc else None,
-                "tracks": {t.name: [t.frames_in, t.frames_out, t.dropped]
-                           for t in s.subscribe.tracks.values()},
+                "tracks": {
+                    t.name: [t.frames_in, t.frames_out, t.dropped]
+                    for t in s.subscribe.tracks.values()
+                },
                 "sources": {k: v.frames for k, v in s.sources.items()},
             }
-            for rid, ar in service.rooms.items() for ident, s in ar.sessions.items()}
-        return web.json_response({"dropped": dropped, "forwarded_tracks": forwarded,
-                                  "detail": detail})
+            for rid, ar in service.rooms.items()
+            for ident, s in ar.sessions.items()
+        }
+        return web.json_response(
+            {"dropped": dropped, "forwarded_tracks": forwarded, "detail": detail}
+        )
 
     app.router.add_get("/stats", stats)
     runner = web.AppRunner(app)
@@ -142,8 +147,11 @@ async def serve(port_file: Path) -> None:
 
 def start_onair(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     port_file = tmp / f"port-{random.randrange(1 << 30)}"
-    proc = subprocess.Popen([sys.executable, __file__, "serve", "--port-file", str(port_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "serve", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(300):
         if port_file.exists() and port_file.read_text():
             return proc, f"http://127.0.0.1:{port_file.read_text()}"
@@ -159,10 +167,12 @@ def start_janus(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     conf = tmp / "janus"
     conf.mkdir(exist_ok=True)
     port = free_port()
-    plugins = ",".join(p.name for p in (JANUS_LIB / "plugins").glob("*.so")
-                       if "videoroom" not in p.name)
-    transports = ",".join(p.name for p in (JANUS_LIB / "transports").glob("*.so")
-                          if "http" not in p.name)
+    plugins = ",".join(
+        p.name for p in (JANUS_LIB / "plugins").glob("*.so") if "videoroom" not in p.name
+    )
+    transports = ",".join(
+        p.name for p in (JANUS_LIB / "transports").glob("*.so") if "http" not in p.name
+    )
     (conf / "janus.jcfg").write_text(f"""
 general: {{
   configs_folder = "{conf}"
@@ -189,8 +199,11 @@ admin: {{ admin_http = false }}
 """)
     (conf / "janus.plugin.videoroom.jcfg").write_text("general: { }\n")
     log = open(tmp / "janus.log", "wb")
-    proc = subprocess.Popen(["janus", "-C", str(conf / "janus.jcfg"), "-F", str(conf)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["janus", "-C", str(conf / "janus.jcfg"), "-F", str(conf)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/janus"
     for _ in range(200):
         try:
@@ -236,22 +249,25 @@ class JanusSession:
                     self._events[sender].put_nowait(ev)
 
     async def attach(self) -> int:
-        r = await self._post(f"/{self.session_id}",
-                             {"janus": "attach", "plugin": "janus.plugin.videoroom"})
+        r = await self._post(
+            f"/{self.session_id}", {"janus": "attach", "plugin": "janus.plugin.videoroom"}
+        )
         handle = int(r["data"]["id"])
         self._events[handle] = asyncio.Queue()
         return handle
 
-    async def message(self, handle: int, body: dict[str, Any],
-                      jsep: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def message(
+        self, handle: int, body: dict[str, Any], jsep: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         msg: dict[str, Any] = {"janus": "message", "body": body}
         if jsep is not None:
             msg["jsep"] = jsep
         return await self._post(f"/{self.session_id}/{handle}", msg)
 
     async def trickle_done(self, handle: int) -> None:
-        await self._post(f"/{self.session_id}/{handle}",
-                         {"janus": "trickle", "candidate": {"completed": True}})
+        await self._post(
+            f"/{self.session_id}/{handle}", {"janus": "trickle", "candidate": {"completed": True}}
+        )
 
     async def event(self, handle: int, pred: Any = None, timeout_s: float = 15) -> dict[str, Any]:
         async with asyncio.timeout(timeout_s):
@@ -272,9 +288,20 @@ async def janus_create_room(url: str, room: int, publishers: int) -> None:
         js = JanusSession(http, url)
         await js.create()
         h = await js.attach()
-        r = await js.message(h, {"request": "create", "room": room, "publishers": publishers,
-                                 "videocodec": "h264", "audiocodec": "opus", "bitrate": 0,
-                                 "fir_freq": 0, "permanent": False, "notify_joining": False})
+        r = await js.message(
+            h,
+            {
+                "request": "create",
+                "room": room,
+                "publishers": publishers,
+                "videocodec": "h264",
+                "audiocodec": "opus",
+                "bitrate": 0,
+                "fir_freq": 0,
+                "permanent": False,
+                "notify_joining": False,
+            },
+        )
         assert r.get("plugindata", {}).get("data", {}).get("videoroom") == "created", r
         await js.close()
 
@@ -307,17 +334,25 @@ async def consume(track: MediaStreamTrack, key: str, counter: Counter) -> None:
                 counter.frame(key, f)
 
 
-def publisher_track(packets: list[EncodedPacket], sent: dict[bytes, float] | None,
-                    loop: bool = True) -> EncodedSource:
+def publisher_track(
+    packets: list[EncodedPacket], sent: dict[bytes, float] | None, loop: bool = True
+) -> EncodedSource:
     def on_sent(i: int, t: float) -> None:
         if sent is not None:
             sent[nal_key(packets[i].data)] = t
+
     return EncodedSource("video", packets, 90000, loop=loop, on_sent=on_sent)
 
 
-async def onair_participant(base: str, room: str, name: str, packets: list[EncodedPacket],
-                            counter: Counter, sent: dict[bytes, float] | None = None,
-                            publish: bool = True) -> RoomClient:
+async def onair_participant(
+    base: str,
+    room: str,
+    name: str,
+    packets: list[EncodedPacket],
+    counter: Counter,
+    sent: dict[bytes, float] | None = None,
+    publish: bool = True,
+) -> RoomClient:
     c = RoomClient(base, room, JoinTokens(SECRET).issue(room, name), rtc=RTC)
     c.on_frame = lambda rec, f: counter.frame(f"{name}<-{rec.identity}", f)
     await c.connect()
@@ -341,12 +376,12 @@ class JanusParticipant:
         self.tasks: list[asyncio.Task[None]] = []
         self.feed_id = 0
 
-    async def publish(self, packets: list[EncodedPacket],
-                      sent: dict[bytes, float] | None) -> None:
+    async def publish(self, packets: list[EncodedPacket], sent: dict[bytes, float] | None) -> None:
         await self.js.create()
         h = await self.js.attach()
-        r = await self.js.message(h, {"request": "join", "ptype": "publisher", "room": self.room,
-                                      "display": self.name})
+        r = await self.js.message(
+            h, {"request": "join", "ptype": "publisher", "room": self.room, "display": self.name}
+        )
         ev = await self.js.event(h, lambda e: e["plugindata"]["data"].get("videoroom") == "joined")
         self.feed_id = ev["plugindata"]["data"]["id"]
         pc = JANUS_RTC.new_peer_connection()
@@ -355,13 +390,18 @@ class JanusParticipant:
         _h264_only(pc)
         JANUS_RTC.prepare(pc)
         await pc.setLocalDescription(await pc.createOffer())
-        r = await self.js.message(h, {"request": "configure", "audio": False, "video": True},
-                                  {"type": "offer", "sdp": pc.localDescription.sdp})
+        r = await self.js.message(
+            h,
+            {"request": "configure", "audio": False, "video": True},
+            {"type": "offer", "sdp": pc.localDescription.sdp},
+        )
         await self.js.trickle_done(h)
         ev = await self.js.event(h, lambda e: "jsep" in e)
         if os.environ.get("ROOMS_BENCH_DEBUG"):
-            print([ln for ln in ev["jsep"]["sdp"].splitlines() if "candidate" in ln],
-                  [ln for ln in pc.localDescription.sdp.splitlines() if "candidate" in ln])
+            print(
+                [ln for ln in ev["jsep"]["sdp"].splitlines() if "candidate" in ln],
+                [ln for ln in pc.localDescription.sdp.splitlines() if "candidate" in ln],
+            )
         await pc.setRemoteDescription(RTCSessionDescription(ev["jsep"]["sdp"], "answer"))
         del r
         for _ in range(100):  # Janus lists a publisher once its media flows
@@ -379,8 +419,15 @@ class JanusParticipant:
         feeds = [p for p in parts if p["id"] != self.feed_id and p.get("publisher")]
         for p in feeds:
             hh = h if p is feeds[0] else await self.js.attach()
-            await self.js.message(hh, {"request": "join", "ptype": "subscriber",
-                                       "room": self.room, "streams": [{"feed": p["id"]}]})
+            await self.js.message(
+                hh,
+                {
+                    "request": "join",
+                    "ptype": "subscriber",
+                    "room": self.room,
+                    "streams": [{"feed": p["id"]}],
+                },
+            )
             ev = await self.js.event(hh, lambda e: "jsep" in e)
             pc = JANUS_RTC.new_peer_connection()
             self.pcs.append(pc)
@@ -394,8 +441,9 @@ class JanusParticipant:
             await pc.setRemoteDescription(RTCSessionDescription(ev["jsep"]["sdp"], "offer"))
             JANUS_RTC.prepare(pc)
             await pc.setLocalDescription(await pc.createAnswer())
-            await self.js.message(hh, {"request": "start"},
-                                  {"type": "answer", "sdp": pc.localDescription.sdp})
+            await self.js.message(
+                hh, {"request": "start"}, {"type": "answer", "sdp": pc.localDescription.sdp}
+            )
             await self.js.trickle_done(hh)
 
     async def close(self) -> None:
@@ -411,8 +459,9 @@ async def participants_worker(args: argparse.Namespace) -> None:
     counter = Counter(args.t_start, args.t_end)
     names = args.names.split(",")
     if args.backend == "onair":
-        clients = await asyncio.gather(*(onair_participant(args.url, args.room, n, packets,
-                                                           counter) for n in names))
+        clients = await asyncio.gather(
+            *(onair_participant(args.url, args.room, n, packets, counter) for n in names)
+        )
         await asyncio.sleep(max(0.0, args.t_end - time.time()) + 0.2)
         for c in clients:
             await c.close(leave=False)
@@ -488,15 +537,19 @@ async def latency_janus(url: str, packets: list[EncodedPacket], seconds: float) 
 
 
 def summary(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50_ms": round(pct(values, 50), 2),
-            "p95_ms": round(pct(values, 95), 2),
-            "mean_ms": round(statistics.fmean(values), 2) if values else None}
+    return {
+        "n": len(values),
+        "p50_ms": round(pct(values, 50), 2),
+        "p95_ms": round(pct(values, 95), 2),
+        "mean_ms": round(statistics.fmean(values), 2) if values else None,
+    }
 
 
 async def bench_latency(seconds: float, tmp: Path, janus: bool) -> dict[str, Any]:
     # Non-looping, every frame distinct: 30 fps * (seconds + 4).
-    packets = encode_h264(int(FPS * (seconds + 4)), width=1280, height=720, fps=FPS, gop=60,
-                          bitrate=1_500_000)
+    packets = encode_h264(
+        int(FPS * (seconds + 4)), width=1280, height=720, fps=FPS, gop=60, bitrate=1_500_000
+    )
     out: dict[str, Any] = {}
     out["direct"] = summary(await latency_direct(packets, seconds))
     proc, base = start_onair(tmp)
@@ -521,25 +574,58 @@ async def bench_latency(seconds: float, tmp: Path, janus: bool) -> dict[str, Any
     return out
 
 
-async def run_room(backend: str, url: str, room: str, n: int, seconds: float, tmp: Path,
-                   server_pid: int, video: Path, stats_url: str | None = None) -> dict[str, Any]:
+async def run_room(
+    backend: str,
+    url: str,
+    room: str,
+    n: int,
+    seconds: float,
+    tmp: Path,
+    server_pid: int,
+    video: Path,
+    stats_url: str | None = None,
+) -> dict[str, Any]:
     warmup = 8.0 + 0.6 * n
     now = time.time()
     t_subscribe = now + 3.0 + 0.3 * n
     t_start = now + warmup
     t_end = t_start + seconds
     names = [f"p{i}" for i in range(n)]
-    groups = [names[i:i + 2] for i in range(0, n, 2)]
+    groups = [names[i : i + 2] for i in range(0, n, 2)]
     procs = []
     outs = []
     for gi, g in enumerate(groups):
         out = tmp / f"{backend}-{n}-{gi}.json"
         outs.append(out)
-        procs.append(subprocess.Popen([  # noqa: ASYNC220 - fire and forget
-            sys.executable, __file__, "participants", "--backend", backend, "--url", url,
-            "--room", room, "--names", ",".join(g), "--video", str(video),
-            "--t-start", str(t_start), "--t-end", str(t_end), "--t-subscribe", str(t_subscribe),
-            "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(  # noqa: ASYNC220 - started here, awaited by polling below
+                [
+                    sys.executable,
+                    __file__,
+                    "participants",
+                    "--backend",
+                    backend,
+                    "--url",
+                    url,
+                    "--room",
+                    room,
+                    "--names",
+                    ",".join(g),
+                    "--video",
+                    str(video),
+                    "--t-start",
+                    str(t_start),
+                    "--t-end",
+                    str(t_end),
+                    "--t-subscribe",
+                    str(t_subscribe),
+                    "--out",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     await asyncio.sleep(max(0.0, t_start - time.time()))
     c0, w0 = cpu_seconds(server_pid), time.monotonic()
     await asyncio.sleep(max(0.0, t_end - time.time()))
@@ -561,11 +647,12 @@ async def run_room(backend: str, url: str, room: str, n: int, seconds: float, tm
             counts.update(json.loads(out.read_text())["counts"])
     expected = FPS * seconds
     tracks = n * (n - 1)
-    ratios = sorted(counts.get(f"{a}<-{b}", 0) / expected for a in names for b in names
-                    if a != b)
+    ratios = sorted(counts.get(f"{a}<-{b}", 0) / expected for a in names for b in names if a != b)
     cpu = (c1 - c0) / (w1 - w0)
     result: dict[str, Any] = {
-        "backend": backend, "participants": n, "forwarded_tracks": tracks,
+        "backend": backend,
+        "participants": n,
+        "forwarded_tracks": tracks,
         "server_cpu_pct": round(100 * cpu, 1),
         "cpu_pct_per_forwarded_track": round(100 * cpu / tracks, 2),
         "min_frame_ratio": round(ratios[0], 3) if ratios else 0.0,
@@ -586,8 +673,17 @@ async def bench_scale(steps: list[int], seconds: float, tmp: Path, janus: bool) 
     for n in steps:
         proc, base = start_onair(tmp)
         try:
-            r = await run_room("onair", base, f"bench-{n}", n, seconds, tmp, proc.pid, video,
-                               stats_url=f"{base}/stats")
+            r = await run_room(
+                "onair",
+                base,
+                f"bench-{n}",
+                n,
+                seconds,
+                tmp,
+                proc.pid,
+                video,
+                stats_url=f"{base}/stats",
+            )
             results.append(r)
             print(json.dumps(r), flush=True)
         finally:
@@ -610,18 +706,44 @@ async def bench_scale(steps: list[int], seconds: float, tmp: Path, janus: bool) 
                     jproc.kill()
                     jproc.wait()
     out: dict[str, Any] = {"steps": results}
-    first_drop = {b: next((r["participants"] for r in results if r.get("backend") == b
-                           and r.get("drops")), None) for b in ("onair", "janus")}
+    first_drop = {
+        b: next(
+            (r["participants"] for r in results if r.get("backend") == b and r.get("drops")), None
+        )
+        for b in ("onair", "janus")
+    }
     out["first_n_with_drops"] = first_drop
     ratios = []
     for n in steps:
-        o = next((r for r in results if r.get("backend") == "onair" and r["participants"] == n
-                  and "cpu_pct_per_forwarded_track" in r), None)
-        j = next((r for r in results if r.get("backend") == "janus" and r["participants"] == n
-                  and "cpu_pct_per_forwarded_track" in r), None)
+        o = next(
+            (
+                r
+                for r in results
+                if r.get("backend") == "onair"
+                and r["participants"] == n
+                and "cpu_pct_per_forwarded_track" in r
+            ),
+            None,
+        )
+        j = next(
+            (
+                r
+                for r in results
+                if r.get("backend") == "janus"
+                and r["participants"] == n
+                and "cpu_pct_per_forwarded_track" in r
+            ),
+            None,
+        )
         if o and j and j["cpu_pct_per_forwarded_track"] > 0:
-            ratios.append({"participants": n, "onair_over_janus": round(
-                o["cpu_pct_per_forwarded_track"] / j["cpu_pct_per_forwarded_track"], 2)})
+            ratios.append(
+                {
+                    "participants": n,
+                    "onair_over_janus": round(
+                        o["cpu_pct_per_forwarded_track"] / j["cpu_pct_per_forwarded_track"], 2
+                    ),
+                }
+            )
     out["cpu_ratio"] = ratios
     return out
 

@@ -80,16 +80,47 @@ def make_clip() -> Path:
         return CLIP
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = CLIP.with_suffix(".tmp.mp4")
-    print(f"generating {CLIP.name} (720p30, GOP 1 s, 2.5 Mbit/s x264 + AAC, 12 s)...",
-          flush=True)
+    print(f"generating {CLIP.name} (720p30, GOP 1 s, 2.5 Mbit/s x264 + AAC, 12 s)...", flush=True)
     subprocess.run(
         [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30,noise=alls=14:allf=t",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", "12", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "2400k",
-            "-maxrate", "2500k", "-bufsize", "2500k", "-g", "30", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-movflags", "+faststart", str(tmp),
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30,noise=alls=14:allf=t",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "12",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "2400k",
+            "-maxrate",
+            "2500k",
+            "-bufsize",
+            "2500k",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ac",
+            "2",
+            "-movflags",
+            "+faststart",
+            str(tmp),
         ],
         check=True,
     )
@@ -112,7 +143,9 @@ def bytes_received(port: int) -> int:
     """Bytes received so far on the server's established connections (from `ss -ti`)."""
     out = subprocess.run(
         ["ss", "-Htin", "state", "established", f"( sport = :{port} )"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     total = 0
     for word in out.split():
@@ -155,15 +188,17 @@ def serve_onair(status_path: str) -> None:
                 pass
 
         class Authority:
-            async def authorize_publish(self, stream_key: str, *, protocol: str,
-                                        remote: str) -> PublishGrant:
+            async def authorize_publish(
+                self, stream_key: str, *, protocol: str, remote: str
+            ) -> PublishGrant:
                 if stream_key not in readers:
                     readers[stream_key] = asyncio.get_running_loop().create_task(drain(stream_key))
                 return PublishGrant(stream_key)
 
         coalesce = float(os.environ.get("ONAIR_BENCH_READ_COALESCE", RtmpLimits().read_coalesce))
-        server = RtmpServer(hub, Authority(), host="127.0.0.1", port=0,
-                            limits=RtmpLimits(read_coalesce=coalesce))
+        server = RtmpServer(
+            hub, Authority(), host="127.0.0.1", port=0, limits=RtmpLimits(read_coalesce=coalesce)
+        )
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -171,8 +206,9 @@ def serve_onair(status_path: str) -> None:
         while not stop.is_set():
             now = time.time()
             live = [s for s in hub.streams if s.publication is not None]
-            fresh = sum(1 for s in live
-                        if s.publication and now - s.publication.last_write_at < FRESH_S)
+            fresh = sum(
+                1 for s in live if s.publication and now - s.publication.last_write_at < FRESH_S
+            )
             status = {"port": server.port, "live": len(live), "fresh": fresh, **server.stats()}
             write_status(status_path, status)
             with contextlib.suppress(TimeoutError):
@@ -202,7 +238,8 @@ class OnairServer(Server):
         status = workdir / "status.json"
         proc = subprocess.Popen(
             [sys.executable, __file__, "--serve-onair", str(status)],
-            stdout=subprocess.DEVNULL, stderr=open(workdir / "onair.log", "wb"),
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "onair.log", "wb"),
         )
         for _ in range(100):
             if status.exists():
@@ -248,7 +285,8 @@ rtmp {{
 """)
         proc = subprocess.Popen(
             ["nginx", "-p", str(workdir), "-c", str(conf)],
-            stdout=subprocess.DEVNULL, stderr=open(workdir / "nginx.stderr", "wb"),
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "nginx.stderr", "wb"),
         )
         for _ in range(100):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
@@ -265,11 +303,29 @@ rtmp {{
 def start_publishers(port: int, n: int, workdir: Path) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i in range(n):
-        procs.append(subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
-             "-stream_loop", "-1", "-i", str(CLIP), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/s{i}"],
-            stdout=subprocess.DEVNULL, stderr=open(workdir / f"pub{i}.log", "wb"),
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "ffmpeg",
+                    "-hide_banner",
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-re",
+                    "-stream_loop",
+                    "-1",
+                    "-i",
+                    str(CLIP),
+                    "-c",
+                    "copy",
+                    "-f",
+                    "flv",
+                    f"rtmp://127.0.0.1:{port}/live/s{i}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(workdir / f"pub{i}.log", "wb"),
+            )
+        )
         time.sleep(0.05)
     return procs
 
@@ -376,8 +432,14 @@ def tree_rss_mb(root: int) -> float:
 def popen_group(cmd: list[str], log: Path, **kw: Any) -> subprocess.Popen[bytes]:
     """A child in its own process group (so that everything it starts can be killed)."""
     with log.open("wb") as err:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", err),
-                                stderr=err, start_new_session=True, **kw)
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=kw.pop("stdout", err),
+            stderr=err,
+            start_new_session=True,
+            **kw,
+        )
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace: float = 8.0) -> None:
@@ -446,23 +508,29 @@ class OnairService(FullServer):
         self.rtmp_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ONAIR_")}
-        env.update({
-            "ONAIR_DATA_DIR": str(workdir / "data"),
-            "ONAIR_HOST": "127.0.0.1",
-            "ONAIR_HTTP_PORT": str(self.http_port),
-            "ONAIR_RTMP_PORT": str(self.rtmp_port),
-            "ONAIR_PUBLIC_URL": self.url,
-            "ONAIR_LOG_JSON": "false",
-            "ONAIR_ACCESS_LOG": "false",
-            "ONAIR_SHUTDOWN_TIMEOUT_S": "5",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        })
+        env.update(
+            {
+                "ONAIR_DATA_DIR": str(workdir / "data"),
+                "ONAIR_HOST": "127.0.0.1",
+                "ONAIR_HTTP_PORT": str(self.http_port),
+                "ONAIR_RTMP_PORT": str(self.rtmp_port),
+                "ONAIR_PUBLIC_URL": self.url,
+                "ONAIR_LOG_JSON": "false",
+                "ONAIR_ACCESS_LOG": "false",
+                "ONAIR_SHUTDOWN_TIMEOUT_S": "5",
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            }
+        )
         out = workdir / "serve.out"
         with out.open("wb") as stdout:
-            self.proc = popen_group([sys.executable, "-m", "control.cli", "serve"],
-                                    workdir / "serve.err", stdout=stdout, env=env,
-                                    cwd=str(workdir))
+            self.proc = popen_group(
+                [sys.executable, "-m", "control.cli", "serve"],
+                workdir / "serve.err",
+                stdout=stdout,
+                env=env,
+                cwd=str(workdir),
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             text = out.read_text()
@@ -473,14 +541,18 @@ class OnairService(FullServer):
                 break
             time.sleep(0.1)
         kill_group(self.proc)
-        raise RuntimeError(f"onair serve did not start:\n{out.read_text()}\n"
-                           f"{(workdir / 'serve.err').read_text()[-3000:]}")
+        raise RuntimeError(
+            f"onair serve did not start:\n{out.read_text()}\n"
+            f"{(workdir / 'serve.err').read_text()[-3000:]}"
+        )
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         req = urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(), method="POST",
-            headers={"Authorization": f"Bearer {self.api_key}",
-                     "Content-Type": "application/json"})
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return dict(json.loads(resp.read()))
 
@@ -489,8 +561,12 @@ class OnairService(FullServer):
         for i in range(n):
             obj = self._post("/v1/live-streams", {"name": f"bench-{i}", "record": record})
             pid = obj["playback_ids"][0]["id"]
-            out.append(Target(f"rtmp://127.0.0.1:{self.rtmp_port}/live/{obj['stream_key']}",
-                              f"{self.url}/play/{pid}/media.m3u8"))
+            out.append(
+                Target(
+                    f"rtmp://127.0.0.1:{self.rtmp_port}/live/{obj['stream_key']}",
+                    f"{self.url}/play/{pid}/media.m3u8",
+                )
+            )
         return out
 
 
@@ -548,11 +624,14 @@ http {{
     }}
 }}
 """)
-        self.proc = popen_group(["nginx", "-p", str(workdir), "-c", str(conf)],
-                                workdir / "nginx.stderr")
+        self.proc = popen_group(
+            ["nginx", "-p", str(workdir), "-c", str(conf)], workdir / "nginx.stderr"
+        )
         for _ in range(100):
-            with contextlib.suppress(OSError), \
-                    socket.create_connection(("127.0.0.1", self.rtmp_port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.rtmp_port), 0.2),
+            ):
                 return
             if self.proc.poll() is not None:
                 break
@@ -561,18 +640,42 @@ http {{
         raise RuntimeError(f"nginx did not start: {(workdir / 'nginx.stderr').read_text()}")
 
     def targets(self, n: int, record: bool) -> list[Target]:
-        return [Target(f"rtmp://127.0.0.1:{self.rtmp_port}/live/s{i}",
-                       f"http://127.0.0.1:{self.http_port}/hls/s{i}.m3u8",
-                       self.hls / f"s{i}.m3u8") for i in range(n)]
+        return [
+            Target(
+                f"rtmp://127.0.0.1:{self.rtmp_port}/live/s{i}",
+                f"http://127.0.0.1:{self.http_port}/hls/s{i}.m3u8",
+                self.hls / f"s{i}.m3u8",
+            )
+            for i in range(n)
+        ]
 
 
 def start_publishers_full(targets: list[Target], workdir: Path) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i, t in enumerate(targets):
-        procs.append(popen_group(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
-             "-stream_loop", "-1", "-i", str(CLIP), "-c", "copy", "-f", "flv", t.publish_url],
-            workdir / f"pub{i}.log", stdout=subprocess.DEVNULL))
+        procs.append(
+            popen_group(
+                [
+                    "ffmpeg",
+                    "-hide_banner",
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-re",
+                    "-stream_loop",
+                    "-1",
+                    "-i",
+                    str(CLIP),
+                    "-c",
+                    "copy",
+                    "-f",
+                    "flv",
+                    t.publish_url,
+                ],
+                workdir / f"pub{i}.log",
+                stdout=subprocess.DEVNULL,
+            )
+        )
         time.sleep(0.05)
     return procs
 
@@ -639,10 +742,16 @@ async def poll_once(session: aiohttp.ClientSession, t: Target) -> Poll:
     return Poll(True, age, marker)
 
 
-async def measure_window(root_pid: int, rtmp_port: int, targets: list[Target], seconds: float,
-                         polls: int, publishers: list[int]
-                         ) -> tuple[dict[int, float], dict[int, float], int, int, float,
-                                    list[list[Poll]], list[float], float]:
+async def measure_window(
+    root_pid: int,
+    rtmp_port: int,
+    targets: list[Target],
+    seconds: float,
+    polls: int,
+    publishers: list[int],
+) -> tuple[
+    dict[int, float], dict[int, float], int, int, float, list[list[Poll]], list[float], float
+]:
     """CPU/bytes snapshots around `seconds`, polling every playlist `polls` times within."""
     rounds: list[list[Poll]] = []
     round_s: list[float] = []
@@ -702,8 +811,15 @@ class FullResult:
         return dict(self.__dict__)
 
 
-def run_full_one(make: Callable[[Path], FullServer], n: int, record: bool | None, warmup: float,
-                 seconds: float, polls: int, fresh: float) -> FullResult:
+def run_full_one(
+    make: Callable[[Path], FullServer],
+    n: int,
+    record: bool | None,
+    warmup: float,
+    seconds: float,
+    polls: int,
+    fresh: float,
+) -> FullResult:
     workdir = Path(tempfile.mkdtemp(prefix="bench-rtmp-full-"))
     server: FullServer | None = None
     pubs: list[subprocess.Popen[bytes]] = []
@@ -713,8 +829,10 @@ def run_full_one(make: Callable[[Path], FullServer], n: int, record: bool | None
         pubs = start_publishers_full(targets, workdir)
         time.sleep(warmup)
         c0, c1, b0, b1, elapsed, rounds, round_s, pub_cpu = asyncio.run(
-            measure_window(server.proc.pid, server.rtmp_port, targets, seconds, polls,
-                           [p.pid for p in pubs]))
+            measure_window(
+                server.proc.pid, server.rtmp_port, targets, seconds, polls, [p.pid for p in pubs]
+            )
+        )
         cpu = sum(v - c0.get(pid, 0.0) for pid, v in c1.items()) / elapsed
         rss = tree_rss_mb(server.proc.pid)
         procs = len(tree_pids(server.proc.pid))
@@ -735,14 +853,25 @@ def run_full_one(make: Callable[[Path], FullServer], n: int, record: bool | None
                 problems["not advancing"] = problems.get("not advancing", 0) + 1
             healthy += all(good) and advanced
         return FullResult(
-            server=server.name, n=n, record=record, cpu_per_stream=cpu / n, cpu_total=cpu,
-            rss_mb=rss, processes=procs, healthy=healthy, fresh_polls=fresh_polls,
-            polls=n * len(rounds), problems=problems, poll_round_s=round_s,
+            server=server.name,
+            n=n,
+            record=record,
+            cpu_per_stream=cpu / n,
+            cpu_total=cpu,
+            rss_mb=rss,
+            processes=procs,
+            healthy=healthy,
+            fresh_polls=fresh_polls,
+            polls=n * len(rounds),
+            problems=problems,
+            poll_round_s=round_s,
             publishers_cpu=pub_cpu,
-            age_p50=ages[len(ages) // 2] if ages else None, age_max=ages[-1] if ages else None,
+            age_p50=ages[len(ages) // 2] if ages else None,
+            age_max=ages[-1] if ages else None,
             publishers_alive=sum(1 for p in pubs if p.poll() is None),
             mbps_in=(b1 - b0) * 8 / elapsed / n / 1e6,
-            loadavg=" ".join(Path("/proc/loadavg").read_text().split()[:3]))
+            loadavg=" ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        )
     finally:
         stop_publishers(pubs)
         if server is not None:
@@ -759,45 +888,60 @@ def _slope(pts: list[tuple[int, float]]) -> float | None:
         return None
     mx = sum(n for n, _ in pts) / len(pts)
     my = sum(c for _, c in pts) / len(pts)
-    return (sum((n - mx) * (c - my) for n, c in pts)
-            / sum((n - mx) ** 2 for n, _ in pts))
+    return sum((n - mx) * (c - my) for n, c in pts) / sum((n - mx) ** 2 for n, _ in pts)
 
 
 def print_full_table(rows: list[dict[str, Any]], fresh: float, seconds: float) -> None:
-    header = (f"{'rec':>5} {'N':>4} | {'onair %/str':>11} {'RSS MB':>7} {'healthy':>8} "
-              f"{'age p50/max':>11} {'Mb/s':>5} | {'nginx %/str':>11} {'RSS MB':>7} "
-              f"{'healthy':>8} {'age p50/max':>11} {'Mb/s':>5} | {'ratio':>5}")
-    print(f"\nRTMP -> HLS, full service, 720p30 2.5 Mbit/s -c copy publishers, {seconds:.0f} s "
-          f"window\n(CPU = % of one core per stream, whole server process tree; healthy = "
-          f"every poll fresh within {fresh:.0f} s)")
+    header = (
+        f"{'rec':>5} {'N':>4} | {'onair %/str':>11} {'RSS MB':>7} {'healthy':>8} "
+        f"{'age p50/max':>11} {'Mb/s':>5} | {'nginx %/str':>11} {'RSS MB':>7} "
+        f"{'healthy':>8} {'age p50/max':>11} {'Mb/s':>5} | {'ratio':>5}"
+    )
+    print(
+        f"\nRTMP -> HLS, full service, 720p30 2.5 Mbit/s -c copy publishers, {seconds:.0f} s "
+        f"window\n(CPU = % of one core per stream, whole server process tree; healthy = "
+        f"every poll fresh within {fresh:.0f} s)"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         o, g = row["onair"], row.get("nginx")
-        cells = (f"{str(o['record']).lower():>5} {o['n']:>4} | {o['cpu_per_stream'] * 100:>11.2f} "
-                 f"{o['rss_mb']:>7.1f} {o['healthy']:>4}/{o['n']:<3} "
-                 f"{_fmt(o['age_p50'], '.1f'):>5}/{_fmt(o['age_max'], '<5.1f')} "
-                 f"{o['mbps_in']:>5.2f} | ")
+        cells = (
+            f"{str(o['record']).lower():>5} {o['n']:>4} | {o['cpu_per_stream'] * 100:>11.2f} "
+            f"{o['rss_mb']:>7.1f} {o['healthy']:>4}/{o['n']:<3} "
+            f"{_fmt(o['age_p50'], '.1f'):>5}/{_fmt(o['age_max'], '<5.1f')} "
+            f"{o['mbps_in']:>5.2f} | "
+        )
         if g:
             ratio = o["cpu_per_stream"] / g["cpu_per_stream"] if g["cpu_per_stream"] else 0.0
-            cells += (f"{g['cpu_per_stream'] * 100:>11.2f} {g['rss_mb']:>7.1f} "
-                      f"{g['healthy']:>4}/{g['n']:<3} "
-                      f"{_fmt(g['age_p50'], '.1f'):>5}/{_fmt(g['age_max'], '<5.1f')} "
-                      f"{g['mbps_in']:>5.2f} | {ratio:>5.2f}")
+            cells += (
+                f"{g['cpu_per_stream'] * 100:>11.2f} {g['rss_mb']:>7.1f} "
+                f"{g['healthy']:>4}/{g['n']:<3} "
+                f"{_fmt(g['age_p50'], '.1f'):>5}/{_fmt(g['age_max'], '<5.1f')} "
+                f"{g['mbps_in']:>5.2f} | {ratio:>5.2f}"
+            )
         print(cells)
     for record in sorted({bool(r["record"]) for r in rows}):
         fits = []
         for server in ("onair", "nginx"):
-            pts = [(r[server]["n"], r[server]["cpu_total"]) for r in rows
-                   if r.get(server) and bool(r["record"]) == record
-                   and r[server]["healthy"] == r[server]["n"]]
+            pts = [
+                (r[server]["n"], r[server]["cpu_total"])
+                for r in rows
+                if r.get(server)
+                and bool(r["record"]) == record
+                and r[server]["healthy"] == r[server]["n"]
+            ]
             slope = _slope(pts)
             fits.append(f"{server} {_fmt(None if slope is None else slope * 100, '.2f')}")
-        print(f"record={str(record).lower()}: marginal CPU %/stream (least-squares slope of"
-              f" total CPU over N, fully healthy rows): {', '.join(fits)}")
-    print("\nratio = onair CPU per stream / nginx-rtmp's (target <= 1.0). Mb/s = input read per"
-          "\nstream (publishers falling behind on a saturated machine send less). age = now -"
-          "\nnewest media in the playlist (onair: PDT + parts; nginx: the .m3u8's mtime).")
+        print(
+            f"record={str(record).lower()}: marginal CPU %/stream (least-squares slope of"
+            f" total CPU over N, fully healthy rows): {', '.join(fits)}"
+        )
+    print(
+        "\nratio = onair CPU per stream / nginx-rtmp's (target <= 1.0). Mb/s = input read per"
+        "\nstream (publishers falling behind on a saturated machine send less). age = now -"
+        "\nnewest media in the playlist (onair: PDT + parts; nginx: the .m3u8's mtime)."
+    )
 
 
 def main_full(args: argparse.Namespace) -> None:
@@ -811,10 +955,17 @@ def main_full(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
-        "benchmark": "rtmp_full", "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "params": {"seconds": seconds, "warmup": warmup, "polls": args.polls,
-                   "fresh_s": args.fresh, "nginx_workers": args.nginx_workers,
-                   "clip": CLIP.name, "cpus": os.cpu_count()},
+        "benchmark": "rtmp_full",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "params": {
+            "seconds": seconds,
+            "warmup": warmup,
+            "polls": args.polls,
+            "fresh_s": args.fresh,
+            "nginx_workers": args.nginx_workers,
+            "clip": CLIP.name,
+            "cpus": os.cpu_count(),
+        },
         "rows": [],
     }
     nginx_by_n: dict[int, dict[str, Any]] = {}
@@ -823,18 +974,31 @@ def main_full(args: argparse.Namespace) -> None:
             print(f"record={str(record).lower()} N={n}: onair...", end=" ", flush=True)
             ours = run_full_one(OnairService, n, record, warmup, seconds, args.polls, args.fresh)
             row: dict[str, Any] = {"n": n, "record": record, "onair": ours.as_json()}
-            print(f"{ours.cpu_per_stream * 100:.2f}%/str {ours.healthy}/{n} healthy;",
-                  end=" ", flush=True)
+            print(
+                f"{ours.cpu_per_stream * 100:.2f}%/str {ours.healthy}/{n} healthy;",
+                end=" ",
+                flush=True,
+            )
             if not args.skip_nginx:
                 if n in nginx_by_n:
                     row["nginx"] = dict(nginx_by_n[n], reused=True)
                 else:
                     print("nginx-rtmp...", end=" ", flush=True)
-                    theirs = run_full_one(lambda w: NginxFull(w, args.nginx_workers), n, None,
-                                          warmup, seconds, args.polls, args.fresh)
+                    theirs = run_full_one(
+                        lambda w: NginxFull(w, args.nginx_workers),
+                        n,
+                        None,
+                        warmup,
+                        seconds,
+                        args.polls,
+                        args.fresh,
+                    )
                     nginx_by_n[n] = row["nginx"] = theirs.as_json()
-                    print(f"{theirs.cpu_per_stream * 100:.2f}%/str {theirs.healthy}/{n} healthy",
-                          end=" ", flush=True)
+                    print(
+                        f"{theirs.cpu_per_stream * 100:.2f}%/str {theirs.healthy}/{n} healthy",
+                        end=" ",
+                        flush=True,
+                    )
                 base = row["nginx"]["cpu_per_stream"]
                 row["ratio"] = ours.cpu_per_stream / base if base else None
             print(flush=True)
@@ -853,10 +1017,13 @@ def hold_onair(n: int, record: bool, hold_s: float = 600.0) -> None:
     try:
         server = OnairService(workdir)
         pubs = start_publishers_full(server.targets(n, record), workdir)
-        print(f"onair pid {server.proc.pid} with {n} publishers (record={record}); e.g.\n"
-              f"  .venv/bin/py-spy top --pid {server.proc.pid}\n"
-              f"  .venv/bin/py-spy record -o /tmp/onair.svg --pid {server.proc.pid}"
-              " --duration 10 --nonblocking", flush=True)
+        print(
+            f"onair pid {server.proc.pid} with {n} publishers (record={record}); e.g.\n"
+            f"  .venv/bin/py-spy top --pid {server.proc.pid}\n"
+            f"  .venv/bin/py-spy record -o /tmp/onair.svg --pid {server.proc.pid}"
+            " --duration 10 --nonblocking",
+            flush=True,
+        )
         time.sleep(hold_s)
     finally:
         stop_publishers(pubs)
@@ -882,11 +1049,15 @@ def main_ingest(args: argparse.Namespace) -> None:
         print("done", flush=True)
         results.append((ours, theirs))
     print()
-    print(f"RTMP ingest, 720p30 2.5 Mbit/s publishers, {seconds:.0f} s window "
-          "(CPU = % of one core per stream)")
-    header = (f"{'N':>4} | {'onair CPU%/str':>14} {'Mb/s':>5} {'RSS MB':>7} {'ok':>7} | "
-              f"{'nginx CPU%/str':>14} {'Mb/s':>5} {'RSS MB':>7} {'ok':>7} | {'ratio':>5}"
-              f" {'ratio/Mb':>8}")
+    print(
+        f"RTMP ingest, 720p30 2.5 Mbit/s publishers, {seconds:.0f} s window "
+        "(CPU = % of one core per stream)"
+    )
+    header = (
+        f"{'N':>4} | {'onair CPU%/str':>14} {'Mb/s':>5} {'RSS MB':>7} {'ok':>7} | "
+        f"{'nginx CPU%/str':>14} {'Mb/s':>5} {'RSS MB':>7} {'ok':>7} | {'ratio':>5}"
+        f" {'ratio/Mb':>8}"
+    )
     print(header)
     print("-" * len(header))
     for ours, theirs in results:
@@ -894,17 +1065,20 @@ def main_ingest(args: argparse.Namespace) -> None:
         ratio = ours.cpu_per_stream / base if base else float("inf")
         base_mb = theirs.cpu_per_mbps
         ratio_mb = ours.cpu_per_mbps / base_mb if base_mb else float("inf")
-        print(f"{ours.n:>4} | {ours.cpu_per_stream * 100:>14.2f} {ours.mbps_in:>5.2f} "
-              f"{ours.rss_mb:>7.1f} {ours.healthy:>3}/{ours.n:<3} | "
-              f"{theirs.cpu_per_stream * 100:>14.2f} {theirs.mbps_in:>5.2f} "
-              f"{theirs.rss_mb:>7.1f} {theirs.healthy:>3}/{theirs.n:<3} | {ratio:>5.2f}"
-              f" {ratio_mb:>8.2f}")
-    print("\nMb/s = input the server read per stream in the window (publishers falling behind"
-          "\non a saturated machine send less); ratio/Mb compares CPU per Mbit/s."
-          "\nok = streams with media written (onair) / playlist rewritten (nginx) in the last"
-          f" {FRESH_S:.0f} s;"
-          "\nonair runs ingest + hub + a discarding reader; nginx-rtmp also muxes HLS to disk.")
-
+        print(
+            f"{ours.n:>4} | {ours.cpu_per_stream * 100:>14.2f} {ours.mbps_in:>5.2f} "
+            f"{ours.rss_mb:>7.1f} {ours.healthy:>3}/{ours.n:<3} | "
+            f"{theirs.cpu_per_stream * 100:>14.2f} {theirs.mbps_in:>5.2f} "
+            f"{theirs.rss_mb:>7.1f} {theirs.healthy:>3}/{theirs.n:<3} | {ratio:>5.2f}"
+            f" {ratio_mb:>8.2f}"
+        )
+    print(
+        "\nMb/s = input the server read per stream in the window (publishers falling behind"
+        "\non a saturated machine send less); ratio/Mb compares CPU per Mbit/s."
+        "\nok = streams with media written (onair) / playlist rewritten (nginx) in the last"
+        f" {FRESH_S:.0f} s;"
+        "\nonair runs ingest + hub + a discarding reader; nginx-rtmp also muxes HLS to disk."
+    )
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -914,26 +1088,53 @@ def _terminate(signum: int, frame: object) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--mode", choices=("full", "ingest"), default="full")
-    ap.add_argument("--n", default=None,
-                    help="publisher counts (full: 1,10,25,50,100; ingest: 1,10,25,50)")
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="measuring window (full: 15 s; ingest: 20 s)")
-    ap.add_argument("--warmup", type=float, default=None,
-                    help="after the last publisher started (full: 8 s; ingest: 6 s)")
-    ap.add_argument("--record", choices=("false", "true", "both"), default="false",
-                    help="full mode: onair live streams' `record` (both = two runs)")
+    ap.add_argument(
+        "--n", default=None, help="publisher counts (full: 1,10,25,50,100; ingest: 1,10,25,50)"
+    )
+    ap.add_argument(
+        "--seconds", type=float, default=None, help="measuring window (full: 15 s; ingest: 20 s)"
+    )
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="after the last publisher started (full: 8 s; ingest: 6 s)",
+    )
+    ap.add_argument(
+        "--record",
+        choices=("false", "true", "both"),
+        default="false",
+        help="full mode: onair live streams' `record` (both = two runs)",
+    )
     ap.add_argument("--polls", type=int, default=3, help="full mode: playlist polls per stream")
-    ap.add_argument("--fresh", type=float, default=FULL_FRESH_S,
-                    help="full mode: max playlist age (s) to count a poll as fresh")
-    ap.add_argument("--nginx-workers", type=int, default=1,
-                    help="full mode: nginx worker_processes (onair is one process)")
+    ap.add_argument(
+        "--fresh",
+        type=float,
+        default=FULL_FRESH_S,
+        help="full mode: max playlist age (s) to count a poll as fresh",
+    )
+    ap.add_argument(
+        "--nginx-workers",
+        type=int,
+        default=1,
+        help="full mode: nginx worker_processes (onair is one process)",
+    )
     ap.add_argument("--skip-nginx", action="store_true", help="full mode: onair only")
-    ap.add_argument("--hold", type=int, default=None, metavar="N",
-                    help="full mode: run onair with N publishers for --seconds (default 600)\n"
-                         "and print its pid, for profiling; ^C/SIGTERM stops it")
+    ap.add_argument(
+        "--hold",
+        type=int,
+        default=None,
+        metavar="N",
+        help="full mode: run onair with N publishers for --seconds (default 600)\n"
+        "and print its pid, for profiling; ^C/SIGTERM stops it",
+    )
     ap.add_argument("--out", default=str(RESULTS / "rtmp_full.json"), help="full mode JSON")
-    ap.add_argument("--read-coalesce", type=float, default=None,
-                    help="ingest mode: onair RtmpLimits.read_coalesce in seconds")
+    ap.add_argument(
+        "--read-coalesce",
+        type=float,
+        default=None,
+        help="ingest mode: onair RtmpLimits.read_coalesce in seconds",
+    )
     ap.add_argument("--table", metavar="JSON", help="full mode: print the table of a results file")
     ap.add_argument("--serve-onair", metavar="STATUS_JSON", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -956,6 +1157,7 @@ def main() -> None:
         hold_onair(args.hold, record=args.record == "true", hold_s=args.seconds or 600.0)
     else:
         main_full(args)
+
 
 if __name__ == "__main__":
     main()

@@ -41,9 +41,9 @@ from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 
 from ingest.hub import Hub, MediaUnit, TrackInfo, TrackKind
 from ingest.ports import PublishDenied, PublishGrant
-from realtime.webrtc.client import delete_session, whep_play, whip_publish
-from realtime.webrtc.config import WebRtcConfig
-from realtime.webrtc.passthrough import enable_passthrough
+from ingest.webrtc.client import delete_session, whep_play, whip_publish
+from ingest.webrtc.config import WebRtcConfig
+from ingest.webrtc.passthrough import enable_passthrough
 from realtime.webrtc.routes import WebRtcRoutes, add_webrtc_routes
 
 W, H, FPS = 640, 360, 30

@@ -87,6 +87,8 @@ class AssetService:
             out["error"] = d["error"]
         if d.get("input"):
             out["input"] = d["input"]
+        if d.get("room_id"):
+            out["room_id"] = d["room_id"]
         return out
 
     # ---------------------------------------------------------------- queries

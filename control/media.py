@@ -26,8 +26,8 @@ from control.settings import Settings
 from control.vod_jobs import MP4, AssetJobs
 from ingest.ports import PublishGrant
 from ingest.rtmp.server import RtmpServer
+from ingest.webrtc.config import WebRtcConfig
 from realtime.hls.manager import LiveHlsManager
-from realtime.webrtc.config import WebRtcConfig
 from vod.blobstore import make_blobstore
 from vod.jobs import VodContext, make_process_pool
 from vod.manifest import Manifest

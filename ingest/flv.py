@@ -36,19 +36,42 @@ from ingest.rtmp.errors import ProtocolError, UnsupportedMedia
 VIDEO_TIMESCALE = 90000
 
 VIDEO_CODECS = {
-    1: "JPEG", 2: "Sorenson H.263", 3: "Screen video", 4: "On2 VP6",
-    5: "On2 VP6 with alpha", 6: "Screen video v2", 7: "H.264",
-    12: "HEVC (non-standard FLV codec id 12)", 13: "AV1 (non-standard FLV codec id 13)",
+    1: "JPEG",
+    2: "Sorenson H.263",
+    3: "Screen video",
+    4: "On2 VP6",
+    5: "On2 VP6 with alpha",
+    6: "Screen video v2",
+    7: "H.264",
+    12: "HEVC (non-standard FLV codec id 12)",
+    13: "AV1 (non-standard FLV codec id 13)",
 }
 AUDIO_CODECS = {
-    0: "Linear PCM", 1: "ADPCM", 2: "MP3", 3: "Linear PCM (little endian)",
-    4: "Nellymoser 16 kHz", 5: "Nellymoser 8 kHz", 6: "Nellymoser", 7: "G.711 A-law",
-    8: "G.711 mu-law", 10: "AAC", 11: "Speex", 13: "Opus (non-standard FLV id 13)",
-    14: "MP3 8 kHz", 15: "device-specific sound",
+    0: "Linear PCM",
+    1: "ADPCM",
+    2: "MP3",
+    3: "Linear PCM (little endian)",
+    4: "Nellymoser 16 kHz",
+    5: "Nellymoser 8 kHz",
+    6: "Nellymoser",
+    7: "G.711 A-law",
+    8: "G.711 mu-law",
+    10: "AAC",
+    11: "Speex",
+    13: "Opus (non-standard FLV id 13)",
+    14: "MP3 8 kHz",
+    15: "device-specific sound",
 }
 FOURCC_NAMES = {
-    "hvc1": "HEVC", "av01": "AV1", "vp09": "VP9", "avc1": "H.264 (Enhanced RTMP)",
-    "Opus": "Opus", "fLaC": "FLAC", "ac-3": "AC-3", "ec-3": "E-AC-3", ".mp3": "MP3",
+    "hvc1": "HEVC",
+    "av01": "AV1",
+    "vp09": "VP9",
+    "avc1": "H.264 (Enhanced RTMP)",
+    "Opus": "Opus",
+    "fLaC": "FLAC",
+    "ac-3": "AC-3",
+    "ec-3": "E-AC-3",
+    ".mp3": "MP3",
     "mp4a": "AAC (Enhanced RTMP)",
 }
 
@@ -173,8 +196,9 @@ class FlvDemuxer:
             with memoryview(payload) as mv:
                 data = bytes(mv[5:])
             _check_avcc(data)
-            return MediaUnit(TrackKind.VIDEO, dts, dts + cts * 90, data, frame_type == 1,
-                             self._clock())
+            return MediaUnit(
+                TrackKind.VIDEO, dts, dts + cts * 90, data, frame_type == 1, self._clock()
+            )
         if ptype == 0:
             self._video_config(bytes(payload[5:]))
             return None
@@ -188,8 +212,13 @@ class FlvDemuxer:
         if cfg.nal_length_size != 4:
             raise UnsupportedMedia(f"H.264 with {cfg.nal_length_size}-byte NAL lengths")
         track = TrackInfo(
-            TrackKind.VIDEO, "h264", VIDEO_TIMESCALE, record,
-            width=sps.width, height=sps.height, bitrate=self.video_bitrate,
+            TrackKind.VIDEO,
+            "h264",
+            VIDEO_TIMESCALE,
+            record,
+            width=sps.width,
+            height=sps.height,
+            bitrate=self.video_bitrate,
         )
         if self.video_track is not None and self.video_track.config != record:
             self.config_changes += 1
@@ -255,8 +284,13 @@ class FlvDemuxer:
         if self.audio_track is not None:
             self.config_changes += 1
         self.audio_track = TrackInfo(
-            TrackKind.AUDIO, "aac", cfg.sample_rate, asc,
-            sample_rate=cfg.sample_rate, channels=cfg.channels, bitrate=self.audio_bitrate,
+            TrackKind.AUDIO,
+            "aac",
+            cfg.sample_rate,
+            asc,
+            sample_rate=cfg.sample_rate,
+            channels=cfg.channels,
+            bitrate=self.audio_bitrate,
         )
         if cfg.sample_rate != self._audio_rate:
             self._next_audio = None

@@ -176,8 +176,9 @@ def parse_sps(nal: bytes) -> SpsInfo:
     height = (2 - frame_mbs_only) * height_map_units * 16 - crop_y * (crop[2] + crop[3])
     if width <= 0 or height <= 0 or width > 16384 or height > 16384:
         raise ProtocolError(f"SPS: implausible resolution {width}x{height}")
-    return SpsInfo(profile, constraints, level, sps_id, chroma, bit_depth, width, height,
-                   frame_mbs_only)
+    return SpsInfo(
+        profile, constraints, level, sps_id, chroma, bit_depth, width, height, frame_mbs_only
+    )
 
 
 def parse_avcc(record: bytes) -> AvcConfig:

@@ -260,6 +260,9 @@ class Recorder:
             return
         existing = await try_load_manifest(self.blobs, self.prefix)
         if existing is not None:
+            # Segments stored after the last manifest save (the process died) belong
+            # to this recording too: take them in before continuing it.
+            await _adopt_orphans(self.blobs, self.prefix, existing)
             existing.final = False
             existing.finalized_at = None
             self.manifest = existing

@@ -318,6 +318,7 @@ ASSET_SCHEMA: dict[str, Any] = {
         "source": {"type": "string", "enum": ["live", "upload", "clip", "room"]},
         "duration_s": {"type": ["number", "null"]},
         "live_stream_id": NULLABLE_STR,
+        "room_id": {"type": "string", "description": "The room a `source: room` asset recorded"},
         "playback_ids": {"type": "array", "items": ref("PlaybackId")},
         "gaps": {
             "type": "array",

@@ -62,8 +62,16 @@ class RawMessage:
 
 
 class _ChunkStream:
-    __slots__ = ("buf", "delta", "ext_value", "extended", "length", "stream_id", "timestamp",
-                 "type_id")
+    __slots__ = (
+        "buf",
+        "delta",
+        "ext_value",
+        "extended",
+        "length",
+        "stream_id",
+        "timestamp",
+        "type_id",
+    )
 
     def __init__(self) -> None:
         self.timestamp = 0

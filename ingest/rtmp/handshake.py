@@ -29,9 +29,7 @@ RTMP_VERSION = 3
 HANDSHAKE_SIZE = 1536
 DIGEST_SIZE = 32
 
-_KEY_TAIL = bytes.fromhex(
-    "f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae"
-)
+_KEY_TAIL = bytes.fromhex("f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae")
 GENUINE_FMS_KEY = b"Genuine Adobe Flash Media Server 001" + _KEY_TAIL
 """68 bytes; the first 36 key the server digest in S1, all 68 derive the S2 key."""
 GENUINE_FP_KEY = b"Genuine Adobe Flash Player 001" + _KEY_TAIL

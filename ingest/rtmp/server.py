@@ -177,8 +177,12 @@ class RtmpConnection(asyncio.Protocol):
             self._auth_task.cancel()
         if self.publication is not None:
             self.publication.close("disconnected")
-        log.info("rtmp %s closed (%s, %d bytes in)", self.remote,
-                 self.close_reason or "disconnected", self.bytes_in)
+        log.info(
+            "rtmp %s closed (%s, %d bytes in)",
+            self.remote,
+            self.close_reason or "disconnected",
+            self.bytes_in,
+        )
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -226,8 +230,13 @@ class RtmpConnection(asyncio.Protocol):
                 return
             elif t is Connect:
                 assert isinstance(ev, Connect)
-                log.info("rtmp %s connect app=%s tcUrl=%s flashVer=%s", self.remote, ev.app,
-                         ev.tc_url, ev.flash_ver)
+                log.info(
+                    "rtmp %s connect app=%s tcUrl=%s flashVer=%s",
+                    self.remote,
+                    ev.app,
+                    ev.tc_url,
+                    ev.flash_ver,
+                )
             elif t is HandshakeDone:
                 pass
 
@@ -261,7 +270,9 @@ class RtmpConnection(asyncio.Protocol):
             demux.ready
             or (demux.expect_video is None and demux.video_track and demux.audio_track)
             or (
-                unit is not None and unit.kind is TrackKind.VIDEO and unit.keyframe
+                unit is not None
+                and unit.kind is TrackKind.VIDEO
+                and unit.keyframe
                 and not (demux.expect_audio and demux.audio_track is None)
             )
             or (unit is not None and demux.expect_video is False)
@@ -287,21 +298,33 @@ class RtmpConnection(asyncio.Protocol):
             if pub is not None and pub is not self.publication:
                 return
             self.close_reason = f"publication closed: {reason}"
-            log.info("rtmp %s stream %s: dropping publisher (%s)", self.remote,
-                     self.live_stream_id, reason)
+            log.info(
+                "rtmp %s stream %s: dropping publisher (%s)",
+                self.remote,
+                self.live_stream_id,
+                reason,
+            )
             self._abort()
 
-        pub = self.server.hub.publish(self.live_stream_id, demux.tracks, source="rtmp",
-                                      on_close=on_close)
+        pub = self.server.hub.publish(
+            self.live_stream_id, demux.tracks, source="rtmp", on_close=on_close
+        )
         self.publication = pub
         if not self._publishing_started:
             self._publishing_started = True
             self.server.publishes += 1
-        log.info("rtmp %s stream %s: publishing generation %d, tracks %s", self.remote,
-                 self.live_stream_id, pub.generation,
-                 ", ".join(f"{t.codec} {t.width}x{t.height}" if t.kind is TrackKind.VIDEO
-                           else f"{t.codec} {t.sample_rate}Hz/{t.channels}ch"
-                           for t in pub.tracks))
+        log.info(
+            "rtmp %s stream %s: publishing generation %d, tracks %s",
+            self.remote,
+            self.live_stream_id,
+            pub.generation,
+            ", ".join(
+                f"{t.codec} {t.width}x{t.height}"
+                if t.kind is TrackKind.VIDEO
+                else f"{t.codec} {t.sample_rate}Hz/{t.channels}ch"
+                for t in pub.tracks
+            ),
+        )
         pending = self._pending
         self._pending_bytes = 0
         has_video = demux.video_track is not None
@@ -363,8 +386,13 @@ class RtmpConnection(asyncio.Protocol):
             else:
                 server.rejected_disabled += 1
                 code = STATUS_REJECTED
-            log.info("rtmp %s publish %r denied: %s (%s)", self.remote, _mask(ev.stream_key),
-                     denied.code, denied.message)
+            log.info(
+                "rtmp %s publish %r denied: %s (%s)",
+                self.remote,
+                _mask(ev.stream_key),
+                denied.code,
+                denied.message,
+            )
             self._reject(code, denied.message or denied.code)
             return
         except Exception:
@@ -555,8 +583,12 @@ class RtmpServer:
 
     @property
     def rejections(self) -> int:
-        return (self.rejected_bad_key + self.rejected_disabled + self.rejected_other
-                + self.rejected_media)
+        return (
+            self.rejected_bad_key
+            + self.rejected_disabled
+            + self.rejected_other
+            + self.rejected_media
+        )
 
     def stats(self) -> dict[str, int]:
         return {
@@ -577,7 +609,10 @@ class RtmpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: RtmpConnection(self), self.host, self._requested_port, reuse_address=True,
+            lambda: RtmpConnection(self),
+            self.host,
+            self._requested_port,
+            reuse_address=True,
             backlog=512,
         )
         sock = self._server.sockets[0]

@@ -233,7 +233,8 @@ class RtmpSession:
             if t == 9 or t == 8:
                 if self.state is State.PUBLISHING:
                     events.append(
-                        VideoData(msg.timestamp, msg.payload) if t == 9
+                        VideoData(msg.timestamp, msg.payload)
+                        if t == 9
                         else AudioData(msg.timestamp, msg.payload)
                     )
                 else:
@@ -269,8 +270,12 @@ class RtmpSession:
         self._send_control(UserControl(UserControlEvent.STREAM_BEGIN, pub.stream_id))
         self._send_status(
             pub.stream_id,
-            status("status", "NetStream.Publish.Start", f"{pub.stream_key} is now published.",
-                   details=pub.stream_key),
+            status(
+                "status",
+                "NetStream.Publish.Start",
+                f"{pub.stream_key} is now published.",
+                details=pub.stream_key,
+            ),
         )
         self._transition(State.PUBLISHING, None)
         held, self._held, self._held_bytes = self._held, [], 0
@@ -372,18 +377,35 @@ class RtmpSession:
         elif name in ("play", "play2"):
             self._send_status(
                 msg.stream_id,
-                status("error", "NetStream.Play.Failed",
-                       "NetStream.Play.Failed: playback over RTMP is not supported; "
-                       "this server only accepts publishing (watch over HLS)"),
+                status(
+                    "error",
+                    "NetStream.Play.Failed",
+                    "NetStream.Play.Failed: playback over RTMP is not supported; "
+                    "this server only accepts publishing (watch over HLS)",
+                ),
             )
             self._transition(State.CLOSED, Closed("play is not supported"))
-        elif name in ("_result", "_error", "onStatus", "_checkbw", "checkBandwidth",
-                      "getStreamLength", "receiveAudio", "receiveVideo", "pause", "seek"):
+        elif name in (
+            "_result",
+            "_error",
+            "onStatus",
+            "_checkbw",
+            "checkBandwidth",
+            "getStreamLength",
+            "receiveAudio",
+            "receiveVideo",
+            "pause",
+            "seek",
+        ):
             pass
         elif tid > 0:
             self._send_command(
-                Command("_error", tid, None,
-                        (status("error", "NetConnection.Call.Failed", f"unknown command {name}"),))
+                Command(
+                    "_error",
+                    tid,
+                    None,
+                    (status("error", "NetConnection.Call.Failed", f"unknown command {name}"),),
+                )
             )
 
     def _on_connect(self, cmd: Command) -> None:
@@ -398,10 +420,19 @@ class RtmpSession:
         self.tc_url = tc_url
         if self.apps is not None and app not in self.apps:
             self._send_command(
-                Command("_error", cmd.transaction_id, None,
-                        (status("error", "NetConnection.Connect.Rejected",
-                                f"NetConnection.Connect.Rejected: unknown application {app!r}; "
-                                f"publish to rtmp://host/{'|'.join(sorted(self.apps))}/<key>"),))
+                Command(
+                    "_error",
+                    cmd.transaction_id,
+                    None,
+                    (
+                        status(
+                            "error",
+                            "NetConnection.Connect.Rejected",
+                            f"NetConnection.Connect.Rejected: unknown application {app!r}; "
+                            f"publish to rtmp://host/{'|'.join(sorted(self.apps))}/<key>",
+                        ),
+                    ),
+                )
             )
             self._transition(State.CLOSED, Closed(f"unknown application {app!r}"))
             return
@@ -411,10 +442,17 @@ class RtmpSession:
         self._writer.chunk_size = self._out_chunk_size
         self._send_command(
             Command(
-                "_result", cmd.transaction_id,
+                "_result",
+                cmd.transaction_id,
                 {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},
-                (status("status", "NetConnection.Connect.Success", "Connection succeeded.",
-                        objectEncoding=self.object_encoding),),
+                (
+                    status(
+                        "status",
+                        "NetConnection.Connect.Success",
+                        "Connection succeeded.",
+                        objectEncoding=self.object_encoding,
+                    ),
+                ),
             )
         )
         flash_ver = obj.get("flashVer", obj.get("flashver", ""))

@@ -13,8 +13,7 @@ import logging
 from aiohttp import web
 
 from ingest.ports import PublishDenied
-from ingest.whip.session import AuthorityUnavailable, WhipService
-from realtime.webrtc.http import (
+from ingest.webrtc.http import (
     BodyError,
     bearer_token,
     error_response,
@@ -23,7 +22,8 @@ from realtime.webrtc.http import (
     sdp_created,
     with_cors,
 )
-from realtime.webrtc.sdp import SdpError, UnsupportedOffer
+from ingest.webrtc.sdp import SdpError, UnsupportedOffer
+from ingest.whip.session import AuthorityUnavailable, WhipService
 
 log = logging.getLogger(__name__)
 

@@ -42,23 +42,23 @@ from av.video.frame import VideoFrame
 
 from ingest.hub import Hub, MediaUnit, Publication, TrackInfo, TrackKind
 from ingest.ports import PublishAuthority, PublishDenied
-from realtime.webrtc import h264
-from realtime.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
-from realtime.webrtc.passthrough import (
+from ingest.webrtc import h264
+from ingest.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
+from ingest.webrtc.passthrough import (
     EncodedFrame,
     enable_passthrough,
     negotiated_codec,
     request_keyframe,
     use_marker_jitter_buffer,
 )
-from realtime.webrtc.sdp import (
+from ingest.webrtc.sdp import (
     OfferSummary,
     audio_preferences,
     inspect_offer,
     strip_mdns_candidates,
     video_preferences,
 )
-from realtime.webrtc.transcode import SAMPLE_RATE, AacEncoder, H264Encoder
+from ingest.webrtc.transcode import SAMPLE_RATE, AacEncoder, H264Encoder
 
 log = logging.getLogger(__name__)
 

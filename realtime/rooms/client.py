@@ -41,8 +41,15 @@ class EncodedPacket:
 class EncodedSource(MediaStreamTrack):
     """Sends pre-encoded packets (H.264 Annex B, VP8 or Opus) at their real rate, looping."""
 
-    def __init__(self, kind: str, packets: Sequence[EncodedPacket], clock_rate: int,
-                 *, loop: bool = True, on_sent: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        packets: Sequence[EncodedPacket],
+        clock_rate: int,
+        *,
+        loop: bool = True,
+        on_sent: Callable[[int, float], None] | None = None,
+    ) -> None:
         super().__init__()
         self.kind = kind
         self._packets = list(packets)
@@ -87,10 +94,10 @@ def test_frame(i: int, width: int, height: int) -> av.VideoFrame:
     band = (i * 4) % height
     for row in range(height):
         v = 40 + ((row + i * 3) % 180)
-        y[row * width:(row + 1) * width] = bytes([v]) * width
+        y[row * width : (row + 1) * width] = bytes([v]) * width
         if band <= row < band + 16:
             x0 = (i * 5) % max(1, width - 32)
-            y[row * width + x0: row * width + x0 + 32] = b"\xeb" * 32
+            y[row * width + x0 : row * width + x0 + 32] = b"\xeb" * 32
     f.planes[0].update(bytes(y))
     cw, ch = width // 2, height // 2
     f.planes[1].update(bytes([(60 + i * 2) % 256]) * (cw * ch))
@@ -98,17 +105,29 @@ def test_frame(i: int, width: int, height: int) -> av.VideoFrame:
     return f
 
 
-def encode_h264(frames: int = 60, width: int = 320, height: int = 240, fps: int = 30,
-                gop: int = 30, bitrate: int = 500_000) -> list[EncodedPacket]:
+def encode_h264(
+    frames: int = 60,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 30,
+    gop: int = 30,
+    bitrate: int = 500_000,
+) -> list[EncodedPacket]:
     """A test pattern encoded with libx264 (baseline, Annex B), each frame distinct."""
     codec = av.CodecContext.create("libx264", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.time_base = fractions.Fraction(1, fps)
     codec.framerate = fractions.Fraction(fps, 1)
     codec.bit_rate = bitrate
-    codec.options = {"profile": "baseline", "tune": "zerolatency", "preset": "ultrafast",
-                     "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0",
-                     "repeat-headers": "1"}
+    codec.options = {
+        "profile": "baseline",
+        "tune": "zerolatency",
+        "preset": "ultrafast",
+        "g": str(gop),
+        "keyint_min": str(gop),
+        "sc_threshold": "0",
+        "repeat-headers": "1",
+    }
     codec.open()
     out: list[EncodedPacket] = []
     step = 90000 // fps
@@ -161,9 +180,16 @@ class Received:
 class RoomClient:
     """One participant. `await connect()`, `await publish(...)`, read `received`."""
 
-    def __init__(self, base_url: str, room_id: str, token: str, *,
-                 rtc: RtcSettings | None = None, passthrough: bool = True,
-                 keep_frames: int = 100_000) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        room_id: str,
+        token: str,
+        *,
+        rtc: RtcSettings | None = None,
+        passthrough: bool = True,
+        keep_frames: int = 100_000,
+    ) -> None:
         self.url = f"{base_url.rstrip('/')}/v1/rooms/{room_id}/signal?token={token}"
         self.rtc = rtc or RtcSettings.loopback()
         self.passthrough = passthrough
@@ -198,8 +224,9 @@ class RoomClient:
         assert self._ws is not None
         await self._ws.send_str(msg if isinstance(msg, str) else json.dumps(msg))
 
-    async def wait_for(self, pred: Callable[[dict[str, Any]], bool],
-                       timeout_s: float = 10.0) -> dict[str, Any]:
+    async def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0
+    ) -> dict[str, Any]:
         for m in self.messages:
             if pred(m):
                 self.messages.remove(m)
@@ -252,8 +279,9 @@ class RoomClient:
         self.rtc.prepare(self.sub_pc)
         answer = await self.sub_pc.createAnswer()
         await self.sub_pc.setLocalDescription(answer)
-        await self.send({"type": "answer", "pc": "subscribe",
-                         "sdp": self.sub_pc.localDescription.sdp})
+        await self.send(
+            {"type": "answer", "pc": "subscribe", "sdp": self.sub_pc.localDescription.sdp}
+        )
 
     async def _consume(self, mid: str, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
@@ -280,8 +308,10 @@ class RoomClient:
         self.rtc.prepare(pc)
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
-        specs = [{"mid": t.mid, "kind": tr.kind, "source": src}
-                 for t, (tr, src) in zip(pc.getTransceivers(), tracks, strict=True)]
+        specs = [
+            {"mid": t.mid, "kind": tr.kind, "source": src}
+            for t, (tr, src) in zip(pc.getTransceivers(), tracks, strict=True)
+        ]
         await self.send({"type": "publish", "tracks": specs})
         await self.send({"type": "offer", "pc": "publish", "sdp": pc.localDescription.sdp})
         ans = await self.wait_for(lambda m: m["type"] in ("answer", "error"))

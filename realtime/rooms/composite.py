@@ -29,8 +29,8 @@ from typing import Any
 import av
 
 from ingest.hub import Hub, MediaUnit, Publication, TrackInfo, TrackKind
+from ingest.webrtc.h264 import build_avcc_config, find_parameter_sets, split_annexb, to_avcc
 from realtime.rooms.forwarder import EncodedFrame, TrackSource
-from realtime.webrtc.h264 import build_avcc_config, find_parameter_sets, split_annexb, to_avcc
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -48,8 +48,21 @@ MAX_AUDIO_BUFFER = SAMPLE_RATE * BYTES_PER_SAMPLE // 2  # 0.5 s per participant
 
 
 def _asc(sample_rate: int, channels: int) -> bytes:
-    rates = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
-             8000, 7350]
+    rates = [
+        96000,
+        88200,
+        64000,
+        48000,
+        44100,
+        32000,
+        24000,
+        22050,
+        16000,
+        12000,
+        11025,
+        8000,
+        7350,
+    ]
     v = (2 << 11) | (rates.index(sample_rate) << 7) | (channels << 3)
     return v.to_bytes(2, "big")
 
@@ -76,8 +89,9 @@ def _mix(chunks: list[bytes], size: int) -> bytes:
             import array
 
             a, b = array.array("h", out), array.array("h", c)
-            out = array.array("h", (max(-32768, min(32767, x + y)) for x, y in
-                                    zip(a, b, strict=True))).tobytes()
+            out = array.array(
+                "h", (max(-32768, min(32767, x + y)) for x, y in zip(a, b, strict=True))
+            ).tobytes()
     return out
 
 
@@ -95,9 +109,17 @@ class _Input:
 class RoomComposite:
     """Grid video + mixed audio of a room, encoded once, published into the hub."""
 
-    def __init__(self, hub: Hub, stream_id: str, *, width: int = 1280, height: int = 720,
-                 fps: int = 25, video_bitrate: int = 2_500_000,
-                 audio_bitrate: int = 128_000) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        stream_id: str,
+        *,
+        width: int = 1280,
+        height: int = 720,
+        fps: int = 25,
+        video_bitrate: int = 2_500_000,
+        audio_bitrate: int = 128_000,
+    ) -> None:
         self.hub = hub
         self.stream_id = stream_id
         self.width, self.height, self.fps = width, height, fps
@@ -117,8 +139,9 @@ class RoomComposite:
     # -- event-loop side ------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name=f"room-composite-{self.stream_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"room-composite-{self.stream_id}", daemon=True
+        )
         self._thread.start()
 
     def add_source(self, identity: str, source: TrackSource) -> None:
@@ -143,8 +166,9 @@ class RoomComposite:
         if entry is not None:
             entry[0].remove_tap(entry[1])
             with contextlib.suppress(queue.Full):
-                self._queue.put_nowait((source.track_id, "", "remove", EncodedFrame(
-                    "", 0, 0, b"", False, 0.0)))
+                self._queue.put_nowait(
+                    (source.track_id, "", "remove", EncodedFrame("", 0, 0, b"", False, 0.0))
+                )
 
     async def close(self) -> None:
         for src, tap in list(self._taps.values()):
@@ -184,9 +208,16 @@ class RoomComposite:
         venc.time_base = fractions.Fraction(1, self.fps)
         venc.framerate = fractions.Fraction(self.fps, 1)
         venc.bit_rate = self.video_bitrate
-        venc.options = {"preset": "veryfast", "tune": "zerolatency", "g": str(self.fps * 2),
-                        "keyint_min": str(self.fps * 2), "sc_threshold": "0", "bf": "0",
-                        "repeat-headers": "1", "profile": "main"}
+        venc.options = {
+            "preset": "veryfast",
+            "tune": "zerolatency",
+            "g": str(self.fps * 2),
+            "keyint_min": str(self.fps * 2),
+            "sc_threshold": "0",
+            "bf": "0",
+            "repeat-headers": "1",
+            "profile": "main",
+        }
         venc.open()
         aenc = av.CodecContext.create("aac", "w")
         aenc.sample_rate = SAMPLE_RATE
@@ -208,8 +239,11 @@ class RoomComposite:
             while True:
                 timeout = next_video - time.monotonic()
                 try:
-                    item = self._queue.get(timeout=max(0.0, timeout)) if timeout > 0 else \
-                        self._queue.get_nowait()
+                    item = (
+                        self._queue.get(timeout=max(0.0, timeout))
+                        if timeout > 0
+                        else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if item is None:
@@ -230,12 +264,24 @@ class RoomComposite:
                     if sps is None or pps is None:
                         continue
                     tracks = (
-                        TrackInfo(TrackKind.VIDEO, "h264", 90000, build_avcc_config(sps, pps),
-                                  width=self.width, height=self.height,
-                                  bitrate=self.video_bitrate),
-                        TrackInfo(TrackKind.AUDIO, "aac", SAMPLE_RATE, _asc(SAMPLE_RATE, 2),
-                                  sample_rate=SAMPLE_RATE, channels=2,
-                                  bitrate=self.audio_bitrate),
+                        TrackInfo(
+                            TrackKind.VIDEO,
+                            "h264",
+                            90000,
+                            build_avcc_config(sps, pps),
+                            width=self.width,
+                            height=self.height,
+                            bitrate=self.video_bitrate,
+                        ),
+                        TrackInfo(
+                            TrackKind.AUDIO,
+                            "aac",
+                            SAMPLE_RATE,
+                            _asc(SAMPLE_RATE, 2),
+                            sample_rate=SAMPLE_RATE,
+                            channels=2,
+                            bitrate=self.audio_bitrate,
+                        ),
                     )
                     self._call(self._publish, tracks)
                     # Start audio with the first published video frame.
@@ -243,8 +289,9 @@ class RoomComposite:
                 body = [n for n in nals if n[0] & 0x1F not in (7, 8, 9)]
                 ts = int((pkt.pts or 0) * 90000 / self.fps)
                 self.video_frames += 1
-                pending.append(MediaUnit(TrackKind.VIDEO, ts, ts, to_avcc(body),
-                                         bool(pkt.is_keyframe), wall))
+                pending.append(
+                    MediaUnit(TrackKind.VIDEO, ts, ts, to_avcc(body), bool(pkt.is_keyframe), wall)
+                )
             # Audio: mix everything due up to now.
             if tracks is not None:
                 audio_due = int((time.monotonic() - t0) * SAMPLE_RATE)
@@ -264,16 +311,23 @@ class RoomComposite:
                         for pkt in aenc.encode(rf):
                             pts = int(pkt.pts) if pkt.pts is not None else apts
                             self.audio_frames += 1
-                            pending.append(MediaUnit(TrackKind.AUDIO, pts, pts, bytes(pkt),
-                                                     True, time.time()))
+                            pending.append(
+                                MediaUnit(TrackKind.AUDIO, pts, pts, bytes(pkt), True, time.time())
+                            )
                     apts += AAC_FRAME
             if pending and tracks is not None:
                 for unit in pending:
                     self._call(self._write, unit)
                 pending = []
 
-    def _ingest(self, inputs: dict[str, _Input], track_id: str, identity: str, kind: str,
-                frame: EncodedFrame) -> None:
+    def _ingest(
+        self,
+        inputs: dict[str, _Input],
+        track_id: str,
+        identity: str,
+        kind: str,
+        frame: EncodedFrame,
+    ) -> None:
         if kind == "remove":
             inputs.pop(track_id, None)
             return
@@ -282,14 +336,14 @@ class RoomComposite:
             inp = inputs[track_id] = _Input(identity, kind)
         if inp.decoder is None or inp.mime != frame.mime_type:
             name = {"video/h264": "h264", "video/vp8": "vp8", "audio/opus": "opus"}.get(
-                frame.mime_type.lower())
+                frame.mime_type.lower()
+            )
             if name is None:
                 return
             inp.decoder = av.CodecContext.create(name, "r")
             if kind == "audio":
                 inp.audio = bytearray()
-                inp.resampler = av.AudioResampler(format="s16", layout="stereo",
-                                                  rate=SAMPLE_RATE)
+                inp.resampler = av.AudioResampler(format="s16", layout="stereo", rate=SAMPLE_RATE)
             inp.mime = frame.mime_type
         try:
             decoded = inp.decoder.decode(av.Packet(frame.data))
@@ -323,16 +377,19 @@ class RoomComposite:
             if src is None:
                 continue
             tile = src.reformat(width=tw, height=th, format="yuv420p")
-            for plane_i, (dst, stride, px, py, pw, ph) in enumerate((
+            for plane_i, (dst, stride, px, py, pw, ph) in enumerate(
+                (
                     (y, ys, x, yy, tw, th),
                     (u, us, x // 2, yy // 2, tw // 2, th // 2),
-                    (v, vs, x // 2, yy // 2, tw // 2, th // 2))):
+                    (v, vs, x // 2, yy // 2, tw // 2, th // 2),
+                )
+            ):
                 p = tile.planes[plane_i]
                 data = bytes(p)
                 sl = p.line_size
                 for r in range(ph):
                     o = (py + r) * stride + px
-                    dst[o:o + pw] = data[r * sl: r * sl + pw]
+                    dst[o : o + pw] = data[r * sl : r * sl + pw]
         frame.planes[0].update(bytes(y))
         frame.planes[1].update(bytes(u))
         frame.planes[2].update(bytes(v))

@@ -94,8 +94,12 @@ def _passthrough_worker(
         codec, jf = task
         data = bytes(jf.data)
         frame = EncodedFrame(
-            codec.mimeType, codec.clockRate, jf.timestamp, data,
-            is_keyframe(codec.mimeType, data), time.time(),
+            codec.mimeType,
+            codec.clockRate,
+            jf.timestamp,
+            data,
+            is_keyframe(codec.mimeType, data),
+            time.time(),
         )
         try:
             loop.call_soon_threadsafe(output_q.put_nowait, frame)
@@ -142,8 +146,12 @@ class LowLatencyJitterBuffer(JitterBuffer):
     `add()` itself then returns no frame. Reordering, NACKs and PLI-on-overflow
     stay aiortc's."""
 
-    def __init__(self, capacity: int, is_video: bool, receiver: RTCRtpReceiver | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        is_video: bool,
+        receiver: RTCRtpReceiver | None = None,
+    ) -> None:
         super().__init__(capacity, is_video=is_video)
         self._receiver = receiver
         self.delivered: list[JitterFrame] = []
@@ -166,7 +174,8 @@ class LowLatencyJitterBuffer(JitterBuffer):
         if codec is None or r._RTCRtpReceiver__decoder_thread is None:  # type: ignore[attr-defined]
             return
         frame.timestamp = r._RTCRtpReceiver__timestamp_mapper.map(  # type: ignore[attr-defined]
-            frame.timestamp)
+            frame.timestamp
+        )
         q.put((codec, frame))
 
     def _next_video(self) -> tuple[JitterFrame, int] | None:
@@ -182,13 +191,17 @@ class LowLatencyJitterBuffer(JitterBuffer):
             elif packet.timestamp != timestamp:
                 # the previous frame ended without a marker: release it now
                 self.remove(count)
-                return (JitterFrame(b"".join(x._data for x in packets), timestamp),
-                        packets[0].payload_type)
+                return (
+                    JitterFrame(b"".join(x._data for x in packets), timestamp),
+                    packets[0].payload_type,
+                )
             packets.append(packet)
             if packet.marker:
                 self.remove(count + 1)
-                return (JitterFrame(b"".join(x._data for x in packets), timestamp),
-                        packet.payload_type)
+                return (
+                    JitterFrame(b"".join(x._data for x in packets), timestamp),
+                    packet.payload_type,
+                )
         return None
 
     def _next_audio(self, sequence_number: int) -> tuple[JitterFrame, int] | None:
@@ -199,16 +212,24 @@ class LowLatencyJitterBuffer(JitterBuffer):
             ahead = (sequence_number - origin) & 0xFFFF
             if ahead < 3 or ahead >= self.capacity:
                 return None  # maybe only reordered: wait a little
-            skip = next((i for i in range(1, ahead + 1)
-                         if self._packets[(origin + i) % self._capacity] is not None), None)
+            skip = next(
+                (
+                    i
+                    for i in range(1, ahead + 1)
+                    if self._packets[(origin + i) % self._capacity] is not None
+                ),
+                None,
+            )
             if skip is None:
                 return None
             self.remove(skip)
             packet = self._packets[self._origin % self._capacity]  # type: ignore[operator]
             assert packet is not None
         self.remove(1)
-        return (JitterFrame(packet._data, packet.timestamp),  # type: ignore[attr-defined]
-                packet.payload_type)
+        return (
+            JitterFrame(packet._data, packet.timestamp),  # type: ignore[attr-defined]
+            packet.payload_type,
+        )
 
 
 def use_low_latency_jitter_buffer(receiver: RTCRtpReceiver) -> None:
@@ -216,15 +237,15 @@ def use_low_latency_jitter_buffer(receiver: RTCRtpReceiver) -> None:
     old = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
     if isinstance(old, JitterBuffer) and not isinstance(old, LowLatencyJitterBuffer):
         receiver._RTCRtpReceiver__jitter_buffer = LowLatencyJitterBuffer(  # type: ignore[attr-defined]
-            old.capacity, old._is_video, receiver)
+            old.capacity, old._is_video, receiver
+        )
 
 
 def synchronization_ssrc(receiver: RTCRtpReceiver) -> int | None:
     """The publisher's media SSRC (not its RTX SSRC, which browsers also use for
     padding): the one a PLI must name."""
     rtx: dict[int, int] = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", {}) or {}
-    sources = sorted(receiver.getSynchronizationSources(), key=lambda s: s.timestamp,
-                     reverse=True)
+    sources = sorted(receiver.getSynchronizationSources(), key=lambda s: s.timestamp, reverse=True)
     for s in sources:
         if s.source not in rtx:
             return int(s.source)

@@ -84,8 +84,9 @@ def restrict_codecs(transceiver: RTCRtpTransceiver, mime_type: str) -> None:
     if not main:
         return
     pts = {c.payloadType for c in main[:1]}
-    rtx = [c for c in codecs if c.mimeType.lower().endswith("/rtx")
-           and c.parameters.get("apt") in pts]
+    rtx = [
+        c for c in codecs if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") in pts
+    ]
     transceiver._codecs = main[:1] + rtx
 
 
@@ -140,8 +141,11 @@ class PublishPeer:
         for track in self._new:
             for t in pc.getTransceivers():
                 if t.receiver.track is track and t.mid is not None:
-                    incoming.append(IncomingTrack(t.mid, track.kind, track, t.receiver,
-                                                  negotiated_mime(t) or ""))
+                    incoming.append(
+                        IncomingTrack(
+                            t.mid, track.kind, track, t.receiver, negotiated_mime(t) or ""
+                        )
+                    )
         self._new = []
         return pc.localDescription.sdp, incoming
 
@@ -162,8 +166,13 @@ class _Slot:
 class SubscribePeer:
     """Sends the tracks one participant subscribes to; the server offers."""
 
-    def __init__(self, rtc: RtcSettings, video_codec: str,
-                 send_offer: Callable[[Offer], Awaitable[None]], on_state: OnState) -> None:
+    def __init__(
+        self,
+        rtc: RtcSettings,
+        video_codec: str,
+        send_offer: Callable[[Offer], Awaitable[None]],
+        on_state: OnState,
+    ) -> None:
         self._rtc = rtc
         self._video_codec = video_codec
         self._send_offer = send_offer
@@ -229,11 +238,19 @@ class SubscribePeer:
         for track_id, (source, identity) in wanted.items():
             if track_id in have:
                 continue
-            mime = source.mime_type or (self._video_codec if source.kind == "video"
-                                        else "audio/opus")
-            slot = next((s for s in self._slots if s.track_id is None
-                         and s.transceiver.kind == source.kind
-                         and s.mime.lower() == mime.lower()), None)
+            mime = source.mime_type or (
+                self._video_codec if source.kind == "video" else "audio/opus"
+            )
+            slot = next(
+                (
+                    s
+                    for s in self._slots
+                    if s.track_id is None
+                    and s.transceiver.kind == source.kind
+                    and s.mime.lower() == mime.lower()
+                ),
+                None,
+            )
             if slot is None:
                 ft = ForwardedTrack(source.kind, name=track_id)
                 tr = pc.addTransceiver(ft, direction="sendonly")
@@ -261,9 +278,14 @@ class SubscribePeer:
                 offer = await pc.createOffer()
                 await pc.setLocalDescription(offer)
                 mapping = tuple(
-                    MidMapping(s.transceiver.mid or "", s.track_id, s.identity,
-                               "video" if s.transceiver.kind == "video" else "audio")
-                    for s in self._slots if s.track_id is not None
+                    MidMapping(
+                        s.transceiver.mid or "",
+                        s.track_id,
+                        s.identity,
+                        "video" if s.transceiver.kind == "video" else "audio",
+                    )
+                    for s in self._slots
+                    if s.track_id is not None
                 )
                 loop = asyncio.get_running_loop()
                 self._answer = loop.create_future()

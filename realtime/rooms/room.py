@@ -88,13 +88,18 @@ def transition(
         return RoomStatus.ACTIVE, RoomStarted(room_id, at)
     if status is not RoomStatus.FINISHED and trigger is RoomTrigger.FINISH:
         return RoomStatus.FINISHED, RoomFinished(room_id, at, reason or "deleted")
-    raise RoomError("bad_transition",
-                    f"room {room_id}: {trigger.value} not allowed in {status.value}")
+    raise RoomError(
+        "bad_transition", f"room {room_id}: {trigger.value} not allowed in {status.value}"
+    )
 
 
 def participant_transition(
-    status: ParticipantStatus | None, to: ParticipantStatus, room_id: str, identity: str,
-    at: float, reason: str = "",
+    status: ParticipantStatus | None,
+    to: ParticipantStatus,
+    room_id: str,
+    identity: str,
+    at: float,
+    reason: str = "",
 ) -> tuple[ParticipantStatus, RoomEvent]:
     if status is None and to is ParticipantStatus.JOINED:
         return to, ParticipantJoinedEvent(room_id, identity, at)
@@ -157,8 +162,9 @@ class Room:
         if self.status is RoomStatus.IDLE:
             self.status, ev = transition(self.status, RoomTrigger.FIRST_JOIN, self.id, now)
             events.append(ev)
-        status, ev = participant_transition(None, ParticipantStatus.JOINED, self.id,
-                                            grant.identity, now)
+        status, ev = participant_transition(
+            None, ParticipantStatus.JOINED, self.id, grant.identity, now
+        )
         self.participants[grant.identity] = ParticipantState(
             grant.identity, grant, now, status, auto_subscribe=auto_subscribe
         )
@@ -170,8 +176,9 @@ class Room:
         p = self.participants.pop(identity, None)
         if p is None:
             return []
-        p.status, ev = participant_transition(p.status, ParticipantStatus.LEFT, self.id,
-                                              identity, time.time(), reason)
+        p.status, ev = participant_transition(
+            p.status, ParticipantStatus.LEFT, self.id, identity, time.time(), reason
+        )
         for other in self.participants.values():
             other.subscriptions.difference_update(p.tracks)
         if not self.participants:
@@ -184,8 +191,7 @@ class Room:
         events: list[RoomEvent] = []
         for identity in list(self.participants):
             events += self.leave(identity, "room_closed")
-        self.status, ev = transition(self.status, RoomTrigger.FINISH, self.id, time.time(),
-                                     reason)
+        self.status, ev = transition(self.status, RoomTrigger.FINISH, self.id, time.time(), reason)
         events.append(ev)
         return events
 
@@ -213,8 +219,12 @@ class Room:
 
     def subscribable(self, identity: str) -> list[PublishedTrack]:
         """Tracks of the others that `identity` may receive."""
-        return [t for p in self.participants.values() if p.identity != identity
-                for t in p.tracks.values()]
+        return [
+            t
+            for p in self.participants.values()
+            if p.identity != identity
+            for t in p.tracks.values()
+        ]
 
     def empty_for(self) -> float:
         if self.empty_since is None:

@@ -22,22 +22,28 @@ from realtime.rooms.ws import signal_handler
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
-def add_room_routes(app: web.Application, service: RoomService, *,
-                    manage_lifecycle: bool = True) -> None:
+def add_room_routes(
+    app: web.Application, service: RoomService, *, manage_lifecycle: bool = True
+) -> None:
     app.router.add_get("/v1/rooms/{id}/signal", signal_handler(service))
 
     async def page(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "room.html", headers={
-            "Cache-Control": "no-store", "Content-Type": "text/html; charset=utf-8"})
+        return web.FileResponse(
+            STATIC / "room.html",
+            headers={"Cache-Control": "no-store", "Content-Type": "text/html; charset=utf-8"},
+        )
 
     async def script(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "room.js", headers={
-            "Cache-Control": "no-cache", "Content-Type": "text/javascript; charset=utf-8"})
+        return web.FileResponse(
+            STATIC / "room.js",
+            headers={"Cache-Control": "no-cache", "Content-Type": "text/javascript; charset=utf-8"},
+        )
 
     app.router.add_get("/rooms/static/room.js", script)
     app.router.add_get("/rooms/{id}", page)
 
     if manage_lifecycle:
+
         async def on_startup(app: web.Application) -> None:
             await service.start()
 

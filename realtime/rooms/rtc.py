@@ -1,4 +1,4 @@
-"""WebRTC networking for rooms, on top of `realtime.webrtc.config`.
+"""WebRTC networking for rooms, on top of `ingest.webrtc.config`.
 
 `RtcSettings` wraps the shared `WebRtcConfig` (ICE servers, host-candidate
 addresses incl. 127.0.0.1, UDP port range) and gives rooms two calls:
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
 
-from realtime.webrtc.config import WebRtcConfig, prepare_ice
+from ingest.webrtc.config import WebRtcConfig, prepare_ice
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +33,9 @@ class RtcSettings:
         # transceivers of one kind leaves the second on a transport that the BUNDLE
         # answer then discards (its sender never starts).
         base = self.config.rtc_configuration()
-        return RTCPeerConnection(RTCConfiguration(iceServers=base.iceServers,
-                                                  bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        return RTCPeerConnection(
+            RTCConfiguration(iceServers=base.iceServers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
 
     def prepare(self, pc: RTCPeerConnection) -> None:
         prepare_ice(pc, self.config)

@@ -85,8 +85,9 @@ class Session:
         self._specs: dict[str, sig.TrackSpec] = {}
         self.sources: dict[str, TrackSource] = {}
         self.publish = PublishPeer(service.rtc, service.video_codec, self._on_pc_state)
-        self.subscribe = SubscribePeer(service.rtc, service.video_codec, self.send,
-                                       self._on_pc_state)
+        self.subscribe = SubscribePeer(
+            service.rtc, service.video_codec, self.send, self._on_pc_state
+        )
 
     async def send(self, msg: sig.ServerMessage) -> None:
         if self.closed:
@@ -122,8 +123,9 @@ class Session:
                     self._on_track(inc)
             case sig.Answer(sdp=sdp):
                 if not self.subscribe.handle_answer(sdp):
-                    raise sig.SignalingError("unexpected_answer",
-                                             "no offer is waiting for an answer")
+                    raise sig.SignalingError(
+                        "unexpected_answer", "no offer is waiting for an answer"
+                    )
             case sig.Unpublish(track_ids=ids):
                 for tid in ids:
                     if tid not in self.sources:
@@ -158,8 +160,9 @@ class Session:
 
     def _require_publish(self) -> None:
         if not self.grant.can_publish:
-            raise sig.SignalingError("forbidden",
-                                     "this token may not publish (can_publish is false)")
+            raise sig.SignalingError(
+                "forbidden", "this token may not publish (can_publish is false)"
+            )
 
     def _require_subscribe(self) -> None:
         if not self.grant.can_subscribe:
@@ -177,8 +180,9 @@ class Session:
         src.mime_type = inc.mime_type or None
         self.sources[track_id] = src
         src.start()
-        pt = PublishedTrack(track_id, self.identity, "video" if kind == "video" else "audio",
-                            source_name, mid)
+        pt = PublishedTrack(
+            track_id, self.identity, "video" if kind == "video" else "audio", source_name, mid
+        )
         self.service._published(self, pt, src)
 
     def _on_pc_state(self, state: str) -> None:
@@ -293,15 +297,18 @@ class RoomService:
                         await self.close_room(rid, reason="empty_timeout")
                         continue
                     for s in list(ar.sessions.values()):
-                        if s.sources and all(now - src.last_frame_at > self.media_timeout_s
-                                             for src in s.sources.values()):
+                        if s.sources and all(
+                            now - src.last_frame_at > self.media_timeout_s
+                            for src in s.sources.values()
+                        ):
                             await self._end_session(s, "disconnected")
                 except Exception:
                     log.exception("room sweep failed for %s", rid)
 
     # -- joining ---------------------------------------------------------------------------------
-    async def join(self, room_id: str, grant: JoinGrant, send: Send, *,
-                   auto_subscribe: bool = True) -> Session:
+    async def join(
+        self, room_id: str, grant: JoinGrant, send: Send, *, auto_subscribe: bool = True
+    ) -> Session:
         """Add a participant; raises `RoomError` (room_not_found, room_full, ...)."""
         ar = self.rooms.get(room_id)
         if ar is None:
@@ -321,12 +328,19 @@ class RoomService:
         if room.config.record and ar.composite is None and self.hub is not None:
             ar.composite = self._make_composite(room.config)
         self._emit(events)
-        others = tuple(self._participant_desc(p.identity, room)
-                       for p in room.participants.values() if p.identity != grant.identity)
-        await session.send(sig.Joined(grant.identity, room_id, others, grant.can_publish,
-                                      grant.can_subscribe))
-        self._broadcast(room, sig.ParticipantJoined(self._participant_desc(grant.identity, room)),
-                        exclude=grant.identity)
+        others = tuple(
+            self._participant_desc(p.identity, room)
+            for p in room.participants.values()
+            if p.identity != grant.identity
+        )
+        await session.send(
+            sig.Joined(grant.identity, room_id, others, grant.can_publish, grant.can_subscribe)
+        )
+        self._broadcast(
+            room,
+            sig.ParticipantJoined(self._participant_desc(grant.identity, room)),
+            exclude=grant.identity,
+        )
         p = room.participants[grant.identity]
         if p.auto_subscribe:
             p.subscriptions.update(t.track_id for t in room.subscribable(grant.identity))
@@ -341,6 +355,7 @@ class RoomService:
 
             def factory(hub: Hub, cfg: RoomConfig) -> Any:
                 return RoomComposite(hub, cfg.broadcast_stream_id or cfg.room_id)
+
         comp = factory(self.hub, config)
         comp.start()
         return comp
@@ -348,8 +363,10 @@ class RoomService:
     @staticmethod
     def _participant_desc(identity: str, room: Room) -> sig.ParticipantDesc:
         p = room.participants[identity]
-        return sig.ParticipantDesc(identity, tuple(
-            sig.TrackDesc(t.track_id, t.kind, t.source, t.muted) for t in p.tracks.values()))
+        return sig.ParticipantDesc(
+            identity,
+            tuple(sig.TrackDesc(t.track_id, t.kind, t.source, t.muted) for t in p.tracks.values()),
+        )
 
     def _broadcast(self, room: Room, msg: sig.ServerMessage, exclude: str | None = None) -> None:
         ar = self.rooms.get(room.id)
@@ -385,8 +402,13 @@ class RoomService:
         room.add_track(track)
         if ar.composite is not None:
             ar.composite.add_source(session.identity, src)
-        self._broadcast(room, sig.TrackPublished(session.identity, sig.TrackDesc(
-            track.track_id, track.kind, track.source, track.muted)))
+        self._broadcast(
+            room,
+            sig.TrackPublished(
+                session.identity,
+                sig.TrackDesc(track.track_id, track.kind, track.source, track.muted),
+            ),
+        )
         for other in ar.sessions.values():
             if other is session:
                 continue
@@ -466,14 +488,18 @@ class RoomService:
             return []
         out = []
         for p in ar.room.participants.values():
-            out.append({
-                "identity": p.identity,
-                "joined_at": p.joined_at,
-                "can_publish": p.grant.can_publish,
-                "can_subscribe": p.grant.can_subscribe,
-                "tracks": [sig.TrackDesc(t.track_id, t.kind, t.source, t.muted).to_dict()
-                           for t in p.tracks.values()],
-            })
+            out.append(
+                {
+                    "identity": p.identity,
+                    "joined_at": p.joined_at,
+                    "can_publish": p.grant.can_publish,
+                    "can_subscribe": p.grant.can_subscribe,
+                    "tracks": [
+                        sig.TrackDesc(t.track_id, t.kind, t.source, t.muted).to_dict()
+                        for t in p.tracks.values()
+                    ],
+                }
+            )
         return out
 
     def room_status(self, room_id: str) -> RoomStatus | None:

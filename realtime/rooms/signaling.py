@@ -83,8 +83,12 @@ class TrackDesc:
     muted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"track_id": self.track_id, "kind": self.kind, "source": self.source,
-                "muted": self.muted}
+        return {
+            "track_id": self.track_id,
+            "kind": self.kind,
+            "source": self.source,
+            "muted": self.muted,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +108,12 @@ class MidMapping:
     kind: Kind
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mid": self.mid, "track_id": self.track_id, "identity": self.identity,
-                "kind": self.kind}
+        return {
+            "mid": self.mid,
+            "track_id": self.track_id,
+            "identity": self.identity,
+            "kind": self.kind,
+        }
 
 
 # -- client → server ---------------------------------------------------------------
@@ -229,8 +237,15 @@ class Error:
 
 ClientMessage = Join | Publish | Unpublish | Subscribe | Unsubscribe | Mute | Leave | Offer | Answer
 ServerMessage = (
-    Joined | ParticipantJoined | ParticipantLeft | TrackPublished | TrackUnpublished | Muted
-    | Error | Offer | Answer
+    Joined
+    | ParticipantJoined
+    | ParticipantLeft
+    | TrackPublished
+    | TrackUnpublished
+    | Muted
+    | Error
+    | Offer
+    | Answer
 )
 Message = ClientMessage | ServerMessage
 

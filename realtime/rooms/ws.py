@@ -36,8 +36,9 @@ def signal_handler(service: RoomService):  # type: ignore[no-untyped-def]
             auth = request.headers.get("Authorization", "")
             if auth.startswith("Bearer "):
                 token = auth[7:].strip()
-        ws = web.WebSocketResponse(max_msg_size=sig.MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S,
-                                   autoping=True)
+        ws = web.WebSocketResponse(
+            max_msg_size=sig.MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S, autoping=True
+        )
         ready = ws.can_prepare(request)
         try:
             grant = service.tokens.verify(token, room_id)
@@ -45,16 +46,19 @@ def signal_handler(service: RoomService):  # type: ignore[no-untyped-def]
             if not ready.ok:
                 raise web.HTTPForbidden(
                     text=sig.to_json(sig.Error(exc.code, exc.message)),
-                    content_type="application/json") from None
+                    content_type="application/json",
+                ) from None
             await ws.prepare(request)
             await ws.send_str(sig.to_json(sig.Error(exc.code, exc.message)))
-            await ws.close(code=4401 if exc.code == "token_invalid" else 4403,
-                           message=exc.code.encode())
+            await ws.close(
+                code=4401 if exc.code == "token_invalid" else 4403, message=exc.code.encode()
+            )
             return ws
         if not ready.ok:
             raise web.HTTPBadRequest(
                 text=sig.to_json(sig.Error("websocket_required", "upgrade to a WebSocket")),
-                content_type="application/json")
+                content_type="application/json",
+            )
         await ws.prepare(request)
         send_lock = asyncio.Lock()
 
@@ -80,8 +84,9 @@ def signal_handler(service: RoomService):  # type: ignore[no-untyped-def]
                             if not isinstance(msg, sig.Join):
                                 raise sig.SignalingError("not_joined", "send 'join' first")
                             try:
-                                session = await service.join(room_id, grant, send,
-                                                             auto_subscribe=msg.auto_subscribe)
+                                session = await service.join(
+                                    room_id, grant, send, auto_subscribe=msg.auto_subscribe
+                                )
                             except RoomError as exc:
                                 await send(sig.Error(exc.code, exc.message))
                                 await ws.close(code=4409, message=exc.code.encode())
@@ -96,8 +101,9 @@ def signal_handler(service: RoomService):  # type: ignore[no-untyped-def]
                         await send(sig.Error(exc.code, exc.message))
                     except Exception:
                         log.exception("signaling message failed")
-                        await send(sig.Error("internal",
-                                             "the server could not handle that message"))
+                        await send(
+                            sig.Error("internal", "the server could not handle that message")
+                        )
                     if session is None and asyncio.get_running_loop().time() > first_deadline:
                         break
             finally:

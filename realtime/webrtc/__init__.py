@@ -1,3 +1,2 @@
-"""WebRTC building blocks shared by WHIP ingest and WHEP playback: networking
-config, pass-through decoding, H.264 helpers, SDP checks, HTTP helpers,
-transcoders, test/bench clients and the route wiring (`routes.py`)."""
+"""Route wiring for WebRTC: WHIP (ingest) and WHEP (realtime) endpoints plus the
+publish/watch pages (`routes.py`). The building blocks are in `ingest.webrtc`."""

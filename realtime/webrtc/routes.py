@@ -22,9 +22,9 @@ from aiohttp import web
 
 from ingest.hub import Hub
 from ingest.ports import PublishAuthority
+from ingest.webrtc.config import WebRtcConfig
 from ingest.whip.http import add_whip_routes
 from ingest.whip.session import WhipService
-from realtime.webrtc.config import WebRtcConfig
 from realtime.whep.http import add_whep_routes
 from realtime.whep.session import Resolver, WhepService
 

@@ -12,7 +12,7 @@ import logging
 
 from aiohttp import web
 
-from realtime.webrtc.http import (
+from ingest.webrtc.http import (
     BodyError,
     bearer_token,
     error_response,
@@ -21,7 +21,7 @@ from realtime.webrtc.http import (
     sdp_created,
     with_cors,
 )
-from realtime.webrtc.sdp import SdpError, UnsupportedOffer
+from ingest.webrtc.sdp import SdpError, UnsupportedOffer
 from realtime.whep.session import (
     PlaybackDenied,
     ResolverUnavailable,

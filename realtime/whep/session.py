@@ -49,9 +49,9 @@ from ingest.hub import (
     StreamReader,
     TrackKind,
 )
-from realtime.webrtc import h264
-from realtime.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
-from realtime.webrtc.sdp import (
+from ingest.webrtc import h264
+from ingest.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
+from ingest.webrtc.sdp import (
     OfferSummary,
     UnsupportedOffer,
     audio_preferences,
@@ -59,7 +59,7 @@ from realtime.webrtc.sdp import (
     strip_mdns_candidates,
     video_preferences,
 )
-from realtime.webrtc.transcode import OPUS_FRAME, SAMPLE_RATE, AacToOpus
+from ingest.webrtc.transcode import OPUS_FRAME, SAMPLE_RATE, AacToOpus
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import m3u8
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamTrack
 
-from realtime.webrtc.config import WebRtcConfig, prepare_ice
+from ingest.webrtc.config import WebRtcConfig, prepare_ice
 from tests.e2e._service import Api
 from tests.webrtc._media import PatternVideoTrack, ToneAudioTrack
 

@@ -30,7 +30,7 @@ import jwt
 import m3u8
 import pytest
 
-from realtime.webrtc.client import delete_session, whep_play, whip_publish
+from ingest.webrtc.client import delete_session, whep_play, whip_publish
 from tests.e2e._media import ffprobe, poll, stop_popen
 from tests.e2e._service import Api, ServiceProcess, http_get, rtmp_url
 from tests.e2e._webrtc import (

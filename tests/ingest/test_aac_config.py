@@ -18,8 +18,7 @@ from ingest.rtmp.errors import ProtocolError
         ("1214", 2, 44100, 2, 960),  # frameLengthFlag set
         ("1588", 2, 8000, 1, 1024),
         # HE-AAC explicit: aot 5, core 24 kHz (index 6), mono, SBR 48 kHz (index 3), core aot 2
-        (format(int("00101" "0110" "0001" "0011" "00010" "0" "000000000", 2), "08x"),
-         5, 24000, 1, 1024),
+        (format(int("00101011000010011000100000000000", 2), "08x"), 5, 24000, 1, 1024),
     ],
 )
 def test_audio_specific_config(

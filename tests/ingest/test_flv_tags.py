@@ -129,8 +129,9 @@ def test_a_changed_sequence_header_is_counted() -> None:
 
 def test_metadata_bitrates_and_expected_tracks() -> None:
     d = FlvDemuxer()
-    d.set_metadata({"videocodecid": 7.0, "videodatarate": 2500.0, "audiocodecid": 10.0,
-                    "audiodatarate": 128.0})
+    d.set_metadata(
+        {"videocodecid": 7.0, "videodatarate": 2500.0, "audiocodecid": 10.0, "audiodatarate": 128.0}
+    )
     assert d.expect_video and d.expect_audio and not d.ready
     d.video(0, vconf())
     assert not d.ready

@@ -11,29 +11,51 @@ from ingest.rtmp.errors import ProtocolError
 AVCC = {
     "1080p high (crop 1088→1080)": (
         "01640028ffe1001b67640028acd940780227e5c044000003000400000300f03c60c65801000468ef8fcbfdf8f800",
-        1920, 1080, 100, 40, "avc1.640028",
+        1920,
+        1080,
+        100,
+        40,
+        "avc1.640028",
     ),
     "720p high": (
         "0164001fffe1001a6764001facd9405005bb0110000003001000000303c0f183196001000468ef8fcbfdf8f800",
-        1280, 720, 100, 31, "avc1.64001f",
+        1280,
+        720,
+        100,
+        31,
+        "avc1.64001f",
     ),
     "360p high (crop 368→360)": (
         "0164001effe1001a6764001eacd940a02ff970110000030001000003003c0f162d9601000468ef8fcbfdf8f800",
-        640, 360, 100, 30, "avc1.64001e",
+        640,
+        360,
+        100,
+        30,
+        "avc1.64001e",
     ),
     "480p baseline (854 wide, crop both axes)": (
         "0142c01fffe100196742c01fda0360f79bc044000003000400000300f03c60ca8001000468ce0fc8",
-        854, 480, 66, 31, "avc1.42c01f",
+        854,
+        480,
+        66,
+        31,
+        "avc1.42c01f",
     ),
     "90p high (emulation prevention bytes)": (
-        "0164000bffe100186764000bacb4146fc98088000003000800000300f478a155"
-        "01000468ef3cb0",
-        160, 90, 100, 11, "avc1.64000b",
+        "0164000bffe100186764000bacb4146fc98088000003000800000300f478a15501000468ef3cb0",
+        160,
+        90,
+        100,
+        11,
+        "avc1.64000b",
     ),
     "QCIF high 4:4:4 (GStreamer)": (
-        "01f4000affe1001c67f4000a90d9682c4ec05a83030320000003002000000303d1e244d4"
-        "01000568ef319219",
-        176, 144, 244, 10, "avc1.f4000a",
+        "01f4000affe1001c67f4000a90d9682c4ec05a83030320000003002000000303d1e244d401000568ef319219",
+        176,
+        144,
+        244,
+        10,
+        "avc1.f4000a",
     ),
 }
 
@@ -65,8 +87,13 @@ def test_unescape_rbsp() -> None:
 
 @pytest.mark.parametrize(
     "record",
-    [b"", b"\x01\x64\x00", b"\x00" * 10, bytes.fromhex("0164001effe1ffff"),
-     bytes.fromhex("0164001effe0")],
+    [
+        b"",
+        b"\x01\x64\x00",
+        b"\x00" * 10,
+        bytes.fromhex("0164001effe1ffff"),
+        bytes.fromhex("0164001effe0"),
+    ],
 )
 def test_bad_avcc_records(record: bytes) -> None:
     with pytest.raises(ProtocolError):

@@ -19,13 +19,22 @@ from typing import Any
 import aiohttp
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
-    "--remote-debugging-port=0", "--remote-allow-origins=*",
+    "--remote-debugging-port=0",
+    "--remote-allow-origins=*",
 ]
 
 
@@ -42,8 +51,13 @@ class Chromium:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            "/usr/bin/chromium", *FLAGS, f"--user-data-dir={self.dir}", "about:blank",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            "/usr/bin/chromium",
+            *FLAGS,
+            f"--user-data-dir={self.dir}",
+            "about:blank",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         port_file = self.dir / "DevToolsActivePort"
         for _ in range(300):
             if port_file.exists() and port_file.read_text().count("\n") >= 1:
@@ -51,8 +65,7 @@ class Chromium:
             await asyncio.sleep(0.05)
         port, path = port_file.read_text().split("\n")[:2]
         self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(f"ws://127.0.0.1:{port}{path}",
-                                                  max_msg_size=0)
+        self._ws = await self._session.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0)
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -72,8 +85,13 @@ class Chromium:
                 args = data["params"].get("args", [])
                 self.console.append(" ".join(str(a.get("value", "")) for a in args))
 
-    async def send(self, method: str, params: dict[str, Any] | None = None,
-                   session_id: str | None = None, timeout_s: float = 30) -> dict[str, Any]:
+    async def send(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        timeout_s: float = 30,
+    ) -> dict[str, Any]:
         assert self._ws is not None
         i = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -86,10 +104,13 @@ class Chromium:
 
     async def new_page(self, url: str) -> Page:
         ctx = await self.send("Target.createBrowserContext")
-        target = await self.send("Target.createTarget", {
-            "url": "about:blank", "browserContextId": ctx["browserContextId"]})
-        att = await self.send("Target.attachToTarget",
-                              {"targetId": target["targetId"], "flatten": True})
+        target = await self.send(
+            "Target.createTarget",
+            {"url": "about:blank", "browserContextId": ctx["browserContextId"]},
+        )
+        att = await self.send(
+            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+        )
         page = Page(self, target["targetId"], att["sessionId"])
         await page.call("Runtime.enable")
         await page.call("Page.navigate", {"url": url})
@@ -123,8 +144,9 @@ class Page:
         return await self.browser.send(method, params, self.session_id)
 
     async def evaluate(self, expr: str) -> Any:
-        r = await self.call("Runtime.evaluate", {
-            "expression": expr, "awaitPromise": True, "returnByValue": True})
+        r = await self.call(
+            "Runtime.evaluate", {"expression": expr, "awaitPromise": True, "returnByValue": True}
+        )
         if "exceptionDetails" in r:
             raise RuntimeError(str(r["exceptionDetails"]))
         return r["result"].get("value")

@@ -43,15 +43,22 @@ class RoomServer:
         return self.tokens.issue(room, identity, **kw)  # type: ignore[arg-type]
 
 
-async def start_room_server(*configs: RoomConfig, video_codec: str = "video/VP8",
-                            **kw: object) -> RoomServer:
+async def start_room_server(
+    *configs: RoomConfig, video_codec: str = "video/VP8", **kw: object
+) -> RoomServer:
     tokens = JoinTokens(SECRET)
     directory = StaticDirectory(*configs)
     events = RecordingEvents()
     hub = Hub()
-    service = RoomService(tokens, directory, events, hub=hub,
-                          rtc=RtcSettings.loopback(),
-                          video_codec=video_codec, **kw)  # type: ignore[arg-type]
+    service = RoomService(
+        tokens,
+        directory,
+        events,
+        hub=hub,
+        rtc=RtcSettings.loopback(),
+        video_codec=video_codec,
+        **kw,
+    )  # type: ignore[arg-type]
     app = web.Application()
     add_room_routes(app, service)
     runner = web.AppRunner(app)
@@ -59,14 +66,14 @@ async def start_room_server(*configs: RoomConfig, video_codec: str = "video/VP8"
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return RoomServer(f"http://127.0.0.1:{port}", service, tokens, directory, events, hub,
-                      runner)
+    return RoomServer(f"http://127.0.0.1:{port}", service, tokens, directory, events, hub, runner)
 
 
 @pytest.fixture
 async def room_server() -> AsyncIterator[RoomServer]:
-    srv = await start_room_server(RoomConfig("RM_a", empty_timeout_s=1.0),
-                                  RoomConfig("RM_b", max_participants=2))
+    srv = await start_room_server(
+        RoomConfig("RM_a", empty_timeout_s=1.0), RoomConfig("RM_b", max_participants=2)
+    )
     yield srv
     await srv.runner.cleanup()
 

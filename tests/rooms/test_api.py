@@ -33,10 +33,12 @@ class Api:
     def base_url(self) -> str:
         return str(self.client.make_url("")).rstrip("/")
 
-    async def call(self, method: str, path: str, json: Any = None,
-                   key: str | None = None) -> tuple[int, Any]:
-        async with self.client.request(method, path, json=json, headers={
-                "Authorization": f"Bearer {key or self.key}"}) as r:
+    async def call(
+        self, method: str, path: str, json: Any = None, key: str | None = None
+    ) -> tuple[int, Any]:
+        async with self.client.request(
+            method, path, json=json, headers={"Authorization": f"Bearer {key or self.key}"}
+        ) as r:
             body = await r.json() if r.content_type == "application/json" else None
             return r.status, body
 
@@ -45,11 +47,15 @@ class Api:
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     store = make_store("sqlite", tmp_path)
     await store.open()
-    settings = load_settings({}, data_dir=str(tmp_path / "data"), access_log=False,
-                             public_url="http://127.0.0.1:1")
-    app = create_app(settings, store=store, subsystems=[
-        rooms.rooms_ctx(hub=Hub(), rtc=RtcSettings.loopback())],
-        api_modules=[*default_modules(), rooms])
+    settings = load_settings(
+        {}, data_dir=str(tmp_path / "data"), access_log=False, public_url="http://127.0.0.1:1"
+    )
+    app = create_app(
+        settings,
+        store=store,
+        subsystems=[rooms.rooms_ctx(hub=Hub(), rtc=RtcSettings.loopback())],
+        api_modules=[*default_modules(), rooms],
+    )
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     _, key = await create_api_key(app[appkeys.STORE], "write", "rooms test")
@@ -68,26 +74,31 @@ async def events(api: Api, room_id: str) -> list[tuple[str, str, int]]:
 
 
 async def test_create_get_list_and_token(api: Api) -> None:
-    status, room = await api.call("POST", "/v1/rooms", {"name": "standup",
-                                                        "max_participants": 4})
+    status, room = await api.call("POST", "/v1/rooms", {"name": "standup", "max_participants": 4})
     assert status == 201
     assert room["status"] == "idle" and room["max_participants"] == 4
     assert room["record"] is False and room["id"].startswith("rm_")
     assert (await api.call("GET", f"/v1/rooms/{room['id']}"))[1]["name"] == "standup"
     status, page = await api.call("GET", "/v1/rooms")
     assert status == 200 and [r["id"] for r in page["data"]] == [room["id"]]
-    status, tok = await api.call("POST", f"/v1/rooms/{room['id']}/tokens",
-                                 {"identity": "alice", "can_publish": False, "ttl_s": 60})
+    status, tok = await api.call(
+        "POST",
+        f"/v1/rooms/{room['id']}/tokens",
+        {"identity": "alice", "can_publish": False, "ttl_s": 60},
+    )
     assert status == 201 and tok["token"].count(".") == 2
     grant = api.client.app[rooms.ROOMS].tokens.verify(tok["token"], room["id"])
     assert grant.identity == "alice" and grant.can_publish is False
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"max_participants": 0}, "max_participants"),
-    ({"record": "yes"}, "record"),
-    ({"colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"max_participants": 0}, "max_participants"),
+        ({"record": "yes"}, "record"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 async def test_bad_room_bodies_are_422(api: Api, body: dict[str, Any], param: str) -> None:
     status, err = await api.call("POST", "/v1/rooms", body)
     assert status == 422 and err["error"]["param"] == param
@@ -133,8 +144,13 @@ async def test_participants_lifecycle_and_ordered_events(api: Api) -> None:
         await asyncio.sleep(0.1)
     got = await events(api, rid)
     assert [(t, i) for t, i, _ in got] == [
-        ("room.started", ""), ("participant.joined", "alice"), ("participant.joined", "bob"),
-        ("participant.left", "bob"), ("participant.left", "alice"), ("room.finished", "")]
+        ("room.started", ""),
+        ("participant.joined", "alice"),
+        ("participant.joined", "bob"),
+        ("participant.left", "bob"),
+        ("participant.left", "alice"),
+        ("room.finished", ""),
+    ]
     assert [s for _, _, s in got] == list(range(1, 7))
     # A finished room takes no new tokens and no joins.
     assert (await api.call("POST", f"/v1/rooms/{rid}/tokens", {"identity": "c"}))[0] == 409
@@ -151,17 +167,25 @@ async def test_delete_disconnects_everyone(api: Api) -> None:
         assert (await c.wait_for(lambda m: m["type"] == "error"))["code"] == "room_closed"
         assert (await api.call("GET", f"/v1/rooms/{rid}"))[0] == 404
         assert [t for t, _, _ in await events(api, rid)] == [
-            "room.started", "participant.joined", "participant.left", "room.finished"]
+            "room.started",
+            "participant.joined",
+            "participant.left",
+            "room.finished",
+        ]
     finally:
         await c.close()
 
 
 def test_openapi_fragment_names_every_route() -> None:
     paths = rooms.OPENAPI["paths"]
-    assert set(paths) == {"/v1/rooms", "/v1/rooms/{id}", "/v1/rooms/{id}/participants",
-                          "/v1/rooms/{id}/participants/{identity}", "/v1/rooms/{id}/tokens"}
-    assert set(rooms.OPENAPI["components"]["schemas"]) == {"Room", "RoomParticipant",
-                                                            "RoomToken"}
+    assert set(paths) == {
+        "/v1/rooms",
+        "/v1/rooms/{id}",
+        "/v1/rooms/{id}/participants",
+        "/v1/rooms/{id}/participants/{identity}",
+        "/v1/rooms/{id}/tokens",
+    }
+    assert set(rooms.OPENAPI["components"]["schemas"]) == {"Room", "RoomParticipant", "RoomToken"}
 
 
 async def test_served_openapi_includes_rooms(api: Api) -> None:

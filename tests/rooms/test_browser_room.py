@@ -17,9 +17,11 @@ from realtime.rooms.room import RoomConfig
 from ._chromium import Chromium, Page
 from .conftest import RoomServer, start_room_server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120),
-              pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
-                                 reason="needs /usr/bin/chromium")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium"),
+]
 
 
 @pytest.fixture
@@ -45,12 +47,25 @@ def server_view(server: RoomServer) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for ident, s in ar.sessions.items():
         out[ident] = {
-            "tracks": {t.name: (t.frames_in, t.frames_out, t.dropped, t.keyframe_requests,
-                                t.source.plis_sent if t.source else None)
-                       for t in s.subscribe.tracks.values()},
-            "slots": [(sl.track_id, sl.transceiver.currentDirection,
-                       getattr(sl.transceiver.sender, "_RTCRtpSender__started", None),
-                       sl.transceiver.sender.transport.state) for sl in s.subscribe._slots],
+            "tracks": {
+                t.name: (
+                    t.frames_in,
+                    t.frames_out,
+                    t.dropped,
+                    t.keyframe_requests,
+                    t.source.plis_sent if t.source else None,
+                )
+                for t in s.subscribe.tracks.values()
+            },
+            "slots": [
+                (
+                    sl.track_id,
+                    sl.transceiver.currentDirection,
+                    getattr(sl.transceiver.sender, "_RTCRtpSender__started", None),
+                    sl.transceiver.sender.transport.state,
+                )
+                for sl in s.subscribe._slots
+            ],
             "negotiations": s.subscribe.negotiations,
             "phase": s.subscribe.phase,
         }
@@ -62,7 +77,8 @@ async def stats(page: Page) -> dict[str, Any]:
 
 
 async def test_three_browsers_see_each_other_and_a_leaver_goes(
-        server: RoomServer, browser: Chromium) -> None:
+    server: RoomServer, browser: Chromium
+) -> None:
     names = ["ann", "ben", "cat"]
     pages: dict[str, Page] = {}
     for n in names:
@@ -81,8 +97,12 @@ async def test_three_browsers_see_each_other_and_a_leaver_goes(
     first: dict[str, dict[str, float]] = {}
     ok: set[str] = set()
     while len(ok) < 3:
-        assert time.monotonic() - t0 < 5.0, f"not all decoding after 5 s: {ok} " + str(
-            {n: await stats(p) for n, p in pages.items()}) + " server: " + str(server_view(server))
+        assert time.monotonic() - t0 < 5.0, (
+            f"not all decoding after 5 s: {ok} "
+            + str({n: await stats(p) for n, p in pages.items()})
+            + " server: "
+            + str(server_view(server))
+        )
         for n, p in pages.items():
             if n in ok:
                 continue
@@ -110,20 +130,24 @@ async def test_three_browsers_see_each_other_and_a_leaver_goes(
     types = server.events.types()
     assert types[0] == "room.started:"
     joined = [t for t in types if t.startswith("participant.joined")]
-    assert sorted(joined) == ["participant.joined:ann", "participant.joined:ben",
-                              "participant.joined:cat"]
+    assert sorted(joined) == [
+        "participant.joined:ann",
+        "participant.joined:ben",
+        "participant.joined:cat",
+    ]
     assert types[-1] == "participant.left:cat"
     assert types.index("participant.left:cat") > max(types.index(j) for j in joined)
     for p in pages.values():
         await p.close()
 
 
-async def test_page_reconnects_after_a_network_blip(server: RoomServer,
-                                                    browser: Chromium) -> None:
+async def test_page_reconnects_after_a_network_blip(server: RoomServer, browser: Chromium) -> None:
     a = await browser.new_page(
-        f"{server.base_url}/rooms/RM_meet?token={server.token('RM_meet', 'ann')}&video=320x240")
+        f"{server.base_url}/rooms/RM_meet?token={server.token('RM_meet', 'ann')}&video=320x240"
+    )
     b = await browser.new_page(
-        f"{server.base_url}/rooms/RM_meet?token={server.token('RM_meet', 'ben')}&video=320x240")
+        f"{server.base_url}/rooms/RM_meet?token={server.token('RM_meet', 'ben')}&video=320x240"
+    )
 
     async def sees(page: Page, who: str, within_s: float = 15) -> None:
         end = time.monotonic() + within_s
@@ -131,10 +155,14 @@ async def test_page_reconnects_after_a_network_blip(server: RoomServer,
             s = await stats(page)
             if who in s and s[who]["playing"] and s[who]["nonBlack"]:
                 return
-            assert time.monotonic() < end, (s, await page.evaluate(
-                "JSON.stringify({log: window.onairRoom.log, errors: window.onairRoom.errors,"
-                " mids: window.onairRoom.mids, st: window.onairRoom.status,"
-                " sub: window.onairRoom.subscribeState})"))
+            assert time.monotonic() < end, (
+                s,
+                await page.evaluate(
+                    "JSON.stringify({log: window.onairRoom.log, errors: window.onairRoom.errors,"
+                    " mids: window.onairRoom.mids, st: window.onairRoom.status,"
+                    " sub: window.onairRoom.subscribeState})"
+                ),
+            )
             await asyncio.sleep(0.2)
 
     await sees(a, "ben")
@@ -145,18 +173,22 @@ async def test_page_reconnects_after_a_network_blip(server: RoomServer,
         await sees(b, "ann")
     except AssertionError:
         ar = server.service.rooms["RM_meet"]
-        info = {tid: (t.frames_in, t.frames_out, t.dropped, t.keyframe_requests, t.kind)
-                for tid, t in ar.sessions["ben"].subscribe.tracks.items()}
-        srcs = {tid: (s.frames, s.kind, s.mime_type)
-                for tid, s in ar.sessions["ann"].sources.items()}
+        info = {
+            tid: (t.frames_in, t.frames_out, t.dropped, t.keyframe_requests, t.kind)
+            for tid, t in ar.sessions["ben"].subscribe.tracks.items()
+        }
+        srcs = {
+            tid: (s.frames, s.kind, s.mime_type) for tid, s in ar.sessions["ann"].sources.items()
+        }
         raise AssertionError(f"{info} {srcs}") from None
     assert await b.evaluate("window.onairRoom.reconnects") == 1
     # Mute from the page: the other side learns it.
     await a.evaluate("document.getElementById('mute-audio').click()")
     end = time.monotonic() + 5
     while not await b.evaluate(
-            "Object.values(window.onairRoom.tracks).some("
-            "t => t.identity === 'ann' && t.kind === 'audio' && t.muted)"):
+        "Object.values(window.onairRoom.tracks).some("
+        "t => t.identity === 'ann' && t.kind === 'audio' && t.muted)"
+    ):
         assert time.monotonic() < end, "mute did not reach the other participant"
         await asyncio.sleep(0.1)
     await a.close()

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ingest.hub import Hub, MediaUnit, PublicationEnded, PublicationStarted, TrackKind
+from ingest.webrtc.h264 import split_avcc
 from realtime.rooms.client import EncodedSource, RoomClient, encode_h264, encode_opus
 from realtime.rooms.composite import RoomComposite, grid
 from realtime.rooms.room import RoomConfig
-from realtime.webrtc.h264 import split_avcc
 
 from .conftest import RoomServer, start_room_server
 
@@ -31,8 +31,14 @@ async def rec_server() -> AsyncIterator[RoomServer]:
     srv = await start_room_server(
         RoomConfig("RM_rec", record=True, broadcast_stream_id="ls_room"),
         composite_factory=lambda hub, cfg: RoomComposite(
-            hub, cfg.broadcast_stream_id or cfg.room_id, width=320, height=180, fps=15,
-            video_bitrate=300_000))
+            hub,
+            cfg.broadcast_stream_id or cfg.room_id,
+            width=320,
+            height=180,
+            fps=15,
+            video_bitrate=300_000,
+        ),
+    )
     yield srv
     await srv.runner.cleanup()
 
@@ -46,8 +52,12 @@ async def test_recorded_room_publishes_h264_and_aac_into_the_hub(rec_server: Roo
     try:
         await a.connect()
         await b.connect()
-        await a.publish([(EncodedSource("audio", encode_opus(50), 48000), "microphone"),
-                         (EncodedSource("video", encode_h264(60, gop=30), 90000), "camera")])
+        await a.publish(
+            [
+                (EncodedSource("audio", encode_opus(50), 48000), "microphone"),
+                (EncodedSource("video", encode_h264(60, gop=30), 90000), "camera"),
+            ]
+        )
         await b.publish([(EncodedSource("video", encode_h264(60, gop=30), 90000), "camera")])
         started: PublicationStarted | None = None
         video: list[MediaUnit] = []

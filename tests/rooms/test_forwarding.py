@@ -48,8 +48,12 @@ async def test_h264_and_opus_frames_arrive_byte_exact(h264_room_server: RoomServ
     try:
         assert (await pub.connect())["type"] == "joined"
         assert (await sub.connect())["type"] == "joined"
-        ans = await pub.publish([(EncodedSource("audio", audio, 48000), "microphone"),
-                                 (EncodedSource("video", video, 90000), "camera")])
+        ans = await pub.publish(
+            [
+                (EncodedSource("audio", audio, 48000), "microphone"),
+                (EncodedSource("video", video, 90000), "camera"),
+            ]
+        )
         assert ans["type"] == "answer"
 
         def got() -> bool:
@@ -76,8 +80,7 @@ async def test_h264_and_opus_frames_arrive_byte_exact(h264_room_server: RoomServ
         await sub.close()
 
 
-async def test_subscriber_keyframe_request_reaches_publisher(
-        h264_room_server: RoomServer) -> None:
+async def test_subscriber_keyframe_request_reaches_publisher(h264_room_server: RoomServer) -> None:
     srv = h264_room_server
     pub = RoomClient(srv.base_url, "RM_a", srv.token("RM_a", "alice"), rtc=RTC)
     sub = RoomClient(srv.base_url, "RM_a", srv.token("RM_a", "bob"), rtc=RTC)
@@ -110,8 +113,7 @@ async def test_subscriber_keyframe_request_reaches_publisher(
         await sub.close()
 
 
-async def test_a_slow_subscriber_does_not_slow_the_others(
-        h264_room_server: RoomServer) -> None:
+async def test_a_slow_subscriber_does_not_slow_the_others(h264_room_server: RoomServer) -> None:
     srv = h264_room_server
     pub = RoomClient(srv.base_url, "RM_a", srv.token("RM_a", "alice"), rtc=RTC)
     fast = RoomClient(srv.base_url, "RM_a", srv.token("RM_a", "fast"), rtc=RTC)
@@ -120,10 +122,12 @@ async def test_a_slow_subscriber_does_not_slow_the_others(
         for c in (pub, fast, slow):
             await c.connect()
         await pub.publish([(EncodedSource("video", encode_h264(60), 90000), "camera")])
-        await wait_until(lambda: len(srv.service.rooms["RM_a"].sessions["slow"]
-                                     .subscribe.tracks) == 1, 10)
-        slow_track = next(iter(srv.service.rooms["RM_a"].sessions["slow"]
-                               .subscribe.tracks.values()))
+        await wait_until(
+            lambda: len(srv.service.rooms["RM_a"].sessions["slow"].subscribe.tracks) == 1, 10
+        )
+        slow_track = next(
+            iter(srv.service.rooms["RM_a"].sessions["slow"].subscribe.tracks.values())
+        )
         # Freeze the slow subscriber's sender: its buffer fills, stays bounded.
         slow_track.recv = _never  # type: ignore[method-assign]
         await wait_until(lambda: any(len(r.frames) > 60 for r in fast.received.values()), 15)
@@ -138,8 +142,7 @@ async def _never():  # type: ignore[no-untyped-def]
     await asyncio.Event().wait()
 
 
-async def test_tracks_come_and_go_with_renegotiation_and_mute(
-        h264_room_server: RoomServer) -> None:
+async def test_tracks_come_and_go_with_renegotiation_and_mute(h264_room_server: RoomServer) -> None:
     srv = h264_room_server
     alice = RoomClient(srv.base_url, "RM_a", srv.token("RM_a", "alice"), rtc=RTC)
     carol = RoomClient(srv.base_url, "RM_a", srv.token("RM_a", "carol"), rtc=RTC)

@@ -26,7 +26,9 @@ def grant(identity: str, *, publish: bool = True) -> JoinGrant:
 
 def test_transitions() -> None:
     assert transition(RoomStatus.IDLE, RoomTrigger.FIRST_JOIN, "r", 1.0) == (
-        RoomStatus.ACTIVE, RoomStarted("r", 1.0))
+        RoomStatus.ACTIVE,
+        RoomStarted("r", 1.0),
+    )
     status, ev = transition(RoomStatus.ACTIVE, RoomTrigger.FINISH, "r", 2.0, "empty_timeout")
     assert status is RoomStatus.FINISHED and ev == RoomFinished("r", 2.0, "empty_timeout")
     with pytest.raises(RoomError):

@@ -18,8 +18,12 @@ def test_a_token_round_trips_its_grant() -> None:
 
 
 def test_claims_are_the_documented_ones() -> None:
-    claims = jwt.decode(JoinTokens(SECRET).issue("RM_1", "a"), SECRET, algorithms=["HS256"],
-                        options={"verify_iss": False})
+    claims = jwt.decode(
+        JoinTokens(SECRET).issue("RM_1", "a"),
+        SECRET,
+        algorithms=["HS256"],
+        options={"verify_iss": False},
+    )
     assert {"sub", "room", "can_publish", "can_subscribe", "exp", "iat", "jti"} <= set(claims)
 
 

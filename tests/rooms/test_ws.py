@@ -19,8 +19,9 @@ from .conftest import RoomServer
 RTC = RtcSettings.loopback()
 
 
-async def _ws(srv: RoomServer, room: str, token: str) -> tuple[aiohttp.ClientSession,
-                                                                aiohttp.ClientWebSocketResponse]:
+async def _ws(
+    srv: RoomServer, room: str, token: str
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
     s = aiohttp.ClientSession()
     ws = await s.ws_connect(f"{srv.base_url}/v1/rooms/{room}/signal?token={token}")
     return s, ws
@@ -32,15 +33,24 @@ async def _recv(ws: aiohttp.ClientWebSocketResponse) -> dict:  # type: ignore[ty
     return json.loads(msg.data)  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize(("make", "code", "close"), [
-    (lambda t: t.issue("RM_b", "alice"), "token_other_room", 4403),
-    (lambda t: JoinTokens("f" * 40).issue("RM_a", "alice"), "token_invalid", 4401),
-    (lambda t: "", "token_invalid", 4401),
-    (lambda t: JoinTokens(t._key, clock=lambda: time.time() - 100).issue("RM_a", "a", ttl_s=10),
-     "token_expired", 4403),
-])
-async def test_bad_tokens_are_refused_with_a_reason(room_server: RoomServer, make, code: str,
-                                                    close: int) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("make", "code", "close"),
+    [
+        (lambda t: t.issue("RM_b", "alice"), "token_other_room", 4403),
+        (lambda t: JoinTokens("f" * 40).issue("RM_a", "alice"), "token_invalid", 4401),
+        (lambda t: "", "token_invalid", 4401),
+        (
+            lambda t: JoinTokens(t._key, clock=lambda: time.time() - 100).issue(
+                "RM_a", "a", ttl_s=10
+            ),
+            "token_expired",
+            4403,
+        ),
+    ],
+)
+async def test_bad_tokens_are_refused_with_a_reason(
+    room_server: RoomServer, make, code: str, close: int
+) -> None:  # type: ignore[no-untyped-def]
     s, ws = await _ws(room_server, "RM_a", make(room_server.tokens))
     try:
         msg = await _recv(ws)
@@ -72,20 +82,22 @@ async def test_plain_http_without_token_gets_403(room_server: RoomServer) -> Non
 
 
 async def test_malformed_messages_get_errors_and_the_connection_survives(
-        room_server: RoomServer) -> None:
+    room_server: RoomServer,
+) -> None:
     s, ws = await _ws(room_server, "RM_a", room_server.token("RM_a", "alice"))
     try:
         await ws.send_str('{"type":"mute","track_id":"x","muted":true}')
         assert (await _recv(ws))["code"] == "not_joined"
         await ws.send_str('{"type":"join"}')
         assert (await _recv(ws))["type"] == "joined"
-        for bad, code in [("nonsense", "bad_message"), ('{"type":"x"}', "unknown_type"),
-                          ('{"type":"join"}', "already_joined"),
-                          ('{"type":"mute","track_id":"TR_x","muted":true}', "unknown_track"),
-                          ('{"type":"answer","pc":"subscribe","sdp":"v=0\\r\\n"}',
-                           "unexpected_answer"),
-                          ('{"type":"offer","pc":"publish","sdp":"v=0\\r\\ngarbage"}',
-                           "bad_offer")]:
+        for bad, code in [
+            ("nonsense", "bad_message"),
+            ('{"type":"x"}', "unknown_type"),
+            ('{"type":"join"}', "already_joined"),
+            ('{"type":"mute","track_id":"TR_x","muted":true}', "unknown_track"),
+            ('{"type":"answer","pc":"subscribe","sdp":"v=0\\r\\n"}', "unexpected_answer"),
+            ('{"type":"offer","pc":"publish","sdp":"v=0\\r\\ngarbage"}', "bad_offer"),
+        ]:
             await ws.send_str(bad)
             msg = await _recv(ws)
             assert msg["type"] == "error" and msg["code"] == code, (bad, msg)
@@ -115,8 +127,12 @@ async def test_oversized_message_closes_only_that_connection(room_server: RoomSe
 
 @pytest.mark.e2e
 async def test_can_publish_false_trying_to_publish_is_refused(room_server: RoomServer) -> None:
-    c = RoomClient(room_server.base_url, "RM_a",
-                   room_server.token("RM_a", "viewer", can_publish=False), rtc=RTC)
+    c = RoomClient(
+        room_server.base_url,
+        "RM_a",
+        room_server.token("RM_a", "viewer", can_publish=False),
+        rtc=RTC,
+    )
     try:
         joined = await c.connect()
         assert joined["can_publish"] is False
@@ -167,8 +183,13 @@ async def test_events_in_order_and_empty_room_finishes(room_server: RoomServer) 
         await asyncio.sleep(0.1)
     await srv.service.drain_events()
     assert srv.events.types() == [
-        "room.started:", "participant.joined:alice", "participant.joined:bob",
-        "participant.left:bob", "participant.left:alice", "room.finished:"]
+        "room.started:",
+        "participant.joined:alice",
+        "participant.joined:bob",
+        "participant.left:bob",
+        "participant.left:alice",
+        "room.finished:",
+    ]
     assert srv.events.events[-1].reason == "empty_timeout"  # type: ignore[union-attr]
 
 
@@ -218,8 +239,9 @@ async def test_a_vanished_publisher_is_announced_within_seconds(room_server: Roo
 
 
 async def test_can_subscribe_false_cannot_subscribe(room_server: RoomServer) -> None:
-    s, ws = await _ws(room_server, "RM_a",
-                      room_server.tokens.issue("RM_a", "bot", can_subscribe=False))
+    s, ws = await _ws(
+        room_server, "RM_a", room_server.tokens.issue("RM_a", "bot", can_subscribe=False)
+    )
     try:
         await ws.send_str('{"type":"join"}')
         joined = await _recv(ws)

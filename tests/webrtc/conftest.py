@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from ingest.hub import Hub
-from realtime.webrtc.config import WebRtcConfig
+from ingest.webrtc.config import WebRtcConfig
 from realtime.webrtc.routes import WebRtcRoutes, add_webrtc_routes
 from tests.webrtc._media import FakeAuthority, resolve_playback
 

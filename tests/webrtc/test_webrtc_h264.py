@@ -1,4 +1,4 @@
-"""realtime.webrtc.h264: Annex B <-> AVCC, SPS parsing, avcC records (sans-IO)."""
+"""ingest.webrtc.h264: Annex B <-> AVCC, SPS parsing, avcC records (sans-IO)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import fractions
 import av
 import pytest
 
-from realtime.webrtc import h264
+from ingest.webrtc import h264
 
 
 def _encode(width: int, height: int, profile: str = "High") -> list[bytes]:

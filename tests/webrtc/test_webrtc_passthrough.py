@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiortc.rtp import RtpPacket
 
-from realtime.webrtc.passthrough import MarkerJitterBuffer
+from ingest.webrtc.passthrough import MarkerJitterBuffer
 
 
 def _packet(seq: int, ts: int, marker: bool, data: bytes) -> RtpPacket:

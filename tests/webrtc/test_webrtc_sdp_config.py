@@ -8,8 +8,8 @@ import socket
 import pytest
 from aiortc import RTCPeerConnection
 
-from realtime.webrtc.config import IceServer, WebRtcConfig, parse_ice_server, prepare_ice
-from realtime.webrtc.sdp import SdpError, UnsupportedOffer, inspect_offer
+from ingest.webrtc.config import IceServer, WebRtcConfig, parse_ice_server, prepare_ice
+from ingest.webrtc.sdp import SdpError, UnsupportedOffer, inspect_offer
 
 
 async def _offer(
@@ -104,7 +104,7 @@ async def test_offer_checks() -> None:
 
 
 def test_mdns_candidates_are_dropped_with_end_of_candidates() -> None:
-    from realtime.webrtc.sdp import strip_mdns_candidates
+    from ingest.webrtc.sdp import strip_mdns_candidates
 
     name = "4f1c2b3a-0000-4000-8000-000000000000.local"
     sdp = (

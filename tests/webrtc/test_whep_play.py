@@ -9,7 +9,7 @@ import aiohttp
 import av
 import pytest
 
-from realtime.webrtc.client import delete_session, whep_play
+from ingest.webrtc.client import delete_session, whep_play
 from tests.webrtc._media import feed_file, make_h264_aac_file
 
 pytestmark = pytest.mark.e2e
@@ -101,7 +101,7 @@ async def test_whep_errors(server, h264_file) -> None:
 async def _recv_offer(server) -> str:
     from aiortc import RTCPeerConnection
 
-    from realtime.webrtc.config import prepare_ice
+    from ingest.webrtc.config import prepare_ice
 
     pc = RTCPeerConnection(server.config.rtc_configuration())
     pc.addTransceiver("video", direction="recvonly")

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from ingest.hub import Hub
-from realtime.webrtc.client import delete_session, whip_publish
-from realtime.webrtc.config import WebRtcConfig
+from ingest.webrtc.client import delete_session, whip_publish
+from ingest.webrtc.config import WebRtcConfig
 from realtime.webrtc.routes import add_webrtc_routes
 from tests.webrtc._media import FakeAuthority, PatternVideoTrack, ToneAudioTrack, resolve_playback
 

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from ingest.hub import TrackKind
-from realtime.webrtc import h264
-from realtime.webrtc.client import delete_session, whip_publish
+from ingest.webrtc import h264
+from ingest.webrtc.client import delete_session, whip_publish
 from tests.webrtc._media import (
     PatternVideoTrack,
     ToneAudioTrack,

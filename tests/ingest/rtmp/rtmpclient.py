@@ -23,20 +23,16 @@ GSTREAMER_CAPTURE = DATA / "gstreamer_publish.bin"
 (simple handshake)."""
 
 AVCC_1080P = bytes.fromhex(
-    "01640028ffe1001b67640028acd940780227e5c044000003000400000300f03c60c658"
-    "01000468ef8fcbfdf8f800"
+    "01640028ffe1001b67640028acd940780227e5c044000003000400000300f03c60c65801000468ef8fcbfdf8f800"
 )
 AVCC_360P = bytes.fromhex(
-    "0164001effe1001a6764001eacd940a02ff970110000030001000003003c0f162d96"
-    "01000468ef8fcbfdf8f800"
+    "0164001effe1001a6764001eacd940a02ff970110000030001000003003c0f162d9601000468ef8fcbfdf8f800"
 )
 AVCC_720P = bytes.fromhex(
-    "0164001fffe1001a6764001facd9405005bb0110000003001000000303c0f1831960"
-    "01000468ef8fcbfdf8f800"
+    "0164001fffe1001a6764001facd9405005bb0110000003001000000303c0f183196001000468ef8fcbfdf8f800"
 )
 AVCC_480P_BASELINE = bytes.fromhex(
-    "0142c01fffe100196742c01fda0360f79bc044000003000400000300f03c60ca80"
-    "01000468ce0fc8"
+    "0142c01fffe100196742c01fda0360f79bc044000003000400000300f03c60ca8001000468ce0fc8"
 )
 ASC_AAC_LC_48K_STEREO = bytes.fromhex("1190")
 ASC_AAC_LC_44K_MONO = bytes.fromhex("1208")
@@ -100,10 +96,15 @@ def publish_prologue(
 ) -> tuple[bytes, ClientWriter]:
     """Handshake + connect/releaseStream/FCPublish/createStream/publish, as ffmpeg sends."""
     c = ClientWriter(chunk_size)
-    c.command("connect", obj={
-        "app": app, "type": "nonprivate", "flashVer": "FMLE/3.0 (compatible; test)",
-        "tcUrl": f"rtmp://127.0.0.1/{app}",
-    })
+    c.command(
+        "connect",
+        obj={
+            "app": app,
+            "type": "nonprivate",
+            "flashVer": "FMLE/3.0 (compatible; test)",
+            "tcUrl": f"rtmp://127.0.0.1/{app}",
+        },
+    )
     c.command("releaseStream", key)
     c.command("FCPublish", key)
     c.command("createStream")

@@ -16,7 +16,16 @@ from ingest.rtmp.errors import ProtocolError
 @pytest.mark.parametrize(
     "value",
     [
-        0.0, -1.5, 1e300, True, False, "", "live", "ünïcödé ✓", None, UNDEFINED,
+        0.0,
+        -1.5,
+        1e300,
+        True,
+        False,
+        "",
+        "live",
+        "ünïcödé ✓",
+        None,
+        UNDEFINED,
         {"app": "live", "nested": {"a": [1.0, "x", None]}},
         EcmaArray(width=1280.0, height=720.0, encoder="obs"),
         [1.0, 2.0, [3.0, {"k": False}]],
@@ -78,8 +87,10 @@ def test_property_count_is_limited() -> None:
 
 amf_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(min_size=1, max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(min_size=1, max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

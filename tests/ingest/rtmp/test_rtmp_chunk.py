@@ -11,14 +11,23 @@ from ingest.rtmp.errors import ProtocolError
 
 
 def fmt0(csid: int, ts: int, length: int, type_id: int, sid: int) -> bytes:
-    return (bytes((csid,)) + min(ts, 0xFFFFFF).to_bytes(3, "big") + length.to_bytes(3, "big")
-            + bytes((type_id,)) + struct.pack("<I", sid)
-            + (struct.pack(">I", ts) if ts >= 0xFFFFFF else b""))
+    return (
+        bytes((csid,))
+        + min(ts, 0xFFFFFF).to_bytes(3, "big")
+        + length.to_bytes(3, "big")
+        + bytes((type_id,))
+        + struct.pack("<I", sid)
+        + (struct.pack(">I", ts) if ts >= 0xFFFFFF else b"")
+    )
 
 
 def fmt1(csid: int, delta: int, length: int, type_id: int) -> bytes:
-    return (bytes((0x40 | csid,)) + delta.to_bytes(3, "big") + length.to_bytes(3, "big")
-            + bytes((type_id,)))
+    return (
+        bytes((0x40 | csid,))
+        + delta.to_bytes(3, "big")
+        + length.to_bytes(3, "big")
+        + bytes((type_id,))
+    )
 
 
 def fmt2(csid: int, delta: int) -> bytes:
@@ -30,16 +39,21 @@ def fmt3(csid: int) -> bytes:
 
 
 def summary(msgs: list[RawMessage]) -> list[tuple[int, int, int, int, bytes]]:
-    return [(m.chunk_stream_id, m.type_id, m.stream_id, m.timestamp, bytes(m.payload))
-            for m in msgs]
+    return [
+        (m.chunk_stream_id, m.type_id, m.stream_id, m.timestamp, bytes(m.payload)) for m in msgs
+    ]
 
 
 def test_all_four_header_types() -> None:
     data = (
-        fmt0(4, 1000, 3, 9, 1) + b"abc"
-        + fmt1(4, 33, 2, 8) + b"de"  # same stream, new length/type, delta 33
-        + fmt2(4, 10) + b"fg"  # delta 10, same length/type
-        + fmt3(4) + b"hi"  # a whole new message reusing delta 10
+        fmt0(4, 1000, 3, 9, 1)
+        + b"abc"
+        + fmt1(4, 33, 2, 8)
+        + b"de"  # same stream, new length/type, delta 33
+        + fmt2(4, 10)
+        + b"fg"  # delta 10, same length/type
+        + fmt3(4)
+        + b"hi"  # a whole new message reusing delta 10
     )
     assert summary(ChunkReader().feed(data)) == [
         (4, 9, 1, 1000, b"abc"),
@@ -56,16 +70,30 @@ def test_fmt3_after_fmt0_reuses_the_timestamp_as_delta() -> None:
 
 def test_message_split_over_chunks_of_the_default_size() -> None:
     payload = bytes(range(256)) + b"tail"
-    data = (fmt0(6, 5, len(payload), 9, 1) + payload[:128] + fmt3(6) + payload[128:256]
-            + fmt3(6) + payload[256:])
+    data = (
+        fmt0(6, 5, len(payload), 9, 1)
+        + payload[:128]
+        + fmt3(6)
+        + payload[128:256]
+        + fmt3(6)
+        + payload[256:]
+    )
     (msg,) = ChunkReader().feed(data)
     assert msg.payload == payload and msg.timestamp == 5
 
 
 def test_interleaved_chunk_streams() -> None:
     a, b = b"A" * 200, b"B" * 130
-    data = (fmt0(4, 0, 200, 8, 1) + a[:128] + fmt0(6, 0, 130, 9, 1) + b[:128]
-            + fmt3(4) + a[128:] + fmt3(6) + b[128:])
+    data = (
+        fmt0(4, 0, 200, 8, 1)
+        + a[:128]
+        + fmt0(6, 0, 130, 9, 1)
+        + b[:128]
+        + fmt3(4)
+        + a[128:]
+        + fmt3(6)
+        + b[128:]
+    )
     assert [bytes(m.payload) for m in ChunkReader().feed(data)] == [a, b]
 
 
@@ -97,9 +125,19 @@ def test_extended_timestamp_without_repeated_field_on_continuation() -> None:
 def test_extended_delta_on_fmt1_and_new_message_fmt3() -> None:
     delta = 0x01000000
     ext = struct.pack(">I", delta)
-    data = (fmt0(4, 10, 1, 8, 1) + b"a"
-            + bytes((0x44,)) + b"\xff\xff\xff" + (1).to_bytes(3, "big") + b"\x08" + ext + b"b"
-            + fmt3(4) + ext + b"c")
+    data = (
+        fmt0(4, 10, 1, 8, 1)
+        + b"a"
+        + bytes((0x44,))
+        + b"\xff\xff\xff"
+        + (1).to_bytes(3, "big")
+        + b"\x08"
+        + ext
+        + b"b"
+        + fmt3(4)
+        + ext
+        + b"c"
+    )
     assert [m.timestamp for m in ChunkReader().feed(data)] == [10, 10 + delta, 10 + 2 * delta]
 
 
@@ -118,9 +156,14 @@ def test_set_chunk_size_applies_to_following_chunks() -> None:
 
 
 def test_abort_discards_the_partial_message() -> None:
-    data = (fmt0(6, 0, 200, 9, 1) + b"x" * 128
-            + fmt0(2, 0, 4, 2, 0) + struct.pack(">I", 6)
-            + fmt0(6, 0, 3, 9, 1) + b"new")
+    data = (
+        fmt0(6, 0, 200, 9, 1)
+        + b"x" * 128
+        + fmt0(2, 0, 4, 2, 0)
+        + struct.pack(">I", 6)
+        + fmt0(6, 0, 3, 9, 1)
+        + b"new"
+    )
     reader = ChunkReader()
     msgs = reader.feed(data)
     assert summary(msgs)[-1] == (6, 9, 1, 0, b"new")

@@ -12,8 +12,13 @@ from ingest.rtmp.chunk import ChunkLimits
 from ingest.rtmp.errors import ProtocolError
 from ingest.rtmp.session import AudioData, MetaData, RtmpSession, State, VideoData
 
-LIMITS = ChunkLimits(max_chunk_size=65536, max_message_size=1 << 20, max_chunk_streams=16,
-                     max_in_flight=4, max_pending_bytes=2 << 20)
+LIMITS = ChunkLimits(
+    max_chunk_size=65536,
+    max_message_size=1 << 20,
+    max_chunk_streams=16,
+    max_in_flight=4,
+    max_pending_bytes=2 << 20,
+)
 CAPTURES = [FFMPEG_CAPTURE.read_bytes(), GSTREAMER_CAPTURE.read_bytes()]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -75,8 +80,12 @@ def mutate(data: bytes, mutations: list[tuple[str, float, bytes, int]]) -> bytes
 
 
 @FUZZ
-@given(st.sampled_from([0, 1]), st.lists(mutation, min_size=1, max_size=8),
-       st.integers(min_value=1, max_value=9000), st.floats(min_value=0.05, max_value=1.0))
+@given(
+    st.sampled_from([0, 1]),
+    st.lists(mutation, min_size=1, max_size=8),
+    st.integers(min_value=1, max_value=9000),
+    st.floats(min_value=0.05, max_value=1.0),
+)
 def test_mutated_captured_sessions(which: int, mutations: list, step: int, keep: float) -> None:
     data = mutate(CAPTURES[which], mutations)
     drive(data[: max(1, int(len(data) * keep))], step)

@@ -64,9 +64,10 @@ def test_digest_offsets_computed_independently() -> None:
     s = server_response(c1)
     s1, s2 = s[1:1537], s[1537:]
     soff = sum(s1[772:776]) % 728 + 776
-    assert s1[soff : soff + 32] == hmac.new(
-        GENUINE_FMS_KEY[:36], s1[:soff] + s1[soff + 32 :], hashlib.sha256
-    ).digest()
+    assert (
+        s1[soff : soff + 32]
+        == hmac.new(GENUINE_FMS_KEY[:36], s1[:soff] + s1[soff + 32 :], hashlib.sha256).digest()
+    )
     key = hmac.new(GENUINE_FMS_KEY, c1[off : off + 32], hashlib.sha256).digest()
     assert s2[-32:] == hmac.new(key, s2[:-32], hashlib.sha256).digest()
 

@@ -52,8 +52,13 @@ class FakeAuthority:
 async def rtmp() -> AsyncIterator[tuple[RtmpServer, Hub, FakeAuthority]]:
     hub = Hub()
     auth = FakeAuthority()
-    server = RtmpServer(hub, auth, host="127.0.0.1", port=0,
-                        limits=RtmpLimits(handshake_timeout=3.0, idle_timeout=5.0))
+    server = RtmpServer(
+        hub,
+        auth,
+        host="127.0.0.1",
+        port=0,
+        limits=RtmpLimits(handshake_timeout=3.0, idle_timeout=5.0),
+    )
     await server.start()
     try:
         yield server, hub, auth
@@ -92,14 +97,32 @@ async def publishers() -> AsyncIterator[list[Publisher]]:
         await p.stop()
 
 
-async def ffmpeg(procs: list[Publisher], port: int, key: str, *, seconds: float,
-                 video: list[str] | None = None) -> Publisher:
+async def ffmpeg(
+    procs: list[Publisher], port: int, key: str, *, seconds: float, video: list[str] | None = None
+) -> Publisher:
     vcodec = video or ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30"]
     args = [
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
-        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", str(seconds), *vcodec, "-c:a", "aac", "-f", "flv",
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        str(seconds),
+        *vcodec,
+        "-c:a",
+        "aac",
+        "-f",
+        "flv",
         f"rtmp://127.0.0.1:{port}/live/{key}",
     ]
     proc = await asyncio.create_subprocess_exec(
@@ -262,8 +285,9 @@ async def test_unsupported_codec_is_refused_with_a_status(
 
 async def test_silent_client_is_dropped_at_the_handshake_deadline() -> None:
     hub = Hub()
-    server = RtmpServer(hub, FakeAuthority(), host="127.0.0.1", port=0,
-                        limits=RtmpLimits(handshake_timeout=0.3))
+    server = RtmpServer(
+        hub, FakeAuthority(), host="127.0.0.1", port=0, limits=RtmpLimits(handshake_timeout=0.3)
+    )
     await server.start()
     try:
         r, w = await asyncio.open_connection("127.0.0.1", server.port)
@@ -274,12 +298,15 @@ async def test_silent_client_is_dropped_at_the_handshake_deadline() -> None:
         await server.stop()
 
 
-@pytest.mark.skipif(shutil.which("gst-launch-1.0") is None,
-                    reason="gst-launch-1.0 is not installed")
+@pytest.mark.skipif(
+    shutil.which("gst-launch-1.0") is None, reason="gst-launch-1.0 is not installed"
+)
 async def test_gstreamer_rtmp2sink_publish(rtmp: Any, publishers: list[Publisher]) -> None:
     for element, package in [
-        ("rtmp2sink", "gstreamer1.0-plugins-bad"), ("flvmux", "gstreamer1.0-plugins-good"),
-        ("x264enc", "gstreamer1.0-plugins-ugly"), ("avenc_aac", "gstreamer1.0-libav"),
+        ("rtmp2sink", "gstreamer1.0-plugins-bad"),
+        ("flvmux", "gstreamer1.0-plugins-good"),
+        ("x264enc", "gstreamer1.0-plugins-ugly"),
+        ("avenc_aac", "gstreamer1.0-libav"),
     ]:
         inspect = await asyncio.create_subprocess_exec(
             "gst-inspect-1.0", element, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -296,7 +323,10 @@ async def test_gstreamer_rtmp2sink_publish(rtmp: Any, publishers: list[Publisher
         "audiotestsrc is-live=true num-buffers=130 ! audioconvert ! avenc_aac ! aacparse ! m."
     )
     proc = await asyncio.create_subprocess_exec(
-        "gst-launch-1.0", "-q", *pipeline.split(), stdout=subprocess.DEVNULL,
+        "gst-launch-1.0",
+        "-q",
+        *pipeline.split(),
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     publishers.append(Publisher(proc))
@@ -318,8 +348,9 @@ async def test_limits_close_the_offending_connection() -> None:
     """Over `max_connections` a peer is dropped at accept; a chunk size over the limit
     closes that connection only."""
     hub = Hub()
-    server = RtmpServer(hub, FakeAuthority(), host="127.0.0.1", port=0,
-                        limits=RtmpLimits(max_connections=1))
+    server = RtmpServer(
+        hub, FakeAuthority(), host="127.0.0.1", port=0, limits=RtmpLimits(max_connections=1)
+    )
     await server.start()
     try:
         r1, w1 = await _raw_client(server.port)

@@ -92,7 +92,10 @@ def test_connect_to_publish_exchange() -> None:
     assert connect.args[0]["code"] == "NetConnection.Connect.Success"
     assert connect.args[0]["objectEncoding"] == 0.0
     assert [(c.name, c.transaction_id) for c in cmds[1:]] == [
-        ("_result", 2.0), ("onFCPublish", 0.0), ("_result", 3.0), ("_result", 4.0),
+        ("_result", 2.0),
+        ("onFCPublish", 0.0),
+        ("_result", 3.0),
+        ("_result", 4.0),
     ]
     assert cmds[2].args[0]["code"] == "NetStream.Publish.Start"
     assert cmds[4].args == (1.0,)  # createStream → stream id 1

@@ -10,7 +10,7 @@ import json
 
 from aiohttp import web
 
-from realtime.webrtc.sdp import MAX_SDP_BYTES
+from ingest.webrtc.sdp import MAX_SDP_BYTES
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",

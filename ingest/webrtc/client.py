@@ -13,7 +13,7 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from realtime.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
+from ingest.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
 
 
 class HttpStatusError(Exception):
