@@ -50,6 +50,9 @@ class SpsInfo:
     width: int
     height: int
     frame_mbs_only: bool
+    bit_depth_chroma: int = 8
+    frame_rate: float = 0.0
+    """From the VUI timing info; 0.0 when the SPS does not say."""
 
 
 def unescape_rbsp(nal: bytes) -> bytes:
@@ -126,7 +129,7 @@ def parse_sps(nal: bytes) -> SpsInfo:
         raise ProtocolError("SPS: bad seq_parameter_set_id")
     chroma = 1
     separate_planes = False
-    bit_depth = 8
+    bit_depth = bit_depth_chroma = 8
     if profile in _HIGH_PROFILES:
         chroma = r.ue()
         if chroma > 3:
@@ -134,7 +137,7 @@ def parse_sps(nal: bytes) -> SpsInfo:
         if chroma == 3:
             separate_planes = r.flag()
         bit_depth = r.ue() + 8
-        r.ue()  # bit_depth_chroma_minus8
+        bit_depth_chroma = r.ue() + 8
         r.u(1)  # qpprime_y_zero_transform_bypass_flag
         if r.flag():  # seq_scaling_matrix_present_flag
             for i in range(8 if chroma != 3 else 12):
@@ -177,8 +180,43 @@ def parse_sps(nal: bytes) -> SpsInfo:
     if width <= 0 or height <= 0 or width > 16384 or height > 16384:
         raise ProtocolError(f"SPS: implausible resolution {width}x{height}")
     return SpsInfo(
-        profile, constraints, level, sps_id, chroma, bit_depth, width, height, frame_mbs_only
+        profile,
+        constraints,
+        level,
+        sps_id,
+        chroma,
+        bit_depth,
+        width,
+        height,
+        frame_mbs_only,
+        bit_depth_chroma,
+        _vui_frame_rate(r),
     )
+
+
+def _vui_frame_rate(r: BitReader) -> float:
+    """The frame rate from the VUI timing info, 0.0 if absent or truncated."""
+    try:
+        if not r.flag():  # vui_parameters_present_flag
+            return 0.0
+        if r.flag() and r.u(8) == 255:  # aspect_ratio_info_present_flag, Extended_SAR
+            r.u(32)
+        if r.flag():  # overscan_info_present_flag
+            r.u(1)
+        if r.flag():  # video_signal_type_present_flag
+            r.u(4)
+            if r.flag():  # colour_description_present_flag
+                r.u(24)
+        if r.flag():  # chroma_loc_info_present_flag
+            r.ue()
+            r.ue()
+        if r.flag():  # timing_info_present_flag
+            units, scale = r.u(32), r.u(32)
+            if units:
+                return scale / (2 * units)
+    except ProtocolError:
+        pass
+    return 0.0
 
 
 def parse_avcc(record: bytes) -> AvcConfig:

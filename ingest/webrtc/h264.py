@@ -9,7 +9,10 @@ only what is needed for the picture size.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from ingest.h264 import SpsInfo
+from ingest.h264 import parse_sps as _parse_sps
+from ingest.rtmp.errors import ProtocolError
 
 NAL_SLICE = 1
 NAL_IDR = 5
@@ -101,8 +104,8 @@ def build_avcc_config(sps: bytes, pps: bytes) -> bytes:
         record += bytes(
             [
                 0xFC | info.chroma_format_idc,
-                0xF8 | info.bit_depth_luma_minus8,
-                0xF8 | info.bit_depth_chroma_minus8,
+                0xF8 | (info.bit_depth_luma - 8),
+                0xF8 | (info.bit_depth_chroma - 8),
                 0,
             ]
         )
@@ -132,106 +135,10 @@ def parse_avcc_config(config: bytes) -> tuple[list[bytes], list[bytes], int]:
     return sps_list, pps_list, length_size
 
 
-@dataclass(frozen=True, slots=True)
-class SpsInfo:
-    profile_idc: int
-    level_idc: int
-    width: int
-    height: int
-    chroma_format_idc: int = 1
-    bit_depth_luma_minus8: int = 0
-    bit_depth_chroma_minus8: int = 0
-
-
-class _Bits:
-    def __init__(self, rbsp: bytes) -> None:
-        self.data = rbsp
-        self.pos = 0
-
-    def u(self, n: int) -> int:
-        v = 0
-        for _ in range(n):
-            byte = self.pos >> 3
-            if byte >= len(self.data):
-                raise H264Error("SPS truncated")
-            v = (v << 1) | ((self.data[byte] >> (7 - (self.pos & 7))) & 1)
-            self.pos += 1
-        return v
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise H264Error("bad exp-Golomb code")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k & 1 else -(k // 2)
-
-
-def _unescape(nal: bytes) -> bytes:
-    """Remove emulation prevention bytes (00 00 03 -> 00 00)."""
-    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
-
-
 def parse_sps(sps: bytes) -> SpsInfo:
-    """Picture size and format from an SPS NAL unit (header byte included)."""
-    if nal_type(sps) != NAL_SPS or len(sps) < 4:
-        raise H264Error("not an SPS")
-    b = _Bits(_unescape(sps[1:]))
-    profile_idc = b.u(8)
-    b.u(8)  # constraint flags
-    level_idc = b.u(8)
-    b.ue()  # seq_parameter_set_id
-    chroma_format_idc = 1
-    depth_l = depth_c = 0
-    separate_colour_plane = 0
-    if profile_idc in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
-        chroma_format_idc = b.ue()
-        if chroma_format_idc == 3:
-            separate_colour_plane = b.u(1)
-        depth_l = b.ue()
-        depth_c = b.ue()
-        b.u(1)  # qpprime_y_zero_transform_bypass_flag
-        if b.u(1):  # seq_scaling_matrix_present_flag
-            for i in range(8 if chroma_format_idc != 3 else 12):
-                if b.u(1):
-                    size = 16 if i < 6 else 64
-                    last = nxt = 8
-                    for _ in range(size):
-                        if nxt != 0:
-                            nxt = (last + b.se() + 256) % 256
-                        last = nxt if nxt != 0 else last
-    b.ue()  # log2_max_frame_num_minus4
-    poc_type = b.ue()
-    if poc_type == 0:
-        b.ue()
-    elif poc_type == 1:
-        b.u(1)
-        b.se()
-        b.se()
-        for _ in range(b.ue()):
-            b.se()
-    b.ue()  # max_num_ref_frames
-    b.u(1)  # gaps_in_frame_num_value_allowed_flag
-    width_mbs = b.ue() + 1
-    height_map_units = b.ue() + 1
-    frame_mbs_only = b.u(1)
-    if not frame_mbs_only:
-        b.u(1)  # mb_adaptive_frame_field_flag
-    b.u(1)  # direct_8x8_inference_flag
-    width = width_mbs * 16
-    height = (2 - frame_mbs_only) * height_map_units * 16
-    if b.u(1):  # frame_cropping_flag
-        left, right, top, bottom = b.ue(), b.ue(), b.ue(), b.ue()
-        if separate_colour_plane or chroma_format_idc == 0:
-            crop_x, crop_y = 1, 2 - frame_mbs_only
-        else:
-            sub_w = 1 if chroma_format_idc == 3 else 2
-            sub_h = 2 if chroma_format_idc == 1 else 1
-            crop_x, crop_y = sub_w, sub_h * (2 - frame_mbs_only)
-        width -= (left + right) * crop_x
-        height -= (top + bottom) * crop_y
-    return SpsInfo(profile_idc, level_idc, width, height, chroma_format_idc, depth_l, depth_c)
+    """Picture size and format from an SPS NAL unit (header byte included):
+    `ingest.h264`'s parser, with this module's error type."""
+    try:
+        return _parse_sps(sps)
+    except ProtocolError as exc:
+        raise H264Error(str(exc)) from None

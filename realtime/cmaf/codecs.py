@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingest import h264
+from ingest.rtmp.errors import ProtocolError
+
 
 @dataclass(frozen=True, slots=True)
 class AvcConfig:
@@ -77,18 +80,6 @@ def parse_avcc(data: bytes) -> AvcConfig:
     return AvcConfig(data[1], data[2], data[3], (data[4] & 3) + 1, tuple(sps), tuple(pps))
 
 
-def _unescape_rbsp(nal: bytes) -> bytes:
-    out = bytearray()
-    zeros = 0
-    for b in nal:
-        if zeros >= 2 and b == 3:
-            zeros = 0
-            continue
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
-
-
 class _Bits:
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -117,85 +108,13 @@ class _Bits:
         return (k + 1) // 2 if k & 1 else -(k // 2)
 
 
-_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
-
-
 def parse_sps(nal: bytes) -> SpsInfo:
     """Picture size (after cropping) and VUI frame rate of an H.264 SPS NAL unit."""
-    if not nal or nal[0] & 0x1F != 7:
-        raise ValueError("not an SPS NAL unit")
-    r = _Bits(_unescape_rbsp(nal[1:]))
-    profile_idc = r.u(8)
-    r.u(16)  # constraint flags + level
-    r.ue()  # seq_parameter_set_id
-    chroma_format_idc = 1
-    separate_colour_plane = 0
-    if profile_idc in _HIGH_PROFILES:
-        chroma_format_idc = r.ue()
-        if chroma_format_idc == 3:
-            separate_colour_plane = r.u(1)
-        r.ue()
-        r.ue()
-        r.u(1)
-        if r.u(1):  # seq_scaling_matrix_present_flag
-            for i in range(8 if chroma_format_idc != 3 else 12):
-                if r.u(1):
-                    size = 16 if i < 6 else 64
-                    last, nxt = 8, 8
-                    for _ in range(size):
-                        if nxt != 0:
-                            nxt = (last + r.se() + 256) % 256
-                        last = nxt if nxt != 0 else last
-    r.ue()  # log2_max_frame_num_minus4
-    poc_type = r.ue()
-    if poc_type == 0:
-        r.ue()
-    elif poc_type == 1:
-        r.u(1)
-        r.se()
-        r.se()
-        for _ in range(r.ue()):
-            r.se()
-    r.ue()  # max_num_ref_frames
-    r.u(1)
-    width_mbs = r.ue() + 1
-    height_map_units = r.ue() + 1
-    frame_mbs_only = r.u(1)
-    if not frame_mbs_only:
-        r.u(1)
-    r.u(1)
-    crop = (0, 0, 0, 0)
-    if r.u(1):
-        crop = (r.ue(), r.ue(), r.ue(), r.ue())
-    if separate_colour_plane or chroma_format_idc == 0:
-        crop_x, crop_y = 1, 2 - frame_mbs_only
-    else:
-        sub_w = 1 if chroma_format_idc == 3 else 2
-        sub_h = 2 if chroma_format_idc == 1 else 1
-        crop_x, crop_y = sub_w, sub_h * (2 - frame_mbs_only)
-    width = width_mbs * 16 - crop_x * (crop[0] + crop[1])
-    height = (2 - frame_mbs_only) * height_map_units * 16 - crop_y * (crop[2] + crop[3])
-    fps = 0.0
     try:
-        if r.u(1):  # vui_parameters_present_flag
-            if r.u(1) and r.u(8) == 255:
-                r.u(32)
-            if r.u(1):
-                r.u(1)
-            if r.u(1):
-                r.u(4)
-                if r.u(1):
-                    r.u(24)
-            if r.u(1):
-                r.ue()
-                r.ue()
-            if r.u(1):
-                units, scale = r.u(32), r.u(32)
-                if units:
-                    fps = scale / (2 * units)
-    except ValueError:
-        fps = 0.0
-    return SpsInfo(width, height, fps)
+        info = h264.parse_sps(nal)
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from None
+    return SpsInfo(info.width, info.height, info.frame_rate)
 
 
 _AAC_RATES = (
