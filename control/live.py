@@ -48,7 +48,7 @@ from control.store.base import Record, Store
 from ingest.hub import Hub, HubObserver, Publication, Stream
 from ingest.ports import PublishGrant
 from realtime.hls.manager import LiveHlsManager
-from realtime.segments import InitSegment, Part, Segment, SegmentSink
+from realtime.segments import SegmentSink
 from vod.blobstore import BlobStore
 from vod.manifest import Manifest
 from vod.recorder import Recorder, finalize_recording
@@ -84,29 +84,6 @@ class _Broadcast:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class _ActivityProbe:
-    """A SegmentSink that reports the first playable part of a broadcast."""
-
-    def __init__(self, on_first_part: Callable[[], None]) -> None:
-        self._on_first_part = on_first_part
-        self._seen = False
-
-    def on_init(self, init: InitSegment) -> None:
-        pass
-
-    def on_part(self, part: Part) -> None:
-        if not self._seen:
-            self._seen = True
-            self._on_first_part()
-
-    def on_segment(self, segment: Segment) -> None:
-        if not self._seen and segment.parts:
-            self.on_part(segment.parts[0])
-
-    def on_end(self) -> None:
-        pass
-
-
 class LiveLifecycle(HubObserver):
     def __init__(
         self,
@@ -137,6 +114,7 @@ class LiveLifecycle(HubObserver):
         """Orphan candidates whose lease another node held when seen (id → first seen)."""
         hls.sink_factory = self._sinks_for
         hls.latency_mode_of = self._latency_mode_of
+        hls.on_playable = self._playable
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -241,10 +219,13 @@ class LiveLifecycle(HubObserver):
         b = self._broadcasts.get(stream_id)
         if b is None:
             return ()
-        sinks: list[SegmentSink] = [_ActivityProbe(lambda: self._spawn(self._activate(b)))]
-        if b.recorder is not None:
-            sinks.append(b.recorder)
-        return sinks
+        return (b.recorder,) if b.recorder is not None else ()
+
+    def _playable(self, stream_id: str, generation: int) -> None:
+        """The first part of a generation is playable: the broadcast is active."""
+        b = self._broadcasts.get(stream_id)
+        if b is not None:
+            self._spawn(self._activate(b))
 
     def _latency_mode_of(self, stream_id: str) -> str:
         b = self._broadcasts.get(stream_id)
@@ -339,7 +320,7 @@ class LiveLifecycle(HubObserver):
             return None
 
         with contextlib.suppress(NotFoundError):
-            await self.live_streams._mutate(live_stream_id, change)
+            await self.live_streams.mutate(live_stream_id, change)
 
     # ------------------------------------------------------- durability
     @staticmethod

@@ -225,7 +225,7 @@ class LiveStreamService:
         await self.commit(ops, [EventDraft("live_stream.created", live_id, view)])
         return view
 
-    async def _mutate(
+    async def mutate(
         self,
         live_stream_id: str,
         change: Callable[[dict[str, Any]], str | None],
@@ -280,7 +280,7 @@ class LiveStreamService:
             data["status"] = move.status.value
             return move.event_type
 
-        return await self._mutate(live_stream_id, change, kick=kick)
+        return await self.mutate(live_stream_id, change, kick=kick)
 
     async def update(self, live_stream_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         def change(data: dict[str, Any]) -> str | None:
@@ -288,14 +288,14 @@ class LiveStreamService:
             data.update(fields)
             return "live_stream.updated" if data != before else None
 
-        return await self._mutate(live_stream_id, change)
+        return await self.mutate(live_stream_id, change)
 
     async def reset_stream_key(self, live_stream_id: str) -> dict[str, Any]:
         def change(data: dict[str, Any]) -> str | None:
             data["stream_key"] = new_stream_key()
             return "live_stream.stream_key_reset"
 
-        return await self._mutate(live_stream_id, change, kick="stream_key_reset")
+        return await self.mutate(live_stream_id, change, kick="stream_key_reset")
 
     async def disable(self, live_stream_id: str) -> dict[str, Any]:
         return await self.apply(live_stream_id, Action.DISABLE, kick="disabled")
