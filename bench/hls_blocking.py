@@ -1,16 +1,24 @@
 """Benchmark: N concurrent LL-HLS clients holding blocking playlist requests on one stream.
 
-One server process (hub + LiveHlsManager + aiohttp, fed by a synthetic 30 fps
-H.264-sized + AAC feed in real time, low-latency mode: 200 ms parts) and a few
-client processes (aiohttp), all on 127.0.0.1 with an OS-assigned port. Every
-client loops like an LL-HLS player: it asks for the next part with
-`_HLS_msn`/`_HLS_part` (from the previous answer's preload hint) and records
-when the answer arrived. The server records when each part was completed. The
-delay from part completion to response is reported as p50/p90/p99/max.
+One server process runs the whole service app as `onair serve` builds it
+(`control.app.service_app`: middlewares, playback resolution through the store,
+metrics), on SQLite in a temp dir, with one live stream created through
+`POST /v1/live-streams` and fed by a synthetic 30 fps H.264-sized + AAC feed in
+real time (low-latency mode: 200 ms parts). A few client processes (a minimal
+raw HTTP/1.1 keep-alive client, so the server gets the CPU) loop like LL-HLS
+players: each asks for the next part with `_HLS_msn`/`_HLS_part` (from the
+previous answer's preload hint) and records when the answer arrived. The server
+records when each part was completed (and when each answer was sent). The
+delay from part completion to response is reported as p50/p90/p99/max, client
+side and server side, with the server's CPU per answer.
+
+`--path edge` serves as `onair serve` does (the playback edge,
+`realtime.hls.edge`, in front of aiohttp); `--path aiohttp` through the aiohttp
+handlers alone; `--path both` (default) runs one after the other, side by side.
 
     .venv/bin/python bench/hls_blocking.py --clients 1000 --seconds 20 --client-procs 2
 
-Target: p99 <= 100 ms. Prints a JSON summary on its last line; bounded in time.
+Target: p99 <= 100 ms. Writes bench/results/hls_blocking.json; bounded in time.
 """
 
 from __future__ import annotations
@@ -39,42 +47,60 @@ def _raise_nofile() -> None:
 # -- server ---------------------------------------------------------------------
 
 
-def server_main(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int) -> None:  # type: ignore[type-arg]
+def server_main(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, path: str) -> None:  # type: ignore[type-arg]
     _raise_nofile()
     profile = os.environ.get("HLS_BENCH_PROFILE")
     if profile:
         import cProfile
 
         cProfile.runctx(
-            "asyncio.run(_server(port_q, stop_ev, seconds, bitrate))", globals(), locals(), profile
+            "asyncio.run(_server(port_q, stop_ev, seconds, bitrate, path))",
+            globals(),
+            locals(),
+            profile,
         )
     else:
-        asyncio.run(_server(port_q, stop_ev, seconds, bitrate))
+        asyncio.run(_server(port_q, stop_ev, seconds, bitrate, path))
 
 
-async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int) -> None:  # type: ignore[type-arg]
+async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, path: str) -> None:  # type: ignore[type-arg]
+    import logging
+    import tempfile
+
+    import aiohttp
     from aiohttp import web
 
-    from ingest.hub import Hub, MediaUnit, TrackInfo, TrackKind
-    from realtime.hls.http import add_test_routes
-    from realtime.hls.manager import LiveHlsManager
+    from control import appkeys
+    from control.app import service_app
+    from control.cli import bootstrap_admin_key
+    from control.edge import edge_site
+    from control.settings import load_settings
+    from ingest.hub import MediaUnit, TrackInfo, TrackKind
+    from realtime.hls.edge import EdgeRequest
 
-    hub = Hub()
-    manager = LiveHlsManager(hub)
-    hub.observer = manager
+    logging.basicConfig(level=logging.WARNING)
+    tmp = tempfile.TemporaryDirectory(prefix="onair-hls-bench-")
+    settings = load_settings(data_dir=tmp.name, host="127.0.0.1", http_port=0, rtmp_port=0)
+    app = service_app(settings)
     completed: dict[str, float] = {}
-    served: list[tuple[str, float]] = []
+
+    served: list[tuple[str, float, float]] = []
+
+    def note(query: str, arrived: float) -> None:
+        """Server side: when a blocking request arrived and when its answer was sent."""
+        q = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        if "_HLS_msn" in q and "_HLS_part" in q:
+            served.append((f"{q['_HLS_msn']}.{q['_HLS_part']}", arrived, time.time()))
 
     @web.middleware
     async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        arrived = time.time()
         response = await handler(request)
-        msn, part = request.query.get("_HLS_msn"), request.query.get("_HLS_part")
-        if msn is not None and part is not None and response.status == 200:
-            served.append((f"{msn}.{part}", time.time()))
+        if response.status == 200:
+            note(request.query_string, arrived)
         return response
 
-    app = web.Application(middlewares=[record])
-    add_test_routes(app, manager.get)
+    app.middlewares.insert(0, record)
 
     async def parts(_: web.Request) -> web.Response:
         return web.json_response(
@@ -84,9 +110,31 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int) 
     app.router.add_get("/bench/parts", parts)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    site: web.TCPSite
+    if path == "edge":
+        site = edge_site(runner, "127.0.0.1", 0, backlog=4096)
+        observe = site.edge.observe  # type: ignore[attr-defined]
+
+        def observed(req: EdgeRequest) -> None:
+            if req.status == 200:
+                note(req.query, time.time() - req.duration_s)
+            if observe is not None:
+                observe(req)
+
+        site.edge.observe = observed  # type: ignore[attr-defined]
+    else:
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    key = await bootstrap_admin_key(app[appkeys.STORE], settings.node_id)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"http://127.0.0.1:{port}/v1/live-streams",
+            json={"record": False, "latency_mode": "low"},
+            headers={"Authorization": f"Bearer {key}"},
+        ) as r:
+            stream = await r.json()
+    stream_id, playback_id = stream["id"], stream["playback_ids"][0]["id"]
 
     sps = bytes.fromhex("6764001facd9")
     avcc = (
@@ -99,11 +147,12 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int) 
         TrackInfo(TrackKind.VIDEO, "h264", 1000, avcc, width=1280, height=720),
         TrackInfo(TrackKind.AUDIO, "aac", 1000, bytes([0x11, 0x90]), sample_rate=48000, channels=2),
     )
-    pub = hub.publish("bench", tracks, source="bench")
-    live = manager.get("bench")
+    hub = app[appkeys.HUB]
+    pub = hub.publish(stream_id, tracks, source="bench")
+    live = app[appkeys.HLS].get(stream_id)
     assert live is not None
     live.listeners.append(lambda p: completed.__setitem__(f"{p.msn}.{p.index}", time.time()))
-    port_q.put(port)
+    port_q.put((port, playback_id))
 
     frame_bytes = max(100, bitrate // 8 // 30)
     t0 = time.monotonic()
@@ -112,9 +161,9 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int) 
         now = time.monotonic() - t0
         while v / 30 <= now:
             ms = round(v * 1000 / 30)
-            key = v % 30 == 0
-            size = frame_bytes * (6 if key else 1)
-            pub.write(MediaUnit(TrackKind.VIDEO, ms, ms, os.urandom(16) * (size // 16), key))
+            key_frame = v % 30 == 0
+            size = frame_bytes * (6 if key_frame else 1)
+            pub.write(MediaUnit(TrackKind.VIDEO, ms, ms, os.urandom(16) * (size // 16), key_frame))
             v += 1
         while a * 1024 / 48000 <= now:
             ms = round(a * 1024 * 1000 / 48000)
@@ -122,16 +171,17 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int) 
             a += 1
         await asyncio.sleep(0.005)
     await asyncio.to_thread(stop_ev.wait, seconds + 120)
-    await manager.close()
+    pub.close()
     await runner.cleanup()
+    tmp.cleanup()
 
 
 # -- clients ----------------------------------------------------------------------
 
 
-def client_main(port: int, n: int, seconds: float, out_q: mp.Queue) -> None:  # type: ignore[type-arg]
+def client_main(port: int, pid: str, n: int, seconds: float, out_q: mp.Queue) -> None:  # type: ignore[type-arg]
     _raise_nofile()
-    out_q.put(asyncio.run(_clients(port, n, seconds)))
+    out_q.put(asyncio.run(_clients(port, pid, n, seconds)))
 
 
 class _RawClient(asyncio.Protocol):
@@ -172,10 +222,10 @@ class _RawClient(asyncio.Protocol):
         return await asyncio.wait_for(self.waiter, 15)
 
 
-async def _clients(port: int, n: int, seconds: float) -> dict[str, object]:
+async def _clients(port: int, pid: str, n: int, seconds: float) -> dict[str, object]:
     loop = asyncio.get_running_loop()
-    path = "/play/bench/media.m3u8"
-    answers: list[tuple[str, float]] = []
+    path = f"/play/{pid}/media.m3u8"
+    answers: list[tuple[str, float, float]] = []
     errors: dict[str, int] = {}
     deadline = time.monotonic() + seconds
 
@@ -189,6 +239,7 @@ async def _clients(port: int, n: int, seconds: float) -> dict[str, object]:
                     if next_part is None
                     else f"{path}?_HLS_msn={next_part[0]}&_HLS_part={next_part[1]}"
                 )
+                sent = time.time()
                 try:
                     status, body = await client.get(url)
                 except (ConnectionError, TimeoutError) as exc:
@@ -200,7 +251,7 @@ async def _clients(port: int, n: int, seconds: float) -> dict[str, object]:
                     await asyncio.sleep(0.2)
                     continue
                 if next_part is not None:
-                    answers.append((f"{next_part[0]}.{next_part[1]}", at))
+                    answers.append((f"{next_part[0]}.{next_part[1]}", sent, at))
                 hint = body.rsplit(b'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="', 1)
                 if len(hint) != 2:
                     await asyncio.sleep(0.2)
@@ -222,32 +273,26 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--clients", type=int, default=1000)
-    ap.add_argument("--client-procs", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--bitrate", type=int, default=2_500_000)
-    args = ap.parse_args()
-
+def run_one(args: argparse.Namespace, path: str) -> dict[str, object]:
+    """One server (serving through `path`) and its clients; the summary."""
     ctx = mp.get_context("spawn")
     port_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     out_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     stop_ev = ctx.Event()
     server = ctx.Process(
-        target=server_main, args=(port_q, stop_ev, args.seconds, args.bitrate), daemon=True
+        target=server_main,
+        args=(port_q, stop_ev, args.seconds, args.bitrate, path),
+        daemon=True,
     )
     server.start()
-    port = port_q.get(timeout=30)
+    port, pid = port_q.get(timeout=60)
     time.sleep(1.0)  # first parts
     per = [
         args.clients // args.client_procs + (1 if i < args.clients % args.client_procs else 0)
         for i in range(args.client_procs)
     ]
     clients = [
-        ctx.Process(target=client_main, args=(port, k, args.seconds, out_q), daemon=True)
+        ctx.Process(target=client_main, args=(port, pid, k, args.seconds, out_q), daemon=True)
         for k in per
     ]
     for c in clients:
@@ -262,7 +307,7 @@ def main() -> int:
         report = json.loads(r.read())
     completed: dict[str, float] = report["completed"]
     stop_ev.set()
-    server.join(timeout=10)
+    server.join(timeout=15)
     if server.is_alive():
         server.terminate()
 
@@ -276,27 +321,34 @@ def main() -> int:
             done = completed[later[0]] if later else None
         return done
 
+    # "Holding blocking requests": a request sent before its part was complete was
+    # held by the server; its delay is answer - completion. A request sent after
+    # the part existed (its client was late) is answered at once and counted apart.
     delays: list[float] = []
+    late: list[float] = []
     for res in results:
-        for key, at in res["answers"]:  # type: ignore[union-attr]
+        for key, sent, at in res["answers"]:  # type: ignore[union-attr]
             done = satisfied_at(key)
             if done is not None:
-                delays.append((at - done) * 1000)
+                (delays if sent < done else late).append((at - done) * 1000)
     server_delays: list[float] = []
-    for key, at in report["served"]:
+    for key, arrived, at in report["served"]:
         done = satisfied_at(key)
-        if done is not None and at >= done:
+        if done is not None and arrived < done <= at:
             server_delays.append((at - done) * 1000)
     errors: dict[str, int] = {}
     for res in results:
         for k, v in res["errors"].items():  # type: ignore[union-attr]
             errors[k] = errors.get(k, 0) + v
-    summary = {
+    return {
+        "path": path,
         "clients": args.clients,
         "client_procs": args.client_procs,
         "seconds": args.seconds,
         "parts": len(completed),
-        "responses": len(delays),
+        "held_responses": len(delays),
+        "late_requests": len(late),
+        "late_request_delay_ms_p50": round(_pct(late, 50), 1),
         "delay_ms_p50": round(_pct(delays, 50), 1),
         "delay_ms_p90": round(_pct(delays, 90), 1),
         "delay_ms_p99": round(_pct(delays, 99), 1),
@@ -312,7 +364,41 @@ def main() -> int:
         "errors": errors,
         "target_p99_ms": 100,
     }
-    print(json.dumps(summary))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--bitrate", type=int, default=2_500_000)
+    ap.add_argument(
+        "--path",
+        choices=("edge", "aiohttp", "both"),
+        default="both",
+        help="serve through the playback edge (as `onair serve` does), plain aiohttp, or both",
+    )
+    args = ap.parse_args()
+    paths = ["edge", "aiohttp"] if args.path == "both" else [args.path]
+    rows = []
+    for path in paths:
+        row = run_one(args, path)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if len(rows) == 2:
+        edge, plain = rows
+        print(
+            f"p99 delay (client side): edge {edge['delay_ms_p99']} ms,"
+            f" aiohttp {plain['delay_ms_p99']} ms;"
+            f" server CPU per answer: edge {edge['server_cpu_us_per_response']} us,"
+            f" aiohttp {plain['server_cpu_us_per_response']} us"
+        )
+    out = Path(__file__).resolve().parent / "results" / "hls_blocking.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(json.dumps({"rows": rows}))
     return 0
 
 

@@ -62,6 +62,7 @@ async def serve(settings: Settings) -> None:
 
     from control import appkeys
     from control.app import service_app
+    from control.edge import edge_site
     from control.logging import configure_logging
 
     configure_logging(settings.log_level, json_logs=settings.log_json)
@@ -72,7 +73,9 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     try:
         key = await bootstrap_admin_key(app[appkeys.STORE], settings.node_id)
-        site = web.TCPSite(runner, settings.host, settings.http_port, reuse_address=True)
+        site = edge_site(
+            runner, settings.host, settings.http_port, reuse_address=True, backlog=1024
+        )
         await site.start()
         print(banner(settings, key), flush=True)
         stop = asyncio.Event()

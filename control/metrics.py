@@ -11,6 +11,8 @@ metrics on the app's registry (``app[appkeys.METRICS]``)::
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -144,20 +146,21 @@ class Histogram(_Metric):
             if counts is None:
                 counts = self._counts[key] = [0] * (len(self.buckets) + 1)
                 self._sums[key] = 0.0
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    counts[i] += 1
-            counts[-1] += 1
+            # one slot per bucket (the last is +Inf), cumulated when rendered: an
+            # observation costs a bisect, not a walk over every bound
+            counts[bisect.bisect_left(self.buckets, value)] += 1
             self._sums[key] += value
 
     def count(self, **labels: str) -> int:
         counts = self._counts.get(self._key(labels))
-        return counts[-1] if counts else 0
+        return sum(counts) if counts else 0
 
     def samples(self) -> list[str]:
         out: list[str] = []
         with self._lock:
-            items = sorted((k, list(v), self._sums[k]) for k, v in self._counts.items())
+            items = sorted(
+                (k, list(itertools.accumulate(v)), self._sums[k]) for k, v in self._counts.items()
+            )
         for key, counts, total in items:
             for bound, n in zip(self.buckets, counts, strict=False):
                 le = f'le="{_fmt(bound)}"'

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from aiohttp import web
 from control import appkeys, idempotency, ratelimit
 from control.auth import ApiKeyInfo, scope_allows
 from control.logging import request_id_var
+from control.settings import Settings
 from control.store.base import Conflict, StoreError
 from control.validation import ApiError
 
@@ -43,6 +44,7 @@ H = TypeVar("H", bound=Callable[..., Any])
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("onair.request_id", str)
 EXTRA_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("onair.extra_headers", dict)
 API_KEY: web.RequestKey[ApiKeyInfo] = web.RequestKey("onair.api_key", ApiKeyInfo)
+PLAYBACK_PREFIX = "/play/"
 _RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 _HTTP_ERROR_TYPES = {
@@ -134,11 +136,26 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical
 
 
+def request_id_for(incoming: str | None) -> str:
+    """A request's id: the caller's X-Request-Id when well-formed, else a new one."""
+    if incoming and _RID_RE.match(incoming):
+        return incoming
+    # 128 random bits like a uuid4, without its object (this runs per playback poll)
+    return f"req_{random.getrandbits(128):032x}"
+
+
+def access_logged(settings: Settings, route: str) -> bool:
+    """Whether a request on `route` goes to the access log (playback polls, five a
+    second per low-latency viewer, only when asked for: metrics count them anyway)."""
+    if not settings.access_log:
+        return False
+    return settings.access_log_playback or not route.startswith(PLAYBACK_PREFIX)
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, errors → JSON, body limit, access log, metrics."""
-    incoming = request.headers.get("X-Request-Id", "")
-    rid = incoming if _RID_RE.match(incoming) else "req_" + uuid.uuid4().hex
+    rid = request_id_for(request.headers.get("X-Request-Id"))
     request[REQUEST_ID] = rid
     token = request_id_var.set(rid)
     app = request.app
@@ -192,7 +209,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         registry.histogram(
             "onair_http_request_duration_seconds", "HTTP request latency", ("method", "route")
         ).observe(elapsed, method=request.method, route=route)
-        if settings.access_log:
+        if access_logged(settings, route):
             log.info(
                 "%s %s %s",
                 request.method,

@@ -16,9 +16,12 @@ path traversal and guessing find nothing.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,7 @@ from control.live_streams import COLLECTION as LIVE_STREAMS
 from control.live_streams import PLAYBACK_IDS
 from control.store.base import Record, Store
 from realtime.hls import http as live_http
+from realtime.hls.edge import EdgeRoute
 from realtime.hls.manager import LiveHlsManager
 from realtime.whep import PlaybackDenied
 from vod.blobstore import BlobNotFound, BlobStore, join_key
@@ -44,6 +48,9 @@ SIGNING_KEYS = "signing_keys"
 ROOMS = "rooms"
 _PLAYBACK_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 _CORS = {"Access-Control-Allow-Origin": "*"}
+EDGE_CACHE_S = 2.0
+"""How long the playback edge reuses a resolved playback id and token."""
+EDGE_CACHE_MAX = 10_000
 IMMUTABLE = "public, max-age=31536000, immutable"
 MP4_KEY = "download.mp4"
 
@@ -55,6 +62,8 @@ class Target:
     live_stream: Record | None
     """The live stream (or room) record whose hub stream plays live; None for assets."""
     asset: Record | None
+    expires: float = math.inf
+    """When the playback token that granted this runs out (Unix time; inf: public)."""
 
 
 def _error(
@@ -86,33 +95,43 @@ class Playback:
         """asset id → the in-memory manifest of a recording in progress on this node."""
         self.presign_s = presign_s
         """>0: media of assets is answered with a presigned redirect (S3) of that lifetime."""
+        self._edge_cache: dict[tuple[str, str], tuple[float, str, str]] = {}
+        """(playback id, token) → (monotonic expiry, live stream id, child suffix)."""
+        self._edge_lookups: dict[tuple[str, str], asyncio.Future[EdgeRoute | None]] = {}
 
     # ------------------------------------------------------------ resolving
     async def _resolve(self, request: web.Request, aud: str) -> Target | web.Response:
-        pid = request.match_info["playback_id"]
+        return await self._resolve_id(
+            request.match_info["playback_id"], request.query.get("token", ""), aud
+        )
+
+    async def _resolve_id(self, pid: str, token: str, aud: str) -> Target | web.Response:
         if not _PLAYBACK_ID.match(pid):
             return _error(404, "not_found", "no such playback id")
         rec = await self.store.get(PLAYBACK_IDS, pid)
         if rec is None:
             return _error(404, "not_found", "no such playback id")
         policy = rec.data.get("policy", "public")
+        expires = math.inf
         if policy == "signed":
-            denied = await self._check_token(request.query.get("token", ""), pid, aud)
-            if denied is not None:
+            denied = await self._check_token(token, pid, aud)
+            if isinstance(denied, web.Response):
                 return denied
+            expires = denied
         obj_type, obj_id = rec.data.get("object_type"), rec.data.get("object_id", "")
         if obj_type in ("live_stream", "room"):
             # a room's playback id plays its recorded composite like a live stream
             ls = await self.store.get(LIVE_STREAMS if obj_type == "live_stream" else ROOMS, obj_id)
             if ls is None:
                 return _error(404, "not_found", "no such playback id")
-            return Target(pid, policy, ls, None)
+            return Target(pid, policy, ls, None, expires)
         asset = await self.store.get(ASSETS, obj_id)
         if asset is None:
             return _error(404, "not_found", "no such playback id")
-        return Target(pid, policy, None, asset)
+        return Target(pid, policy, None, asset, expires)
 
-    async def _check_token(self, token: str, pid: str, aud: str) -> web.Response | None:
+    async def _check_token(self, token: str, pid: str, aud: str) -> web.Response | float:
+        """The 403 answer for a refused token, else the token's expiry (Unix time)."""
         kid = ""
         try:
             kid = str(jwt.get_unverified_header(token).get("kid", "")) if token else ""
@@ -121,12 +140,12 @@ class Playback:
         key = await self.store.get(SIGNING_KEYS, kid) if kid and len(kid) < 128 else None
         public = key.data.get("public_key") if key is not None else None
         try:
-            verify_playback_token(
+            claims = verify_playback_token(
                 token, playback_id=pid, aud=aud, public_keys=lambda k: public if k == kid else None
             )
         except InvalidToken as exc:
             return _error(403, "forbidden", f"playback token refused: {exc}")
-        return None
+        return float(claims["exp"])
 
     async def resolve_live(self, playback_id: str, token: str | None) -> str:
         """WHEP: the live stream a playback id plays, after the token check."""
@@ -138,7 +157,7 @@ class Playback:
             raise PlaybackDenied(404, "no such live stream playback id")
         if rec.data.get("policy") == "signed":
             denied = await self._check_token(token or "", playback_id, "v")
-            if denied is not None:
+            if isinstance(denied, web.Response):
                 raise PlaybackDenied(403, "playback token refused")
         if obj_type == "room":
             # a recorded room's composite is in the hub under its broadcast stream id
@@ -148,12 +167,55 @@ class Playback:
             return str(room.data.get("broadcast_stream_id") or room.id)
         return str(rec.data["object_id"])
 
+    # ---------------------------------------------------------------- edge
+    def edge_route(
+        self, playback_id: str, token: str | None
+    ) -> EdgeRoute | Awaitable[EdgeRoute | None] | None:
+        """What the playback edge may serve for this id and token: a live stream on
+        this node, at once when a recent answer is cached (else an awaitable), or
+        None to let the aiohttp handlers answer (VOD, errors, refusals)."""
+        hit = self._edge_cache.get((playback_id, token or ""))
+        if hit is not None and hit[0] > time.monotonic():
+            live = self.hls.get(hit[1])
+            return EdgeRoute(live, playback_id, hit[2]) if live is not None else None
+        key = (playback_id, token or "")
+        task = self._edge_lookups.get(key)
+        if task is None:
+            # one store lookup per id and token, however many viewers ask at once
+            task = asyncio.ensure_future(self._edge_lookup(*key))
+            self._edge_lookups[key] = task
+            task.add_done_callback(lambda _: self._edge_lookups.pop(key, None))
+        return task
+
+    async def _edge_lookup(self, playback_id: str, token: str) -> EdgeRoute | None:
+        target = await self._resolve_id(playback_id, token, "v")
+        if isinstance(target, web.Response) or target.live_stream is None:
+            return None
+        stream_id = target.live_stream.id
+        live = self.hls.get(stream_id)
+        if live is None:
+            return None
+        suffix = self._suffix_of(token, target)
+        # A grant is reused for EDGE_CACHE_S at most (a deleted playback id or
+        # signing key stops playback within that), never past the token's expiry.
+        now = time.monotonic()
+        until = min(now + EDGE_CACHE_S, now + target.expires - time.time())
+        if len(self._edge_cache) >= EDGE_CACHE_MAX:
+            self._edge_cache = {k: v for k, v in self._edge_cache.items() if v[0] > now}
+            if len(self._edge_cache) >= EDGE_CACHE_MAX:
+                self._edge_cache.clear()
+        self._edge_cache[(playback_id, token)] = (until, stream_id, suffix)
+        return EdgeRoute(live, playback_id, suffix)
+
     @staticmethod
-    def _suffix(request: web.Request, target: Target) -> str:
-        token = request.query.get("token")
+    def _suffix_of(token: str | None, target: Target) -> str:
         if target.policy == "signed" and token:
             return "?token=" + urllib.parse.quote(token, safe="")
         return ""
+
+    @staticmethod
+    def _suffix(request: web.Request, target: Target) -> str:
+        return Playback._suffix_of(request.query.get("token"), target)
 
     async def _asset_of(self, target: Target) -> Record | None:
         if target.asset is not None:

@@ -62,6 +62,8 @@ class Settings:
     log_level: str = "info"
     log_json: bool = True
     access_log: bool = True
+    access_log_playback: bool = False
+    """Also log every /play/ request (LL-HLS viewers make five a second each)."""
     # --- webhooks ---
     webhook_backoff_base_s: float = 5.0
     """First retry delay; doubles per attempt (with jitter) up to the max."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -74,8 +75,8 @@ def verify_playback_token(
     aud: str,
     public_keys: Callable[[str], str | None],
     now: float | None = None,
-) -> None:
-    """Return None if ``token`` grants ``aud`` on ``playback_id``; else raise InvalidToken."""
+) -> dict[str, Any]:
+    """The verified claims if ``token`` grants ``aud`` on ``playback_id``, else InvalidToken."""
     if aud not in AUDIENCES:
         raise InvalidToken(f"unknown audience {aud!r}")
     if not token or len(token) > MAX_TOKEN_LENGTH:
@@ -115,3 +116,4 @@ def verify_playback_token(
         raise InvalidToken("token is for another playback id")
     if now is not None and float(claims["exp"]) + LEEWAY_S < now:
         raise InvalidToken("token expired")
+    return dict(claims)

@@ -284,6 +284,27 @@ class LiveHls:
 
     # -- waiting ---------------------------------------------------------------
 
+    def change_future(self) -> asyncio.Future[None]:
+        """The future that completes at the next change of this playlist (shared by
+        every waiter; it is never cancelled by a waiter giving up)."""
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
+
+    def position_future(self, msn: int, part: int | None) -> asyncio.Future[None]:
+        """The future that completes once `has_position(msn, part)` holds, shared by
+        every request for that position (so a new part wakes only those it satisfies)."""
+        loop = asyncio.get_running_loop()
+        if part is None:
+            fut = self._segment_waiters.get(msn)
+            if fut is None:
+                fut = self._segment_waiters[msn] = loop.create_future()
+        else:
+            fut = self._part_waiters.get((msn, part))
+            if fut is None:
+                fut = self._part_waiters[(msn, part)] = loop.create_future()
+        return fut
+
     async def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Wait until `predicate()` holds after some update; False on timeout."""
         if predicate():
@@ -294,11 +315,9 @@ class LiveHls:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            if self._changed is None:
-                self._changed = loop.create_future()
             try:
                 async with asyncio.timeout(remaining):
-                    await asyncio.shield(self._changed)
+                    await asyncio.shield(self.change_future())
             except TimeoutError:
                 return predicate()
             if predicate():
@@ -313,15 +332,7 @@ class LiveHls:
         if self.has_position(msn, part):
             return True
         t = self.blocking_timeout() if timeout_s is None else timeout_s
-        loop = asyncio.get_running_loop()
-        if part is None:
-            fut = self._segment_waiters.get(msn)
-            if fut is None:
-                fut = self._segment_waiters[msn] = loop.create_future()
-        else:
-            fut = self._part_waiters.get((msn, part))
-            if fut is None:
-                fut = self._part_waiters[(msn, part)] = loop.create_future()
+        fut = self.position_future(msn, part)
         try:
             async with asyncio.timeout(t):
                 await asyncio.shield(fut)

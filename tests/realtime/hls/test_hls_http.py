@@ -1,11 +1,13 @@
-"""LL-HLS over HTTP (aiohttp on loopback) with a synthetic live feed through the real hub
-and LiveHlsManager: blocking reload promptness, 400 beyond the edge, 503 on timeout,
-delta updates, preload-hinted parts, cache/CORS headers, reconnects and the end."""
+"""LL-HLS over HTTP on loopback, served by the aiohttp handlers and by the playback
+edge alike, with a synthetic live feed through the real hub and LiveHlsManager:
+blocking reload promptness, 400 beyond the edge, 503 on timeout, delta updates,
+preload-hinted parts, cache/CORS headers, reconnects and the end."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -15,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from ingest.hub import Hub
+from realtime.hls.edge import EdgeRoute, EdgeSite, Resolve
 from realtime.hls.http import IMMUTABLE, add_test_routes
 from realtime.hls.live import LiveHls
 from realtime.hls.manager import LiveHlsManager
@@ -47,8 +50,20 @@ class Env:
             return r.status, dict(r.headers), await r.read()
 
 
-@pytest.fixture
-async def env() -> AsyncIterator[Env]:
+def edge_resolver(manager: LiveHlsManager) -> Resolve:
+    """Public playback by stream id, as `add_test_routes` mounts it."""
+
+    def resolve(playback_id: str, token: str | None) -> EdgeRoute | None:
+        live = manager.get(playback_id)
+        suffix = "?" + urllib.parse.urlencode({"token": token}) if token else ""
+        return EdgeRoute(live, playback_id, suffix) if live is not None else None
+
+    return resolve
+
+
+@pytest.fixture(params=["aiohttp", "edge"])
+async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    """The same specification holds served by the aiohttp handlers and by the edge."""
     hub = Hub()
     recorders: list[Collect] = []
 
@@ -65,7 +80,10 @@ async def env() -> AsyncIterator[Env]:
     add_test_routes(app, manager.get)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    if request.param == "edge":
+        site: web.TCPSite = EdgeSite(runner, "127.0.0.1", 0, resolve=edge_resolver(manager))
+    else:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     async with aiohttp.ClientSession() as http:

@@ -1,0 +1,488 @@
+"""The playback edge: live LL-HLS requests answered without a task per request.
+
+Every viewer of a low-latency stream asks for a playlist and a part five
+times a second, and at each new part every blocked viewer is answered at
+once. Through aiohttp that costs ~150 µs per answer, so 1,000 viewers queue
+for 150 ms behind each other. The edge is an `asyncio.Protocol` in front of
+aiohttp on the same port: it serves `GET /play/{playback_id}.m3u8` and
+`GET /play/{playback_id}/{name}` of live streams itself (a blocked request is
+a done-callback on the stream's shared future, not a task), with the answers
+`realtime.hls.responder` decides, so they are byte for byte those of the
+aiohttp handlers.
+
+Anything else on the connection (API calls, VOD, downloads, HEAD, bodies,
+heads it does not understand, unknown or refused playback ids) is handed
+to aiohttp: the transport is switched to a fresh aiohttp `RequestHandler`,
+which gets every byte not yet consumed and keeps the connection from then on.
+
+The composition root supplies `resolve(playback_id, token)`, which checks the
+playback policy and returns an `EdgeRoute` (synchronously when cached, else an
+awaitable) or None to hand the request over, and `observe` for metrics and
+access logs. `EdgeSite` is the aiohttp site that listens with the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import math
+import time
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import web
+
+from realtime.hls import responder
+from realtime.hls.http import CORS_HEADERS
+from realtime.hls.live import LiveHls
+from realtime.hls.playlist import media_playlist_uri
+from realtime.hls.responder import Pending, Reply, Step
+from realtime.http_head import (
+    NotSimple,
+    RequestHead,
+    header_lines,
+    parse_request_head,
+    response_head,
+)
+
+log = logging.getLogger("onair.realtime.edge")
+
+MULTIVARIANT_ROUTE = "/play/{playback_id}.m3u8"
+CHILD_ROUTE = "/play/{playback_id}/{name}"
+"""Route labels, as aiohttp names the same routes (metrics)."""
+
+_PREFIX = "/play/"
+_MAX_BUFFERED = 64 * 1024
+"""Unconsumed request bytes held before reading pauses (pipelined requests)."""
+_SAFE_ID = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_SAFE_NAME = _SAFE_ID | {"."}
+_FIELDS: dict[tuple[str, str, str | None], str] = {}
+"""Rendered header fields by (content type, cache control, retry-after): a handful."""
+_SPLIT_WRITE = 16 * 1024
+"""Bodies above this are written apart from the head (no copy into one buffer)."""
+
+
+@dataclass(slots=True, frozen=True)
+class EdgeRoute:
+    """A live stream the edge may serve for a playback id, and the child-URI suffix."""
+
+    live: LiveHls
+    playback_id: str
+    suffix: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class EdgeRequest:
+    """One answered request, for metrics and access logs."""
+
+    method: str
+    path: str
+    query: str
+    route: str
+    status: int
+    duration_s: float
+    remote: str
+    request_id: str
+
+
+Resolve = Callable[[str, str | None], "EdgeRoute | Awaitable[EdgeRoute | None] | None"]
+
+
+def _new_request_id(incoming: str | None) -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+class PlaybackEdge:
+    """The protocol factory: one `_Connection` per accepted socket."""
+
+    def __init__(
+        self,
+        fallback: Callable[[], asyncio.BaseProtocol],
+        resolve: Resolve,
+        *,
+        observe: Callable[[EdgeRequest], None] | None = None,
+        request_id: Callable[[str | None], str] = _new_request_id,
+        keepalive_s: float = 75.0,
+        head_timeout_s: float = 15.0,
+    ) -> None:
+        self.fallback = fallback
+        self.resolve = resolve
+        self.observe = observe
+        self.request_id = request_id
+        self.keepalive_s = keepalive_s
+        self.head_timeout_s = head_timeout_s
+        self.connections: set[_Connection] = set()
+        self.served = 0
+        self.handed_over = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._deadlines: dict[float, list[tuple[_Connection, Pending]]] = {}
+
+    def expire_at(self, deadline: float, conn: _Connection, step: Pending) -> None:
+        """Time `step` out at about `deadline` (loop time). Deadlines share 100 ms
+        buckets, one timer each, instead of a timer per waiting request."""
+        bucket = math.ceil(deadline * 10) / 10
+        waiting = self._deadlines.get(bucket)
+        if waiting is None:
+            waiting = self._deadlines[bucket] = []
+            asyncio.get_running_loop().call_at(bucket, self._expire_bucket, bucket)
+        waiting.append((conn, step))
+
+    def _expire_bucket(self, bucket: float) -> None:
+        for conn, step in self._deadlines.pop(bucket, ()):
+            conn.timed_out(step)
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Connection(self)
+
+    def _track(self, conn: _Connection) -> None:
+        self.connections.add(conn)
+        if self._sweeper is None and not self._closing:
+            self._sweeper = asyncio.get_running_loop().call_later(5.0, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle past the keep-alive, or stuck in a partial head."""
+        self._sweeper = None
+        now = time.monotonic()
+        for conn in list(self.connections):
+            conn.expire(now)
+        if self.connections and not self._closing:
+            self._sweeper = asyncio.get_running_loop().call_later(5.0, self._sweep)
+
+    def close(self) -> None:
+        """Close every connection the edge still serves (shutdown)."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self.connections):
+            conn.abort()
+
+
+_IDLE, _RESOLVING, _WAITING = 0, 1, 2
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection while the edge serves it."""
+
+    def __init__(self, edge: PlaybackEdge) -> None:
+        self.edge = edge
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.state = _IDLE
+        self.closed = False
+        self.eof = False
+        self.write_paused = False
+        self.read_paused = False
+        self.remote = ""
+        self.last_activity = time.monotonic()
+        self.head: RequestHead | None = None
+        self.route_label = ""
+        self.request_id = ""
+        self.started = 0.0
+        self.pending: Pending | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, so cast, not assert
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if isinstance(peer, tuple) else ""
+        self.edge._track(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self.last_activity = time.monotonic()
+        if len(self.buf) > _MAX_BUFFERED and not self.read_paused and self.transport:
+            self.read_paused = True
+            self.transport.pause_reading()
+        if self.state == _IDLE:
+            self._serve_buffered()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        # keep the write side open to finish an answer in progress, then close
+        return self.state != _IDLE
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.state == _IDLE and not self.closed:
+            self._serve_buffered()
+
+    # -- housekeeping --------------------------------------------------------------
+
+    def _forget(self) -> None:
+        self.closed = True
+        self.pending = None
+        self.edge.connections.discard(self)
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self._forget()
+
+    def expire(self, now: float) -> None:
+        if self.state != _IDLE or self.closed:
+            return
+        limit = self.edge.head_timeout_s if self.buf else self.edge.keepalive_s
+        if now - self.last_activity > limit:
+            if self.transport is not None:
+                self.transport.close()
+            self._forget()
+
+    # -- requests --------------------------------------------------------------------
+
+    def _serve_buffered(self) -> None:
+        """Answer the requests in the buffer until one must wait or is not ours."""
+        while self.state == _IDLE and not self.closed and not self.write_paused and self.buf:
+            try:
+                head = parse_request_head(self.buf)
+            except NotSimple:
+                self._hand_over()
+                return
+            if head is None:
+                break
+            if not self._begin(head):
+                return
+        if self.read_paused and len(self.buf) <= _MAX_BUFFERED and self.transport:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if self.state == _IDLE and self.eof and not self.closed and self.transport:
+            self.transport.close()
+            self._forget()
+
+    def _begin(self, head: RequestHead) -> bool:
+        """Start answering `head`; False when the connection left the loop (handed
+        over, waiting, resolving)."""
+        if head.method != "GET":
+            self._hand_over()
+            return False
+        parsed = _parse_target(head)
+        if parsed is None:
+            self._hand_over()
+            return False
+        pid, name, query = parsed
+        self.head = head
+        self.started = time.perf_counter()
+        found = self.edge.resolve(pid, query.get("token"))
+        if found is not None and type(found) is not EdgeRoute and inspect.isawaitable(found):
+            self.state = _RESOLVING
+            task = asyncio.ensure_future(found)
+            task.add_done_callback(functools.partial(self._resolved, head, name, query))
+            return False
+        return self._start(cast("EdgeRoute | None", found), head, name, query)
+
+    def _resolved(
+        self,
+        head: RequestHead,
+        name: str | None,
+        query: dict[str, str],
+        task: asyncio.Future[EdgeRoute | None],
+    ) -> None:
+        if self.closed:
+            return
+        self.state = _IDLE
+        route: EdgeRoute | None = None
+        if not task.cancelled() and task.exception() is None:
+            route = task.result()
+        elif not task.cancelled():
+            log.warning("playback resolve failed: %r", task.exception())
+        if self._start(route, head, name, query):
+            self._serve_buffered()
+
+    def _start(
+        self, route: EdgeRoute | None, head: RequestHead, name: str | None, query: dict[str, str]
+    ) -> bool:
+        if route is None or name == "download.mp4":
+            self._hand_over()
+            return False
+        del self.buf[: head.size]
+        self.request_id = self.edge.request_id(head.headers.get("x-request-id"))
+        live = route.live
+        if name is None:
+            self.route_label = MULTIVARIANT_ROUTE
+            step = responder.multivariant(live, media_playlist_uri(route.playback_id), route.suffix)
+        else:
+            self.route_label = CHILD_ROUTE
+            step = responder.child(live, name, query, route.suffix)
+        return self._advance(step)
+
+    def _advance(self, step: Step) -> bool:
+        """Send a reply (True: ready for the next request) or wait (False)."""
+        if isinstance(step, Reply):
+            self._send(step)
+            return not self.closed
+        self.state = _WAITING
+        self.pending = step
+        step.future.add_done_callback(functools.partial(self._woken, step))
+        self.edge.expire_at(step.deadline, self, step)
+        return False
+
+    def _woken(self, step: Pending, _: asyncio.Future[None]) -> None:
+        if self.pending is step:
+            self._resume(step, False)
+
+    def timed_out(self, step: Pending) -> None:
+        if self.pending is step:
+            self._resume(step, True)
+
+    def _resume(self, step: Pending, timed_out: bool) -> None:
+        self.pending = None
+        self.state = _IDLE
+        if self._advance(step.resume(timed_out)):
+            self._serve_buffered()
+
+    def _send(self, reply: Reply) -> None:
+        head = self.head
+        transport = self.transport
+        assert head is not None and transport is not None
+        keep_alive = head.keep_alive and not self.eof
+        key = (reply.content_type, reply.cache_control, reply.retry_after)
+        fields = _FIELDS.get(key)
+        if fields is None:
+            headers = [
+                ("Content-Type", reply.content_type),
+                ("Cache-Control", reply.cache_control),
+                *CORS_HEADERS.items(),
+            ]
+            if reply.retry_after is not None:
+                headers.append(("Retry-After", reply.retry_after))
+            fields = _FIELDS[key] = header_lines(headers)
+        body = reply.body
+        first = response_head(
+            reply.status,
+            f"{fields}X-Request-Id: {self.request_id}\r\n",
+            len(body),
+            keep_alive=keep_alive,
+        )
+        if len(body) > _SPLIT_WRITE:
+            transport.write(first)
+            transport.write(body)
+        else:
+            transport.write(first + body)
+        self.last_activity = time.monotonic()
+        self.edge.served += 1
+        observe = self.edge.observe
+        if observe is not None:
+            observe(
+                EdgeRequest(
+                    "GET",
+                    head.path,
+                    head.query_string,
+                    self.route_label,
+                    reply.status,
+                    time.perf_counter() - self.started,
+                    self.remote,
+                    self.request_id,
+                )
+            )
+        self.head = None
+        if not keep_alive:
+            transport.close()
+            self._forget()
+
+    def _hand_over(self) -> None:
+        """Give the connection, and every unconsumed byte, to aiohttp."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        self._forget()
+        self.edge.handed_over += 1
+        protocol = cast(asyncio.Protocol, self.edge.fallback())
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self.read_paused:
+            transport.resume_reading()
+        if self.buf:
+            protocol.data_received(bytes(self.buf))
+            self.buf.clear()
+        if self.eof and not protocol.eof_received():
+            transport.close()
+
+
+def _parse_target(head: RequestHead) -> tuple[str, str | None, dict[str, str]] | None:
+    """(playback id, child name or None for the multivariant playlist, query) of a
+    plain /play/ path; None for any other path (aiohttp's routes decide those)."""
+    path = head.path
+    if not path.startswith(_PREFIX):
+        return None
+    rest = path[len(_PREFIX) :]
+    pid, slash, name = rest.partition("/")
+    if slash:
+        if not name or not _SAFE_NAME.issuperset(name) or not pid:
+            return None
+        child: str | None = name
+    elif pid.endswith(".m3u8"):
+        pid, child = pid[: -len(".m3u8")], None
+    else:
+        return None
+    if not pid or not _SAFE_ID.issuperset(pid):
+        return None
+    return pid, child, _parse_query(head.query_string)
+
+
+def _parse_query(qs: str) -> dict[str, str]:
+    """The query as aiohttp's `request.query.get` sees it (first value of a name wins)."""
+    query: dict[str, str] = {}
+    if not qs:
+        return query
+    if "%" in qs or "+" in qs:
+        for key, value in urllib.parse.parse_qsl(qs, keep_blank_values=True):
+            query.setdefault(key, value)
+        return query
+    for pair in qs.split("&"):
+        if pair:
+            key, _, value = pair.partition("=")
+            query.setdefault(key, value)
+    return query
+
+
+class EdgeSite(web.TCPSite):
+    """An aiohttp TCP site whose connections the playback edge sees first."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str | None,
+        port: int | None,
+        *,
+        resolve: Resolve,
+        observe: Callable[[EdgeRequest], None] | None = None,
+        request_id: Callable[[str | None], str] = _new_request_id,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(runner, host, port, **kwargs)
+        server = runner.server
+        assert server is not None, "call runner.setup() first"
+        self.edge = PlaybackEdge(server, resolve, observe=observe, request_id=request_id)
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.edge,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        if self._server.sockets:
+            self._bound_port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self.edge.close()
+        await super().stop()

@@ -1,0 +1,152 @@
+"""The playback edge inside the service (`control.edge`, as `onair serve` listens):
+live playback is served by the edge after the same policy and token checks as
+the aiohttp handlers, a grant is reused only briefly, refusals and everything
+else are answered by aiohttp, and metrics count edge answers like any other."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+
+from control import appkeys
+from control.app import service_app
+from control.cli import bootstrap_admin_key
+from control.edge import edge_site
+from control.playback import EDGE_CACHE_S
+from control.settings import load_settings
+from tests.realtime.media import feed_realtime, synthetic_tracks, synthetic_units
+
+
+@dataclass
+class Service:
+    app: web.Application
+    base: str
+    http: aiohttp.ClientSession
+    key: str
+    tasks: list[asyncio.Task[None]]
+
+    async def api(self, method: str, path: str, body: object = None) -> dict:  # type: ignore[type-arg]
+        headers = {"Authorization": f"Bearer {self.key}"}
+        async with self.http.request(method, self.base + path, json=body, headers=headers) as r:
+            assert r.status < 300, await r.text()
+            return {} if r.status == 204 else await r.json()  # type: ignore[no-any-return]
+
+    async def live(self, **fields: object) -> tuple[str, str]:
+        """A live stream with a synthetic feed in the hub; (stream id, playback id)."""
+        ls = await self.api("POST", "/v1/live-streams", {"record": False, **fields})
+        pub = self.app[appkeys.HUB].publish(ls["id"], synthetic_tracks(), source="test")
+        units = synthetic_units(6.0, wallclock0=time.time())
+        self.tasks.append(asyncio.create_task(feed_realtime(pub, units)))
+        live = self.app[appkeys.HLS].get(ls["id"])
+        assert live is not None and await live.wait_media(timeout_s=5)
+        return ls["id"], ls["playback_ids"][0]["id"]
+
+    async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """On a connection of its own, as a player's are: a connection that carried
+        anything but live playback stays with aiohttp."""
+        async with aiohttp.ClientSession() as player, player.get(self.base + path) as r:
+            return r.status, dict(r.headers), await r.read()
+
+
+@pytest.fixture
+async def svc(tmp_path: Path) -> AsyncIterator[Service]:
+    settings = load_settings(env={"ONAIR_DATA_DIR": str(tmp_path), "ONAIR_RTMP_PORT": "0"})
+    app = service_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = edge_site(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    key = await bootstrap_admin_key(app[appkeys.STORE], settings.node_id)
+    assert key is not None
+    tasks: list[asyncio.Task[None]] = []
+    async with aiohttp.ClientSession() as http:
+        try:
+            yield Service(app, f"http://127.0.0.1:{port}", http, key, tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await runner.cleanup()
+
+
+def served_by_edge(headers: dict[str, str]) -> bool:
+    return "Server" not in headers  # aiohttp names itself; the edge does not
+
+
+async def test_public_live_playback_is_served_by_the_edge_and_counted(svc: Service) -> None:
+    _, pid = await svc.live()
+    status, headers, body = await svc.get(f"/play/{pid}/media.m3u8")
+    assert status == 200 and b"#EXT-X-PART" in body and served_by_edge(headers)
+    status, headers, body = await svc.get(f"/play/{pid}.m3u8")
+    assert status == 200 and f"{pid}/media.m3u8".encode() in body and served_by_edge(headers)
+    status, headers, body = await svc.get("/metrics")
+    assert 'route="/play/{playback_id}/{name}",status="200"' in body.decode()
+
+
+async def test_signed_playback_through_the_edge_checks_the_token(svc: Service) -> None:
+    signing = await svc.api("POST", "/v1/signing-keys", {})
+    _, pid = await svc.live(playback_policy="signed")
+
+    def token(sub: str, exp_in: float, private: str = signing["private_key"]) -> str:
+        claims = {"sub": sub, "aud": "v", "exp": int(time.time() + exp_in)}
+        return jwt.encode(claims, private, algorithm="RS256", headers={"kid": signing["id"]})
+
+    good = token(pid, 600)
+    status, headers, body = await svc.get(
+        f"/play/{pid}/media.m3u8?token={urllib.parse.quote(good, safe='')}"
+    )
+    assert status == 200 and served_by_edge(headers)
+    assert f"token={urllib.parse.quote(good, safe='')}".encode() in body  # children carry it
+    other = await svc.api("POST", "/v1/signing-keys", {})
+    for bad in (
+        None,
+        "garbage",
+        token(pid, -120),
+        token("x" * 24, 600),
+        token(pid, 600, other["private_key"]),
+    ):
+        query = "" if bad is None else f"?token={urllib.parse.quote(bad, safe='')}"
+        status, headers, body = await svc.get(f"/play/{pid}/media.m3u8{query}")
+        assert status == 403, bad
+        assert b'"forbidden"' in body and not served_by_edge(headers)
+
+
+async def test_a_grant_is_reused_briefly_then_checked_again(svc: Service) -> None:
+    stream_id, pid = await svc.live()
+    playback = svc.app[appkeys.PLAYBACK]
+    found = playback.edge_route(pid, None)
+    route = await found if asyncio.isfuture(found) or asyncio.iscoroutine(found) else found
+    assert route is not None and route.live is svc.app[appkeys.HLS].get(stream_id)
+    cached = playback.edge_route(pid, None)
+    assert cached is not None and not asyncio.isfuture(cached)  # at once, from the cache
+    # deleting the live stream stops edge playback within EDGE_CACHE_S
+    await svc.api("DELETE", f"/v1/live-streams/{stream_id}")
+    await asyncio.sleep(EDGE_CACHE_S + 0.2)
+    again = playback.edge_route(pid, None)
+    assert asyncio.isfuture(again)
+    assert await again is None
+
+
+async def test_concurrent_first_requests_share_one_lookup(svc: Service) -> None:
+    _, pid = await svc.live()
+    playback = svc.app[appkeys.PLAYBACK]
+    first = playback.edge_route(pid, None)
+    second = playback.edge_route(pid, None)
+    assert asyncio.isfuture(first) and first is second
+    assert await first is not None
+
+
+async def test_vod_and_unknown_ids_are_answered_by_aiohttp(svc: Service) -> None:
+    status, headers, body = await svc.get("/play/NoSuchPlaybackId123/media.m3u8")
+    assert status == 404 and not served_by_edge(headers) and b'"not_found"' in body
+    status, headers, _ = await svc.get("/v1/health")
+    assert status == 200 and not served_by_edge(headers)
