@@ -36,8 +36,23 @@ def hlsjs_available() -> bool:
     return HLSJS_PATH.is_file()
 
 
+_PAGE_PREFIXES = ("/watch/", "/static/", "/publish/", "/rooms/", "/dashboard")
+
+
+async def close_after_pages(request: web.Request, response: web.StreamResponse) -> None:
+    """Close the connection after a page or static file. A browser reuses idle
+    connections for the player's /play requests, and the playback edge
+    (realtime.hls.edge) serves those only on connections that carried nothing
+    else; a page is fetched once, so the extra connection costs nothing."""
+    if request.path.startswith(_PAGE_PREFIXES):
+        response.force_close()
+        # headers are computed before this hook runs, so say it as well
+        response.headers["Connection"] = "close"
+
+
 def add_page_routes(app: web.Application) -> None:
     """GET /watch/{playback_id}, GET /dashboard, GET /static/... (pages, js, css, vendor/)."""
+    app.on_response_prepare.append(close_after_pages)
     app.router.add_get("/watch/{playback_id}", watch_page)
     app.router.add_get("/dashboard", dashboard_page)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)

@@ -150,3 +150,15 @@ async def test_vod_and_unknown_ids_are_answered_by_aiohttp(svc: Service) -> None
     assert status == 404 and not served_by_edge(headers) and b'"not_found"' in body
     status, headers, _ = await svc.get("/v1/health")
     assert status == 200 and not served_by_edge(headers)
+
+
+async def test_a_page_s_connection_closes_so_the_player_s_requests_reach_the_edge(
+    svc: Service,
+) -> None:
+    _, pid = await svc.live()
+    async with aiohttp.ClientSession() as browser:  # one pool, as a browser tab has
+        async with browser.get(f"{svc.base}/watch/{pid}") as r:
+            assert r.status == 200 and r.headers["Connection"] == "close"
+            await r.read()
+        async with browser.get(f"{svc.base}/play/{pid}/media.m3u8") as r:
+            assert r.status == 200 and served_by_edge(dict(r.headers))
