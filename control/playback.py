@@ -95,8 +95,8 @@ class Playback:
         """asset id → the in-memory manifest of a recording in progress on this node."""
         self.presign_s = presign_s
         """>0: media of assets is answered with a presigned redirect (S3) of that lifetime."""
-        self._edge_cache: dict[tuple[str, str], tuple[float, str, str]] = {}
-        """(playback id, token) → (monotonic expiry, live stream id, child suffix)."""
+        self._edge_cache: dict[tuple[str, str], tuple[float, str, EdgeRoute]] = {}
+        """(playback id, token) → (monotonic expiry, live stream id, the route granted)."""
         self._edge_lookups: dict[tuple[str, str], asyncio.Future[EdgeRoute | None]] = {}
 
     # ------------------------------------------------------------ resolving
@@ -176,8 +176,11 @@ class Playback:
         None to let the aiohttp handlers answer (VOD, errors, refusals)."""
         hit = self._edge_cache.get((playback_id, token or ""))
         if hit is not None and hit[0] > time.monotonic():
+            route = hit[2]
             live = self.hls.get(hit[1])
-            return EdgeRoute(live, playback_id, hit[2]) if live is not None else None
+            if live is route.live:
+                return route
+            return EdgeRoute(live, playback_id, route.suffix) if live is not None else None
         key = (playback_id, token or "")
         task = self._edge_lookups.get(key)
         if task is None:
@@ -204,8 +207,9 @@ class Playback:
             self._edge_cache = {k: v for k, v in self._edge_cache.items() if v[0] > now}
             if len(self._edge_cache) >= EDGE_CACHE_MAX:
                 self._edge_cache.clear()
-        self._edge_cache[(playback_id, token)] = (until, stream_id, suffix)
-        return EdgeRoute(live, playback_id, suffix)
+        route = EdgeRoute(live, playback_id, suffix)
+        self._edge_cache[(playback_id, token)] = (until, stream_id, route)
+        return route
 
     @staticmethod
     def _suffix_of(token: str | None, target: Target) -> str:

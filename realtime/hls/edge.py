@@ -76,7 +76,7 @@ class EdgeRoute:
     suffix: str = ""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class EdgeRequest:
     """One answered request, for metrics and access logs."""
 
