@@ -197,6 +197,8 @@ class _EndpointSlot:
     in_flight: int = 0
     next_check: float = 0.0
     gone_since: float | None = None
+    finished: int = 0
+    """Attempts finished so far: a finish during `run_once`'s awaits means look again."""
 
 
 @dataclass(slots=True)
@@ -289,6 +291,7 @@ class DeliveryWorker:
             if slot.in_flight > 0 and free < self._lease_batch:
                 continue  # lease in batches: a finishing attempt wakes us again
             queue = queue_for(slot.id)
+            finished = slot.finished
             tasks: Sequence[Task] = await self.store.lease(
                 queue, self.owner, self.config.lease_s, limit=free
             )
@@ -301,6 +304,13 @@ class DeliveryWorker:
                 self.in_flight.add(t)
             if len(tasks) < free:
                 due = await self.store.next_due(queue)
+                if slot.finished != finished:
+                    # An attempt finished (and maybe queued its retry) while we
+                    # asked: the answer may predate the retry, so look again now
+                    # rather than after slot_poll_s.
+                    slot.next_check = now
+                    sleep = 0.0
+                    continue
                 if due is None:
                     if slot.gone_since is not None:
                         if slot.in_flight == 0:
@@ -325,6 +335,7 @@ class DeliveryWorker:
             log.exception("webhook attempt crashed", extra={"task": task.id})
         finally:
             slot.in_flight -= 1
+            slot.finished += 1
             current = asyncio.current_task()
             if current is not None:
                 self.in_flight.discard(current)  # type: ignore[arg-type]
