@@ -116,9 +116,16 @@ class Outbox:
         self.store = store
         self.notifier = notifier
         self.listeners: list[Callable[[list[Event]], None]] = []
+        self.op_listeners: list[Callable[[Sequence[Op]], None]] = []
+        """Called with the ops of every commit on this node, events or not."""
 
     async def commit(self, ops: Sequence[Op], events: Sequence[EventDraft] = ()) -> list[Event]:
         committed = await self.store.commit(ops, events)
+        for op_listener in self.op_listeners:
+            try:
+                op_listener(ops)
+            except Exception:
+                log.exception("outbox op listener failed")
         if committed:
             self.notifier.notify()
             for listener in self.listeners:

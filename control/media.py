@@ -155,6 +155,9 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.LIVE] = lifecycle
     app[appkeys.HLS] = hls
     app[appkeys.PLAYBACK] = playback
+    # a deleted live stream, room, asset, playback id or signing key stops edge
+    # playback on this node at once (other nodes: within EDGE_CACHE_S)
+    app[appkeys.OUTBOX].op_listeners.append(playback.forget_grants_after)
     kick = app[appkeys.LIVE_CONTROL]
     if isinstance(kick, MediaKick):
         kick.lifecycle = lifecycle

@@ -21,7 +21,7 @@ import math
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from control.assets import COLLECTION as ASSETS
 from control.assets import asset_prefix
 from control.live_streams import COLLECTION as LIVE_STREAMS
 from control.live_streams import PLAYBACK_IDS
-from control.store.base import Record, Store
+from control.store.base import Delete, Op, Record, Store
 from realtime.hls import http as live_http
 from realtime.hls.edge import EdgeRoute
 from realtime.hls.manager import LiveHlsManager
@@ -51,6 +51,10 @@ _CORS = {"Access-Control-Allow-Origin": "*"}
 EDGE_CACHE_S = 2.0
 """How long the playback edge reuses a resolved playback id and token."""
 EDGE_CACHE_MAX = 10_000
+_GRANT_COLLECTIONS = frozenset({PLAYBACK_IDS, LIVE_STREAMS, ROOMS, ASSETS, SIGNING_KEYS})
+"""Collections whose deletions can revoke a grant."""
+_GRANT_DEFINING = frozenset({PLAYBACK_IDS, SIGNING_KEYS})
+"""Collections where any change can (a playback id's policy, a key)."""
 IMMUTABLE = "public, max-age=31536000, immutable"
 MP4_KEY = "download.mp4"
 
@@ -98,6 +102,7 @@ class Playback:
         self._edge_cache: dict[tuple[str, str], tuple[float, str, EdgeRoute]] = {}
         """(playback id, token) → (monotonic expiry, live stream id, the route granted)."""
         self._edge_lookups: dict[tuple[str, str], asyncio.Future[EdgeRoute | None]] = {}
+        self._grant_epoch = 0
 
     # ------------------------------------------------------------ resolving
     async def _resolve(self, request: web.Request, aud: str) -> Target | web.Response:
@@ -190,7 +195,18 @@ class Playback:
             task.add_done_callback(lambda _: self._edge_lookups.pop(key, None))
         return task
 
+    def forget_grants_after(self, ops: Sequence[Op]) -> None:
+        """Drop the edge's cached grants when a commit may have revoked one."""
+        if self._edge_cache and any(
+            op.collection in _GRANT_COLLECTIONS
+            and (isinstance(op, Delete) or op.collection in _GRANT_DEFINING)
+            for op in ops
+        ):
+            self._edge_cache.clear()
+            self._grant_epoch += 1
+
     async def _edge_lookup(self, playback_id: str, token: str) -> EdgeRoute | None:
+        epoch = self._grant_epoch
         target = await self._resolve_id(playback_id, token, "v")
         if isinstance(target, web.Response) or target.live_stream is None:
             return None
@@ -208,7 +224,8 @@ class Playback:
             if len(self._edge_cache) >= EDGE_CACHE_MAX:
                 self._edge_cache.clear()
         route = EdgeRoute(live, playback_id, suffix)
-        self._edge_cache[(playback_id, token)] = (until, stream_id, route)
+        if epoch == self._grant_epoch:  # nothing was revoked while we looked
+            self._edge_cache[(playback_id, token)] = (until, stream_id, route)
         return route
 
     @staticmethod

@@ -128,12 +128,32 @@ async def test_a_grant_is_reused_briefly_then_checked_again(svc: Service) -> Non
     assert route is not None and route.live is svc.app[appkeys.HLS].get(stream_id)
     cached = playback.edge_route(pid, None)
     assert cached is not None and not asyncio.isfuture(cached)  # at once, from the cache
-    # deleting the live stream stops edge playback within EDGE_CACHE_S
-    await svc.api("DELETE", f"/v1/live-streams/{stream_id}")
-    await asyncio.sleep(EDGE_CACHE_S + 0.2)
+    # a grant is checked again after EDGE_CACHE_S
+    await asyncio.sleep(EDGE_CACHE_S + 0.1)
     again = playback.edge_route(pid, None)
     assert asyncio.isfuture(again)
-    assert await again is None
+    assert await again is not None
+    # deleting the live stream on this node revokes it at once
+    await svc.api("DELETE", f"/v1/live-streams/{stream_id}")
+    gone = playback.edge_route(pid, None)
+    assert asyncio.isfuture(gone)
+    assert await gone is None
+    assert (await svc.get(f"/play/{pid}/media.m3u8"))[0] == 404
+
+
+async def test_deleting_a_signing_key_revokes_its_tokens_at_once(svc: Service) -> None:
+    signing = await svc.api("POST", "/v1/signing-keys", {})
+    _, pid = await svc.live(playback_policy="signed")
+    claims = {"sub": pid, "aud": "v", "exp": int(time.time() + 600)}
+    tok = jwt.encode(
+        claims, signing["private_key"], algorithm="RS256", headers={"kid": signing["id"]}
+    )
+    path = f"/play/{pid}/media.m3u8?token={urllib.parse.quote(tok, safe='')}"
+    status, headers, _ = await svc.get(path)
+    assert status == 200 and served_by_edge(headers)
+    await svc.api("DELETE", f"/v1/signing-keys/{signing['id']}")
+    status, headers, _ = await svc.get(path)
+    assert status == 403 and not served_by_edge(headers)
 
 
 async def test_concurrent_first_requests_share_one_lookup(svc: Service) -> None:
