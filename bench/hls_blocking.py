@@ -86,18 +86,18 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
 
     served: list[tuple[str, float, float]] = []
 
-    def note(query: str, arrived: float) -> None:
+    def note(query: str, arrived: float, answered: float) -> None:
         """Server side: when a blocking request arrived and when its answer was sent."""
         q = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
         if "_HLS_msn" in q and "_HLS_part" in q:
-            served.append((f"{q['_HLS_msn']}.{q['_HLS_part']}", arrived, time.time()))
+            served.append((f"{q['_HLS_msn']}.{q['_HLS_part']}", arrived, answered))
 
     @web.middleware
     async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
         arrived = time.time()
         response = await handler(request)
         if response.status == 200:
-            note(request.query_string, arrived)
+            note(request.query_string, arrived, time.time())
         return response
 
     app.middlewares.insert(0, record)
@@ -117,7 +117,7 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
 
         def observed(req: EdgeRequest) -> None:
             if req.status == 200:
-                note(req.query, time.time() - req.duration_s)
+                note(req.query, req.answered_at - req.duration_s, req.answered_at)
             if observe is not None:
                 observe(req)
 
@@ -219,7 +219,9 @@ class _RawClient(asyncio.Protocol):
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        return await asyncio.wait_for(self.waiter, 15)
+        # no per-request timer (it would cost the shared CPU more than the parsing):
+        # a closed connection fails the waiter, and _clients bounds the whole run
+        return await self.waiter
 
 
 async def _clients(port: int, pid: str, n: int, seconds: float) -> dict[str, object]:
@@ -262,7 +264,10 @@ async def _clients(port: int, pid: str, n: int, seconds: float) -> dict[str, obj
             if client.transport is not None:
                 client.transport.close()
 
-    await asyncio.gather(*(one() for _ in range(n)))
+    try:
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), seconds + 30)
+    except TimeoutError:
+        errors["run timed out"] = errors.get("run timed out", 0) + 1
     return {"answers": answers, "errors": errors}
 
 

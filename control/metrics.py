@@ -52,7 +52,7 @@ class _Metric:
         # per request on hot paths: no sets unless the labels are wrong
         if len(labels) == len(self.labelnames):
             try:
-                return tuple([str(labels[n]) for n in self.labelnames])
+                return tuple(map(str, map(labels.__getitem__, self.labelnames)))
             except KeyError:
                 pass
         raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.labelnames)}")

@@ -193,8 +193,7 @@ class FlvDemuxer:
             if dts <= self._last_video_dts:
                 dts = self._last_video_dts + 1
             self._last_video_dts = dts
-            with memoryview(payload) as mv:
-                data = bytes(mv[5:])
+            data = _tail(payload, 5)
             _check_avcc(data)
             return MediaUnit(
                 TrackKind.VIDEO, dts, dts + cts * 90, data, frame_type == 1, self._clock()
@@ -269,8 +268,7 @@ class FlvDemuxer:
                     dts = self._last_audio_dts + 1
             self._last_audio_dts = dts
             self._next_audio = dts + frame
-            with memoryview(payload) as mv:
-                data = bytes(mv[2:])
+            data = _tail(payload, 2)
             return MediaUnit(TrackKind.AUDIO, dts, dts, data, True, self._clock())
         if ptype == 0:
             self._audio_config(bytes(payload[2:]))
@@ -297,6 +295,14 @@ class FlvDemuxer:
             self._last_audio_dts = -1
         self._audio_rate = cfg.sample_rate
         self._audio_frame = cfg.frame_length
+
+
+def _tail(payload: bytes | bytearray, start: int) -> bytes:
+    """payload[start:] as bytes, copied once (slicing a bytearray would copy twice)."""
+    if type(payload) is bytes:
+        return payload[start:]
+    with memoryview(payload) as mv:
+        return bytes(mv[start:])
 
 
 def _check_avcc(data: bytes) -> None:

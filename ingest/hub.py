@@ -6,7 +6,8 @@ and the read side (`StreamReader`), after mediamtx's publisher → stream → re
 Rules that everything else relies on:
 
 * `Publication.write()` is synchronous and never waits for a reader.
-* Every `StreamReader` has a bounded buffer. A reader that falls behind drops
+* Every `StreamReader` has a bounded buffer (unless its consumer takes items
+  inline, `StreamReader.consume_inline`, and so never lags). A reader that falls behind drops
   media until the next video keyframe (or the next audio unit for audio-only
   streams) and counts what it dropped; control items are never dropped.
 * A `Stream` outlives its publishers: a reconnect (or a takeover by a second
@@ -50,12 +51,16 @@ class TrackInfo:
     """Declared bits/s when the publisher says (onMetaData, SDP), else 0."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MediaUnit:
     """One access unit: a video frame or an audio frame, still encoded.
 
     H.264 data is in AVCC form (4-byte big-endian length before each NAL unit),
     as FLV and MP4 carry it. AAC data is a raw frame (no ADTS header).
+
+    Treat as immutable (it is shared by every reader). It is not a frozen
+    dataclass only because one is built per frame and frozen construction pays
+    an `object.__setattr__` per field.
     """
 
     kind: TrackKind
@@ -97,7 +102,10 @@ class StreamReader:
         self._items: deque[ReaderItem] = deque()
         self._media_count = 0
         self._waiting_keyframe = False
-        self._wakeup = asyncio.Event()
+        # One future per waiting get(), resolved by _push/close. Cheaper than an
+        # asyncio.Event, whose set() is a method call on every unit pushed.
+        self._waiters: list[asyncio.Future[None]] = []
+        self._inline: Callable[[ReaderItem], None] | None = None
         self._closed = False
         self.dropped = 0
         """Media units this reader lost because it fell behind."""
@@ -106,6 +114,10 @@ class StreamReader:
 
     def _push(self, item: ReaderItem) -> None:
         if self._closed:
+            return
+        inline = self._inline
+        if inline is not None and not self._items:
+            inline(item)
             return
         if isinstance(item, MediaUnit):
             if self._waiting_keyframe:
@@ -121,7 +133,27 @@ class StreamReader:
                     return
             self._media_count += 1
         self._items.append(item)
-        self._wakeup.set()
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        self._waiters = []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def consume_inline(self, consumer: Callable[[ReaderItem], None] | None) -> None:
+        """Hand items to ``consumer`` synchronously as they are written, instead of
+        queueing them for ``get()`` (``None`` goes back to queueing).
+
+        For a consumer whose work is cheap inline work, such as the CMAF
+        segmenter (remux): it saves a task wake-up per read. Items queued
+        before stay queued, and items keep queueing until the queue is drained,
+        so the order holds. ``consumer`` must not raise: it runs inside
+        ``Publication.write()``, in the publisher's driver.
+        """
+        self._inline = consumer
 
     def _resumes_at(self, unit: MediaUnit) -> bool:
         if self._stream.has_video:
@@ -146,8 +178,6 @@ class StreamReader:
         item = self._items.popleft()
         if isinstance(item, MediaUnit):
             self._media_count -= 1
-        if not self._items:
-            self._wakeup.clear()
         return item
 
     async def get(self) -> ReaderItem:
@@ -158,8 +188,13 @@ class StreamReader:
                 return item
             if self._closed:
                 raise ReaderClosed(self.name)
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._waiters:  # cancelled before it was woken
+                    self._waiters.remove(fut)
 
     def __aiter__(self) -> AsyncIterator[ReaderItem]:
         return self._iterate()
@@ -179,7 +214,7 @@ class StreamReader:
         if self._closed:
             return
         self._closed = True
-        self._wakeup.set()
+        self._wake()
         self._stream._remove_reader(self)
 
 

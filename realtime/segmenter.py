@@ -23,7 +23,9 @@ re-encodes) H.264 + AAC into CMAF with our own muxer (`realtime.cmaf`):
   frame arrived (late cut: keyframe, irregular frame rate) the exact duration
   is used. AAC frames always last 1024 samples, so audio durations are exact.
   If no media arrives for `stall_flush_s` while a part is open (publisher
-  stalled), the part is flushed anyway.
+  stalled), the part is flushed anyway (within `_STALL_TICK_S` more: one
+  shared periodic check per event loop serves every running segmenter, rather
+  than a timer per stream re-armed every part).
 * **Timeline**: video at 90 kHz, audio at its sample rate. Each generation
   (publisher reconnect, takeover) is re-based to start where the previous one
   ended, so the timeline is monotonic; its first segment is flagged
@@ -36,7 +38,9 @@ re-encodes) H.264 + AAC into CMAF with our own muxer (`realtime.cmaf`):
   `on_end()`.
 
 `feed()` is synchronous and sans-IO (tests drive it directly); `run()` is the
-asyncio task that pumps the reader into it.
+asyncio task that pumps the reader into it: it drains what is queued, then has
+the hub call `feed()` inline as units are written (`consume_inline`: no task
+wake-up per read), and ends when the reader closes or `feed()` raises.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from ingest.hub import (
@@ -72,6 +77,9 @@ LATENCY_MODES: dict[str, tuple[float, float]] = {
     "standard": (1.0, 4.0),
 }
 """latency_mode -> (part_target_s, segment_target_s)."""
+
+_STALL_TICK_S = 0.05
+"""Period of the shared stall check (the extra delay a stalled part may wait)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +143,15 @@ class Segmenter:
         self.segment_target_s = segment_target_s
         self.stall_flush_s = stall_flush_s if stall_flush_s is not None else max(part_target_s, 0.3)
         self.init: InitSegment | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stall_timer: asyncio.TimerHandle | None = None
         self._last_unit_at = 0.0
         self._init_key: tuple[tuple[TrackKind, str, bytes], ...] = ()
         self.generation = 0
         self.next_msn = 0
         self.ended = False
         self._tracks: dict[TrackKind, _TrackState] = {}
+        # The same, by kind, for the per-unit lookup (an Enum's hash is a Python call).
+        self._video_st: _TrackState | None = None
+        self._audio_st: _TrackState | None = None
         self._driver: TrackKind | None = None
         self._live = False
         self._waiting_keyframe = False
@@ -169,7 +178,25 @@ class Segmenter:
         if self.reader is None:
             raise RuntimeError("Segmenter.run needs a reader")
         reader = self.reader
-        self._loop = asyncio.get_running_loop()
+        watch = _StallWatch.of(asyncio.get_running_loop())
+        watch.add(self)
+        task = asyncio.current_task()
+        failure: list[Exception] = []
+
+        def consume(item: ReaderItem) -> None:
+            try:
+                self.feed(item)
+            except Exception as exc:
+                # Keep the publisher out of it: stop consuming inline and end
+                # this task with the error, as if it had come out of the loop.
+                reader.consume_inline(None)
+                failure.append(exc)
+                if task is not None:
+                    task.cancel()
+
+        # Remux is cheap: once the queue is drained, the hub hands units to
+        # feed() as they are written, saving a task wake-up per read.
+        reader.consume_inline(consume)
         try:
             while True:
                 item = reader.get_nowait()
@@ -178,26 +205,21 @@ class Segmenter:
                 self.feed(item)
         except ReaderClosed:
             pass
+        except asyncio.CancelledError:
+            if failure:
+                raise failure[0] from None
+            raise
         finally:
-            if self._stall_timer is not None:
-                self._stall_timer.cancel()
-                self._stall_timer = None
+            reader.consume_inline(None)
+            watch.discard(self)
             self.close()
 
-    def _arm_stall_timer(self, delay: float) -> None:
-        if self._loop is not None and self._stall_timer is None:
-            self._stall_timer = self._loop.call_later(delay, self._on_stall_timer)
-
-    def _on_stall_timer(self) -> None:
+    def _check_stall(self, now: float) -> None:
         """No media for `stall_flush_s` while a part is open: flush it (publisher stalled)."""
-        self._stall_timer = None
-        if self.ended or not self._part_has_media:
+        if not self._part_has_media or self.ended:
             return
-        idle = time.monotonic() - self._last_unit_at
-        if idle >= self.stall_flush_s:
+        if now - self._last_unit_at >= self.stall_flush_s:
             self._flush_part(None)
-        else:
-            self._arm_stall_timer(self.stall_flush_s - idle)
 
     # -- sans-IO core ----------------------------------------------------------
 
@@ -241,6 +263,8 @@ class Segmenter:
             tracks.append(track)
             states[kind] = _TrackState(track, max(1, info.timescale))
         self._tracks = states
+        self._video_st = states.get(TrackKind.VIDEO)
+        self._audio_st = states.get(TrackKind.AUDIO)
         self._live = bool(states)
         if not states:
             return
@@ -282,12 +306,14 @@ class Segmenter:
     def _on_unit(self, u: MediaUnit) -> None:
         if not self._live:
             return
-        st = self._tracks.get(u.kind)
+        kind = u.kind
+        is_video = kind is TrackKind.VIDEO
+        st = self._video_st if is_video else self._audio_st
         if st is None:
             return
-        is_driver = u.kind is self._driver
+        is_driver = kind is self._driver
         if self._waiting_keyframe:
-            if not (u.kind is TrackKind.VIDEO and u.keyframe):
+            if not (is_video and u.keyframe):
                 return
             self._waiting_keyframe = False
         if not self._based:
@@ -308,7 +334,7 @@ class Segmenter:
         elif not st.typical:
             st.typical = _nominal_duration(st.track)
             st.avg = float(st.typical)
-        sync = u.keyframe if u.kind is TrackKind.VIDEO else True
+        sync = u.keyframe if is_video else True
 
         if is_driver:
             if sync and self._seg_open and self._segment_long_enough(st, dts):
@@ -318,8 +344,7 @@ class Segmenter:
                     self._flush_part(dts)
                 self._close_segment(dts)
             elif self._part_start is not None and (
-                (sync and u.kind is TrackKind.VIDEO)
-                or dts - self._part_start >= self._part_target_ticks(st)
+                (sync and is_video) or dts - self._part_start >= self._part_target_ticks(st)
             ):
                 self._flush_part(dts)
 
@@ -335,8 +360,6 @@ class Segmenter:
         st.last_dts = dts
         self._part_has_media = True
         self._last_unit_at = time.monotonic()
-        if self._stall_timer is None and self._loop is not None:
-            self._arm_stall_timer(self.stall_flush_s)
 
         # Eager cut: the part's end (this frame's end) is nearer the part target
         # than the next frame's end would be -> emit now, do not wait for it.
@@ -456,6 +479,49 @@ class Segmenter:
         self._seg_open = False
         self.next_msn += 1
         self.sink.on_segment(seg)
+
+
+class _StallWatch:
+    """The stall check of every running `Segmenter` on one event loop: a single
+    timer ticking every `_STALL_TICK_S` while any is running."""
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StallWatch] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._members: dict[Segmenter, None] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _StallWatch:
+        watch = cls._by_loop.get(loop)
+        if watch is None:
+            watch = cls._by_loop[loop] = cls(loop)
+        return watch
+
+    def add(self, seg: Segmenter) -> None:
+        self._members[seg] = None
+        if self._handle is None:
+            self._handle = self._loop.call_later(_STALL_TICK_S, self._tick)
+
+    def discard(self, seg: Segmenter) -> None:
+        self._members.pop(seg, None)
+        if not self._members and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        self._handle = None
+        now = time.monotonic()
+        for seg in list(self._members):
+            try:
+                seg._check_stall(now)
+            except Exception:  # one broken sink must not stop the others' checks
+                log.exception("stall flush failed")
+        if self._members:
+            self._handle = self._loop.call_later(_STALL_TICK_S, self._tick)
 
 
 def _rescale(v: int, to_scale: int, from_scale: int) -> int:

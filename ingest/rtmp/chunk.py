@@ -14,7 +14,12 @@ messages. Breaking one raises `ProtocolError`.
 
 Hot path notes: parsing works on a memoryview of the received bytes (or of the
 leftover buffer), a message that fits in one chunk is copied once out of the
-input, a longer one is assembled in a bytearray that is handed on as is.
+input, a longer one is assembled in a bytearray that is handed on as is: up to
+`_PREALLOC_MAX` it is allocated at its announced length at the first chunk and
+filled by slice assignment (no regrowth, one copy); `pending_bytes` counts what
+is allocated, so the limits bound memory held, not only bytes sent.
+`RawMessage` is a plain slotted class (one per message; frozen dataclasses pay
+an `object.__setattr__` per field).
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ _U32BE = struct.Struct(">I")
 _U32LE = struct.Struct("<I")
 _HEADER_LEN = (11, 7, 3, 0)
 _EXT = 0xFFFFFF
+_PREALLOC_MAX = 256 * 1024
+"""A partial message up to this size is allocated whole at its first chunk (one
+copy per chunk, no regrowth); a larger one grows as it arrives, so a peer cannot
+make us allocate (and zero) much more than it has sent by announcing big messages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +58,7 @@ class ChunkLimits:
     """Bytes of partially received messages, all chunk streams together."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawMessage:
     """One reassembled message, before interpretation of its payload."""
 
@@ -67,6 +76,7 @@ class _ChunkStream:
         "delta",
         "ext_value",
         "extended",
+        "have",
         "length",
         "stream_id",
         "timestamp",
@@ -82,6 +92,8 @@ class _ChunkStream:
         self.extended = False
         self.ext_value = 0
         self.buf: bytearray | None = None
+        """The partial message, allocated at its full length; `have` bytes filled."""
+        self.have = 0
 
 
 class ChunkReader:
@@ -94,7 +106,7 @@ class ChunkReader:
         self._buf = bytearray()
         self._in_flight = 0
         self.pending_bytes = 0
-        """Bytes held in partially received messages."""
+        """Bytes allocated for partially received messages."""
         self.aborted = 0
 
     @property
@@ -206,7 +218,7 @@ class ChunkReader:
                 self.aborted += 1
             if fmt != 3 and length > limits.max_message_size:
                 raise ProtocolError(f"message of {length} bytes over the limit")
-            have = len(cs.buf) if continuation and cs.buf is not None else 0
+            have = cs.have if continuation else 0
             n = length - have
             if n > self.chunk_size:
                 n = self.chunk_size
@@ -237,13 +249,27 @@ class ChunkReader:
                     continue
                 if self._in_flight >= limits.max_in_flight:
                     raise ProtocolError("too many interleaved partial messages")
-                cs.buf = bytearray(mv[p:pos])
+                if length <= _PREALLOC_MAX:
+                    # Checked before allocating: the whole message is allocated now.
+                    if self.pending_bytes + length > limits.max_pending_bytes:
+                        raise ProtocolError("too many bytes in partial messages")
+                    buf = cs.buf = bytearray(length)
+                    buf[:n] = mv[p:pos]
+                else:
+                    buf = cs.buf = bytearray(mv[p:pos])
+                cs.have = n
                 self._in_flight += 1
-                self.pending_bytes += n
+                self.pending_bytes += len(buf)
             else:
-                buf += mv[p:pos]
-                self.pending_bytes += n
-                if len(buf) >= length:
+                have = cs.have
+                if have + n <= len(buf):
+                    buf[have : have + n] = mv[p:pos]
+                else:
+                    buf += mv[p:pos]  # a large message grows as it arrives
+                    self.pending_bytes += n
+                have += n
+                cs.have = have
+                if have >= length:
                     cs.buf = None
                     self._in_flight -= 1
                     self.pending_bytes -= length

@@ -28,7 +28,7 @@ import logging
 import socket
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ingest.flv import FlvDemuxer
 from ingest.hub import Hub, MediaUnit, Publication, TrackKind
@@ -122,15 +122,15 @@ class RtmpConnection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, so cast, not assert
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         server = self.server
         if len(server._connections) >= self.limits.max_connections:
             server.connections_refused += 1
             self._closed = True
-            transport.abort()
+            self.transport.abort()
             return
         sock = transport.get_extra_info("socket")
         if sock is not None:

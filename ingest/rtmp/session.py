@@ -104,7 +104,9 @@ class MetaData:
     values: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+# AudioData and VideoData come once per media message: plain slotted classes,
+# as a frozen dataclass pays an object.__setattr__ per field (never hashed).
+@dataclass(slots=True)
 class AudioData:
     timestamp: int
     """RTMP milliseconds, 32 bits."""
@@ -112,7 +114,7 @@ class AudioData:
     """An FLV audio tag body."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VideoData:
     timestamp: int
     payload: bytes | bytearray

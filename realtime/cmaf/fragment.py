@@ -5,13 +5,17 @@ default-base-is-moof (tfhd flag 0x020000), a 64-bit tfdt (version 1) and a
 version 1 trun (signed composition offsets) that carries the data offset and
 per-sample duration, size, flags and composition offset. The mdat holds the
 tracks' sample data in traf order.
+
+Hot path (one call per LL-HLS part): every box size is known up front (the
+layout is fixed), so the headers are packed directly, each trun's entries with
+one `struct.pack`, and the whole fragment is made with a single `b"".join` —
+the sample data is copied exactly once.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
-
-from realtime.cmaf.boxes import box, full_box, s32, u32, u64
 
 SYNC_SAMPLE_FLAGS = 0x02000000
 """sample_depends_on = 2 (independent), sample_is_non_sync_sample = 0."""
@@ -24,10 +28,40 @@ _TRUN_DURATION = 0x000100
 _TRUN_SIZE = 0x000200
 _TRUN_FLAGS = 0x000400
 _TRUN_CTO = 0x000800
+_TRUN_FLAGS_ALL = _TRUN_DATA_OFFSET | _TRUN_DURATION | _TRUN_SIZE | _TRUN_FLAGS | _TRUN_CTO
+
+# Fixed sizes of the fragment's boxes (bytes, headers included).
+_MFHD_SIZE = 16  # box header 8 + version/flags 4 + sequence_number 4
+_TRAF_FIXED = 8 + 16 + 20 + 20  # traf header + tfhd + tfdt(v1) + trun without entries
+_TRUN_ENTRY_SIZE = 16  # duration, size, flags, composition offset
+
+# moof header + mfhd (size, type, size, type, version/flags, sequence_number)
+_MOOF_HEAD = struct.Struct(">I4sI4sII")
+# traf header + tfhd + tfdt + trun header up to (and including) data_offset
+_TRAF_HEAD = struct.Struct(">I4s" + "I4sII" + "I4sIQ" + "I4sIIi")
+_MDAT_HEAD = struct.Struct(">I4s")
+_MDAT_LARGE_HEAD = struct.Struct(">I4sQ")
+_TFHD_VF = _TFHD_DEFAULT_BASE_IS_MOOF  # version 0
+_TFDT_VF = 1 << 24  # version 1, no flags
+_TRUN_VF = (1 << 24) | _TRUN_FLAGS_ALL  # version 1
+
+_entry_structs: dict[int, struct.Struct] = {}
 
 
-@dataclass(frozen=True, slots=True)
+def _entries_struct(n: int) -> struct.Struct:
+    """The Struct packing n trun entries (cached: parts hold a handful of sizes of n)."""
+    s = _entry_structs.get(n)
+    if s is None:
+        s = struct.Struct(">" + "IIIi" * n)
+        if len(_entry_structs) < 1024:
+            _entry_structs[n] = s
+    return s
+
+
+@dataclass(slots=True)
 class Sample:
+    """One sample of a track run (plain slotted class: built per frame, never hashed)."""
+
     data: bytes
     duration: int
     """In the track's media timescale."""
@@ -36,7 +70,7 @@ class Sample:
     """pts - dts in the media timescale (may be negative)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TrackRun:
     """The samples of one track inside one chunk."""
 
@@ -46,42 +80,61 @@ class TrackRun:
     samples: tuple[Sample, ...]
 
 
-def _traf(run: TrackRun, data_offset: int) -> bytes:
-    flags = _TRUN_DATA_OFFSET | _TRUN_DURATION | _TRUN_SIZE | _TRUN_FLAGS | _TRUN_CTO
-    entries = b"".join(
-        u32(s.duration)
-        + u32(len(s.data))
-        + u32(SYNC_SAMPLE_FLAGS if s.sync else NON_SYNC_SAMPLE_FLAGS)
-        + s32(s.composition_offset)
-        for s in run.samples
-    )
-    return box(
-        b"traf",
-        full_box(b"tfhd", 0, _TFHD_DEFAULT_BASE_IS_MOOF, u32(run.track_id)),
-        full_box(b"tfdt", 1, 0, u64(run.base_decode_time)),
-        full_box(b"trun", 1, flags, u32(len(run.samples)), s32(data_offset), entries),
-    )
-
-
-def _moof(sequence_number: int, runs: list[TrackRun], offsets: list[int]) -> bytes:
-    return box(
-        b"moof",
-        full_box(b"mfhd", 0, 0, u32(sequence_number & 0xFFFFFFFF)),
-        *(_traf(r, o) for r, o in zip(runs, offsets, strict=True)),
-    )
-
-
 def build_fragment(sequence_number: int, runs: list[TrackRun] | tuple[TrackRun, ...]) -> bytes:
     """moof + mdat for the given runs (runs without samples are left out)."""
     kept = [r for r in runs if r.samples]
     if not kept:
         raise ValueError("a fragment needs at least one sample")
-    moof_size = len(_moof(sequence_number, kept, [0] * len(kept)))
-    offsets: list[int] = []
-    pos = moof_size + 8
+    moof_size = 8 + _MFHD_SIZE
+    mdat_body = 0
     for r in kept:
-        offsets.append(pos)
-        pos += sum(len(s.data) for s in r.samples)
-    moof = _moof(sequence_number, kept, offsets)
-    mdat = box(b"mdat", *(s.data for r in kept for s in r.samples))
-    return moof + mdat
+        moof_size += _TRAF_FIXED + _TRUN_ENTRY_SIZE * len(r.samples)
+        for s in r.samples:
+            mdat_body += len(s.data)
+    large = mdat_body + 8 > 0xFFFFFFFF
+    pos = moof_size + (16 if large else 8)  # first sample's offset from the moof
+    out: list[bytes] = [
+        _MOOF_HEAD.pack(moof_size, b"moof", _MFHD_SIZE, b"mfhd", 0, sequence_number & 0xFFFFFFFF)
+    ]
+    datas: list[bytes] = []
+    for r in kept:
+        samples = r.samples
+        n = len(samples)
+        trun_size = 20 + _TRUN_ENTRY_SIZE * n
+        out.append(
+            _TRAF_HEAD.pack(
+                _TRAF_FIXED + _TRUN_ENTRY_SIZE * n,
+                b"traf",
+                16,
+                b"tfhd",
+                _TFHD_VF,
+                r.track_id,
+                20,
+                b"tfdt",
+                _TFDT_VF,
+                r.base_decode_time,
+                trun_size,
+                b"trun",
+                _TRUN_VF,
+                n,
+                pos,
+            )
+        )
+        flat: list[int] = []
+        for s in samples:
+            size = len(s.data)
+            flat += (
+                s.duration,
+                size,
+                SYNC_SAMPLE_FLAGS if s.sync else NON_SYNC_SAMPLE_FLAGS,
+                s.composition_offset,
+            )
+            datas.append(s.data)
+            pos += size
+        out.append(_entries_struct(n).pack(*flat))
+    if large:
+        out.append(_MDAT_LARGE_HEAD.pack(1, b"mdat", mdat_body + 16))
+    else:
+        out.append(_MDAT_HEAD.pack(mdat_body + 8, b"mdat"))
+    out += datas
+    return b"".join(out)

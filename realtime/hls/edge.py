@@ -88,6 +88,8 @@ class EdgeRequest:
     duration_s: float
     remote: str
     request_id: str
+    answered_at: float
+    """time.time() when the answer was written (observers run a little later)."""
 
 
 Resolve = Callable[[str, str | None], "EdgeRoute | Awaitable[EdgeRoute | None] | None"]
@@ -122,6 +124,7 @@ class PlaybackEdge:
         self._sweeper: asyncio.TimerHandle | None = None
         self._closing = False
         self._deadlines: dict[float, list[tuple[_Connection, Pending]]] = {}
+        self._observed: list[EdgeRequest] = []
 
     def expire_at(self, deadline: float, conn: _Connection, step: Pending) -> None:
         """Time `step` out at about `deadline` (loop time). Deadlines share 100 ms
@@ -139,6 +142,24 @@ class PlaybackEdge:
 
     def __call__(self) -> asyncio.Protocol:
         return _Connection(self)
+
+    def record(self, request: EdgeRequest) -> None:
+        """Pass an answered request to `observe` soon, not now: when a part lands,
+        the held answers go out first and the bookkeeping follows the burst."""
+        self._observed.append(request)
+        if len(self._observed) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_observed)
+
+    def _flush_observed(self) -> None:
+        observed, self._observed = self._observed, []
+        observe = self.observe
+        if observe is None:
+            return
+        for request in observed:
+            try:
+                observe(request)
+            except Exception:  # metrics must never break playback
+                log.exception("observing an edge request failed")
 
     def _track(self, conn: _Connection) -> None:
         self.connections.add(conn)
@@ -374,9 +395,8 @@ class _Connection(asyncio.Protocol):
             transport.write(first + body)
         self.last_activity = time.monotonic()
         self.edge.served += 1
-        observe = self.edge.observe
-        if observe is not None:
-            observe(
+        if self.edge.observe is not None:
+            self.edge.record(
                 EdgeRequest(
                     "GET",
                     head.path,
@@ -386,6 +406,7 @@ class _Connection(asyncio.Protocol):
                     time.perf_counter() - self.started,
                     self.remote,
                     self.request_id,
+                    time.time(),
                 )
             )
         self.head = None

@@ -205,3 +205,22 @@ async def test_gop_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(1, 50):
         pub.write(video(i))
     assert sum(len(u.data) for u in hub.stream("ls_1").latest_gop()) <= 100
+
+
+async def test_an_inline_consumer_gets_items_as_written_after_the_queue() -> None:
+    hub = Hub()
+    stream = hub.stream("s")
+    pub = hub.publish("s", (VIDEO,), source="test")
+    reader = stream.subscribe("inline")
+    pub.write(video(0, key=True))
+    got: list = []
+    reader.consume_inline(got.append)
+    pub.write(video(3000))  # the queue is not drained yet: it queues behind
+    assert got == []
+    queued = drain(reader)
+    assert [type(i).__name__ for i in queued] == ["PublicationStarted", "MediaUnit", "MediaUnit"]
+    pub.write(video(6000))
+    assert [u.dts for u in got] == [6000] and reader.pending == 0
+    reader.consume_inline(None)
+    pub.write(video(9000))
+    assert len(got) == 1 and [u.dts for u in drain(reader)] == [9000]

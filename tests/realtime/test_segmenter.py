@@ -190,3 +190,23 @@ async def test_run_reads_the_hub_flushes_stalls_and_ends_the_sink() -> None:
     reader.close()
     await asyncio.wait_for(task, 2)
     assert out.ended == 1
+
+
+async def test_run_feeds_inline_and_a_failing_sink_ends_only_the_segmenter() -> None:
+    class Failing(Collect):
+        def on_part(self, part: Part) -> None:
+            raise RuntimeError("sink broke")
+
+    hub = Hub()
+    stream = hub.stream("s")
+    out = Failing()
+    pub = hub.publish("s", synthetic_tracks(), source="test")
+    reader = stream.subscribe("hls", 512)
+    seg = Segmenter(reader, out, part_target_s=0.2, segment_target_s=1.0)
+    task = asyncio.create_task(seg.run())
+    await asyncio.sleep(0)  # run() drained the queue and consumes inline now
+    for u in synthetic_units(1.0):
+        pub.write(u)  # the publisher never sees the sink's error
+    with pytest.raises(RuntimeError, match="sink broke"):
+        await asyncio.wait_for(task, 2)
+    assert out.ended == 1

@@ -4,12 +4,20 @@ Every write goes to a hidden temp file in the target directory and is renamed
 into place, so readers see the old object or the new one, never half of one,
 and a crash leaves at most a stray ``.*.tmp`` file (ignored by ``list``). All
 file I/O runs in worker threads (``asyncio.to_thread``), never on the loop.
+
+``put`` is the recorder's hot path (one call per live segment per stream), so
+it works on raw file descriptors: a known-existing directory is not re-created,
+the temp name is a counter (created with ``O_EXCL``, like ``mkstemp``, mode
+0600) instead of a random one, and the data is made durable with ``fdatasync``
+(the file's data and the metadata needed to read it back, its size; not its
+times) before the rename.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -25,6 +33,9 @@ from vod.blobstore.base import (
     validate_prefix,
 )
 
+_MAX_KNOWN_DIRS = 4096
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
 
 class LocalBlobStore:
     """Objects are files under ``root``; the key is the relative path."""
@@ -33,6 +44,10 @@ class LocalBlobStore:
         self.root = Path(root).resolve()
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        self._dirs: set[str] = set()
+        """Directories ``put`` has seen exist (re-checked when a create fails)."""
+        self._seq = itertools.count()
+        """Temp file names: unique in this process; O_EXCL guards against others."""
 
     def __repr__(self) -> str:
         return f"LocalBlobStore({str(self.root)!r})"
@@ -63,13 +78,45 @@ class LocalBlobStore:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
 
+    def _create_temp(self, directory: str, name: str) -> tuple[int, str]:
+        """A new hidden temp file next to ``name`` (O_EXCL, mode 0600, as mkstemp)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        pid = os.getpid()
+        while True:
+            tmp = os.path.join(directory, f".{name}.{pid}-{next(self._seq)}.tmp")
+            try:
+                return os.open(tmp, flags, 0o600), tmp
+            except FileExistsError:  # pragma: no cover - a stray file from a dead process
+                continue
+
     def _put_sync(self, key: str, data: bytes) -> None:
-        target, f, tmp = self._open_temp(key)
+        target = self.path_for(key)
+        directory, name = os.path.split(target)
+        if directory not in self._dirs:
+            os.makedirs(directory, exist_ok=True)
+            if len(self._dirs) >= _MAX_KNOWN_DIRS:
+                self._dirs.clear()
+            self._dirs.add(directory)
         try:
-            f.write(data)
-            self._commit(f, tmp, target)
+            fd, tmp = self._create_temp(directory, name)
+        except FileNotFoundError:
+            # The directory went away since (delete_prefix prunes empty ones).
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = self._create_temp(directory, name)
+        try:
+            try:
+                with memoryview(data) as view:
+                    written = 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
+                if self.fsync:
+                    _datasync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
         except BaseException:
-            self._abort(f, tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
 
     async def put(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> None:

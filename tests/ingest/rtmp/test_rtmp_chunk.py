@@ -236,3 +236,31 @@ def test_pending_bytes_are_bounded() -> None:
 def test_first_chunk_of_a_stream_must_carry_a_header() -> None:
     with pytest.raises(ProtocolError):
         ChunkReader().feed(fmt3(9) + b"x")
+
+
+@pytest.mark.parametrize("size", [10_000, 300_000])
+def test_long_messages_reassemble_in_any_split(size: int) -> None:
+    """Small enough to be allocated whole at the first chunk, or large and grown."""
+    payload = bytes(range(256)) * (size // 256) + b"t" * (size % 256)
+    w = ChunkWriter(4096)
+    data = w.write(4, 8, 1, 0, b"a" * 300) + w.write(6, 9, 1, 40, payload)
+    for step in (1000, 4099, 65536):
+        reader = ChunkReader()
+        reader.chunk_size = 4096
+        msgs: list[RawMessage] = []
+        for i in range(0, len(data), step):
+            msgs += reader.feed(data[i : i + step])
+            assert reader.pending_bytes <= size
+        assert [(m.type_id, m.timestamp, bytes(m.payload)) for m in msgs] == [
+            (8, 0, b"a" * 300),
+            (9, 40, payload),
+        ]
+        assert reader.pending_bytes == 0
+
+
+def test_a_partial_message_counts_what_it_holds() -> None:
+    reader = ChunkReader(ChunkLimits(max_pending_bytes=50_000))
+    reader.feed(fmt0(6, 0, 40_000, 9, 1) + b"x" * 128)
+    assert reader.pending_bytes == 40_000  # allocated whole at its first chunk
+    with pytest.raises(ProtocolError):
+        reader.feed(fmt0(7, 0, 20_000, 9, 1) + b"y" * 128)
