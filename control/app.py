@@ -238,6 +238,14 @@ async def _stop(service: Any, grace_s: float) -> None:
         log.exception("stopping %s failed", type(service).__name__)
 
 
+def store_poll_s(settings: Settings) -> float:
+    """How often the webhook and job loops look in the store for work they were
+    not woken for. Every local commit wakes them at once; polling finds what
+    other nodes committed. With SQLite there is only this node, so the poll is
+    a safety net and need not wake an idle server five times a second."""
+    return 0.5 if settings.redis_url else 2.0
+
+
 def _build_webhooks(store: Store, settings: Settings, metrics: Registry) -> Any:
     from control.webhooks import RetryPolicy, WebhookService
 
@@ -247,7 +255,9 @@ def _build_webhooks(store: Store, settings: Settings, metrics: Registry) -> Any:
         jitter=settings.webhook_backoff_jitter,
         retry_for_s=settings.webhook_retry_for_s,
     )
-    return WebhookService.from_settings(store, settings, policy=policy)
+    return WebhookService.from_settings(
+        store, settings, policy=policy, poll_interval_s=store_poll_s(settings)
+    )
 
 
 def _build_jobs(store: Store, settings: Settings, metrics: Registry) -> Any:
@@ -255,7 +265,13 @@ def _build_jobs(store: Store, settings: Settings, metrics: Registry) -> Any:
     ``app[appkeys.JOBS].handlers["vod.package"] = handler`` in their cleanup_ctx."""
     from control.jobs import DEFAULT_QUEUE, JobRunner
 
-    return JobRunner(store, DEFAULT_QUEUE, {}, owner=f"{settings.node_id}:jobs")
+    return JobRunner(
+        store,
+        DEFAULT_QUEUE,
+        {},
+        owner=f"{settings.node_id}:jobs",
+        poll_interval_s=store_poll_s(settings),
+    )
 
 
 def create_app(

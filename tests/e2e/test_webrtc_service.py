@@ -375,7 +375,9 @@ async def test_chromium_publishes_over_whip_and_another_chromium_plays_over_whep
 
         async with chromium_page(f"{svc.url}/watch/{pid}/webrtc") as viewer:
             await viewer.wait_for(
-                "window.onairStats && window.onairStats.playing && window.onairStats.nonBlack",
+                # framesDecoded comes from getStats, polled apart from the picture
+                "window.onairStats && window.onairStats.playing && window.onairStats.nonBlack"
+                " && window.onairStats.framesDecoded > 0",
                 timeout_s=40,
             )
             first = await viewer.evaluate("JSON.parse(JSON.stringify(window.onairStats))")
