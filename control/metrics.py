@@ -16,6 +16,7 @@ import itertools
 import math
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
 
 LabelValues = tuple[str, ...]
 
@@ -37,6 +38,9 @@ def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
+
+
+_M = TypeVar("_M", bound="_Metric")
 
 
 class _Metric:
@@ -186,19 +190,22 @@ class Registry:
         self._metrics: dict[str, _Metric] = {}
         self._collectors: list[AsyncCollector] = []
 
-    def _add(self, metric: _Metric) -> _Metric:
-        existing = self._metrics.get(metric.name)
+    def _add(
+        self, kind: type[_M], name: str, labelnames: Sequence[str], make: Callable[[], _M]
+    ) -> _M:
+        """The metric registered under `name`, made by `make` the first time (callers
+        ask per request: no metric, lock included, is built just to be dropped)."""
+        existing = self._metrics.get(name)
         if existing is not None:
-            if type(existing) is not type(metric) or existing.labelnames != metric.labelnames:
-                raise ValueError(f"metric {metric.name} already registered differently")
-            return existing
-        self._metrics[metric.name] = metric
+            if type(existing) is not kind or existing.labelnames != tuple(labelnames):
+                raise ValueError(f"metric {name} already registered differently")
+            return existing  # type: ignore[return-value]
+        metric = make()
+        self._metrics[name] = metric
         return metric
 
     def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
-        m = self._add(Counter(name, help, labelnames))
-        assert isinstance(m, Counter)
-        return m
+        return self._add(Counter, name, labelnames, lambda: Counter(name, help, labelnames))
 
     def gauge(
         self,
@@ -207,9 +214,7 @@ class Registry:
         labelnames: Sequence[str] = (),
         callback: Callable[[], float | dict[LabelValues, float]] | None = None,
     ) -> Gauge:
-        m = self._add(Gauge(name, help, labelnames, callback))
-        assert isinstance(m, Gauge)
-        return m
+        return self._add(Gauge, name, labelnames, lambda: Gauge(name, help, labelnames, callback))
 
     def histogram(
         self,
@@ -218,9 +223,9 @@ class Registry:
         labelnames: Sequence[str] = (),
         buckets: Iterable[float] = DEFAULT_BUCKETS,
     ) -> Histogram:
-        m = self._add(Histogram(name, help, labelnames, buckets))
-        assert isinstance(m, Histogram)
-        return m
+        return self._add(
+            Histogram, name, labelnames, lambda: Histogram(name, help, labelnames, buckets)
+        )
 
     def add_collector(self, collector: AsyncCollector) -> None:
         """An async callback run before each scrape (e.g. to read queue depths)."""

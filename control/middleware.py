@@ -152,6 +152,44 @@ def access_logged(settings: Settings, route: str) -> bool:
     return settings.access_log_playback or not route.startswith(PLAYBACK_PREFIX)
 
 
+def record_request(
+    app: web.Application,
+    *,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    elapsed_s: float,
+    remote: str | None,
+    request_id: str,
+) -> None:
+    """The metrics and the access-log line of one answered request, whoever answered
+    it (this module's middleware, or the playback edge without aiohttp)."""
+    registry = app[appkeys.METRICS]
+    registry.counter(
+        "onair_http_requests_total", "HTTP requests", ("method", "route", "status")
+    ).inc(method=method, route=route, status=str(status))
+    registry.histogram(
+        "onair_http_request_duration_seconds", "HTTP request latency", ("method", "route")
+    ).observe(elapsed_s, method=method, route=route)
+    if access_logged(app[appkeys.SETTINGS], route):
+        log.info(
+            "%s %s %s",
+            method,
+            path,
+            status,
+            extra={
+                "method": method,
+                "path": path,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed_s * 1000, 2),
+                "remote": remote,
+                "request_id": request_id,
+            },
+        )
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, errors → JSON, body limit, access log, metrics."""
@@ -200,30 +238,16 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         code = response.status
         return response
     finally:
-        elapsed = time.perf_counter() - start
-        route = _route_label(request)
-        registry = app[appkeys.METRICS]
-        registry.counter(
-            "onair_http_requests_total", "HTTP requests", ("method", "route", "status")
-        ).inc(method=request.method, route=route, status=str(code))
-        registry.histogram(
-            "onair_http_request_duration_seconds", "HTTP request latency", ("method", "route")
-        ).observe(elapsed, method=request.method, route=route)
-        if access_logged(settings, route):
-            log.info(
-                "%s %s %s",
-                request.method,
-                request.path,
-                code,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "route": route,
-                    "status": code,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "remote": request.remote,
-                },
-            )
+        record_request(
+            app,
+            method=request.method,
+            path=request.path,
+            route=_route_label(request),
+            status=code,
+            elapsed_s=time.perf_counter() - start,
+            remote=request.remote,
+            request_id=rid,
+        )
         request_id_var.reset(token)
 
 
