@@ -179,14 +179,14 @@ class Playback:
         """What the playback edge may serve for this id and token: a live stream on
         this node, at once when a recent answer is cached (else an awaitable), or
         None to let the aiohttp handlers answer (VOD, errors, refusals)."""
-        hit = self._edge_cache.get((playback_id, token or ""))
+        key = (playback_id, token or "")
+        hit = self._edge_cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
             route = hit[2]
             live = self.hls.get(hit[1])
             if live is route.live:
                 return route
             return EdgeRoute(live, playback_id, route.suffix) if live is not None else None
-        key = (playback_id, token or "")
         task = self._edge_lookups.get(key)
         if task is None:
             # one store lookup per id and token, however many viewers ask at once

@@ -38,7 +38,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from realtime.hls import responder
-from realtime.hls.http import CORS_HEADERS
+from realtime.hls.http import reply_headers
 from realtime.hls.live import LiveHls
 from realtime.hls.playlist import media_playlist_uri
 from realtime.hls.responder import Pending, Reply, Step
@@ -373,14 +373,7 @@ class _Connection(asyncio.Protocol):
         key = (reply.content_type, reply.cache_control, reply.retry_after)
         fields = _FIELDS.get(key)
         if fields is None:
-            headers = [
-                ("Content-Type", reply.content_type),
-                ("Cache-Control", reply.cache_control),
-                *CORS_HEADERS.items(),
-            ]
-            if reply.retry_after is not None:
-                headers.append(("Retry-After", reply.retry_after))
-            fields = _FIELDS[key] = header_lines(headers)
+            fields = _FIELDS[key] = header_lines(list(reply_headers(reply).items()))
         body = reply.body
         first = response_head(
             reply.status,

@@ -10,13 +10,13 @@ calls these with the LiveHls and the URL suffix to append to child URIs
 ("?token=..." or ""). URL layout (children relative to the playlists):
 
     GET /play/{playback_id}.m3u8                  serve_multivariant
-    GET /play/{playback_id}/media.m3u8            serve_media_playlist
-    GET /play/{playback_id}/init-{gen}.mp4        serve_init
-    GET /play/{playback_id}/{msn}.m4s             serve_segment
-    GET /play/{playback_id}/{msn}.{part}.m4s      serve_part
+    GET /play/{playback_id}/media.m3u8            serve_child (media playlist)
+    GET /play/{playback_id}/init-{gen}.mp4        serve_child (init segment)
+    GET /play/{playback_id}/{msn}.m4s             serve_child (segment)
+    GET /play/{playback_id}/{msn}.{part}.m4s      serve_child (part)
 
-`serve_child(request, live, name, suffix)` dispatches on the last path
-segment `name`. `add_test_routes(app, resolve)` mounts both routes with a
+`serve_child(request, live, name, suffix)` answers by the last path segment
+`name` (`responder.child` dispatches). `add_test_routes(app, resolve)` mounts both routes with a
 resolver `resolve(playback_id) -> LiveHls | None` (public playback, for tests
 and simple deployments).
 """
@@ -44,7 +44,7 @@ from realtime.hls.responder import (
 
 __all__ = ["IMMUTABLE", "INIT_TYPE", "MEDIA_TYPE", "NO_STORE", "PLAYLIST_TYPE"]
 
-CORS_HEADERS = {
+_CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "Age, Date, Content-Length",
 }
@@ -55,7 +55,7 @@ def reply_headers(reply: Reply) -> dict[str, str]:
     headers = {
         "Content-Type": reply.content_type,
         "Cache-Control": reply.cache_control,
-        **CORS_HEADERS,
+        **_CORS,
     }
     if reply.retry_after is not None:
         headers["Retry-After"] = reply.retry_after
@@ -105,13 +105,6 @@ async def serve_multivariant(
     """The multivariant playlist at /play/{playback_id}.m3u8."""
     pid = playback_id or _playback_id(request)
     return _response(await drive(responder.multivariant(live, media_playlist_uri(pid), suffix)))
-
-
-async def serve_media_playlist(
-    request: web.Request, live: LiveHls, suffix: str = ""
-) -> web.Response:
-    """The media playlist; blocking reload with `_HLS_msn`/`_HLS_part`, delta with `_HLS_skip`."""
-    return _response(await drive(responder.media_playlist(live, request.query, suffix)))
 
 
 async def serve_child(

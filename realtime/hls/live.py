@@ -340,21 +340,6 @@ class LiveHls:
             pass
         return self.has_position(msn, part)
 
-    async def wait_part(self, msn: int, index: int, timeout_s: float | None = None) -> Part | None:
-        """The part, waiting for it while it may still come; None if it never will."""
-        t = self.blocking_timeout() if timeout_s is None else timeout_s
-        await self.wait_until(
-            lambda: self.get_part(msn, index) is not None or not self.part_may_come(msn, index), t
-        )
-        return self.get_part(msn, index)
-
-    async def wait_segment(self, msn: int, timeout_s: float | None = None) -> Segment | None:
-        t = self.blocking_timeout() if timeout_s is None else timeout_s
-        await self.wait_until(
-            lambda: self.get_segment(msn) is not None or not self.segment_may_come(msn), t
-        )
-        return self.get_segment(msn)
-
     async def wait_media(self, timeout_s: float | None = None) -> bool:
         t = self.blocking_timeout() if timeout_s is None else timeout_s
         return await self.wait_until(lambda: self.has_media or self.ended, t)
