@@ -6,7 +6,7 @@ and a crash leaves at most a stray ``.*.tmp`` file (ignored by ``list``). All
 file I/O runs in worker threads (``asyncio.to_thread``), never on the loop.
 
 ``put`` is the recorder's hot path (one call per live segment per stream), so
-it works on raw file descriptors: a known-existing directory is not re-created,
+every write skips what it can: a known-existing directory is not re-created,
 the temp name is a counter (created with ``O_EXCL``, like ``mkstemp``, mode
 0600) instead of a random one, and the data is made durable with ``fdatasync``
 (the file's data and the metadata needed to read it back, its size; not its
@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -59,37 +58,7 @@ class LocalBlobStore:
     # -- writes ---------------------------------------------------------------
 
     def _open_temp(self, key: str) -> tuple[Path, BinaryIO, str]:
-        target = self.path_for(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=target.parent)
-        return target, os.fdopen(fd, "wb"), tmp
-
-    def _commit(self, f: BinaryIO, tmp: str, target: Path) -> None:
-        f.flush()
-        if self.fsync:
-            os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, target)
-
-    @staticmethod
-    def _abort(f: BinaryIO, tmp: str) -> None:
-        with contextlib.suppress(OSError):
-            f.close()
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-    def _create_temp(self, directory: str, name: str) -> tuple[int, str]:
-        """A new hidden temp file next to ``name`` (O_EXCL, mode 0600, as mkstemp)."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        pid = os.getpid()
-        while True:
-            tmp = os.path.join(directory, f".{name}.{pid}-{next(self._seq)}.tmp")
-            try:
-                return os.open(tmp, flags, 0o600), tmp
-            except FileExistsError:  # pragma: no cover - a stray file from a dead process
-                continue
-
-    def _put_sync(self, key: str, data: bytes) -> None:
+        """The target of ``key`` and a new hidden temp file beside it to write."""
         target = self.path_for(key)
         directory, name = os.path.split(target)
         if directory not in self._dirs:
@@ -103,20 +72,40 @@ class LocalBlobStore:
             # The directory went away since (delete_prefix prunes empty ones).
             os.makedirs(directory, exist_ok=True)
             fd, tmp = self._create_temp(directory, name)
-        try:
+        return target, os.fdopen(fd, "wb"), tmp
+
+    def _create_temp(self, directory: str, name: str) -> tuple[int, str]:
+        """A new hidden temp file next to ``name`` (O_EXCL, mode 0600, as mkstemp)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        pid = os.getpid()
+        while True:
+            tmp = os.path.join(directory, f".{name}.{pid}-{next(self._seq)}.tmp")
             try:
-                with memoryview(data) as view:
-                    written = 0
-                    while written < len(view):
-                        written += os.write(fd, view[written:])
-                if self.fsync:
-                    _datasync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
+                return os.open(tmp, flags, 0o600), tmp
+            except FileExistsError:  # pragma: no cover - a stray file from a dead process
+                continue
+
+    def _commit(self, f: BinaryIO, tmp: str, target: Path) -> None:
+        f.flush()
+        if self.fsync:
+            _datasync(f.fileno())
+        f.close()
+        os.replace(tmp, target)
+
+    @staticmethod
+    def _abort(f: BinaryIO, tmp: str) -> None:
+        with contextlib.suppress(OSError):
+            f.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+    def _put_sync(self, key: str, data: bytes) -> None:
+        target, f, tmp = self._open_temp(key)
+        try:
+            f.write(data)
+            self._commit(f, tmp, target)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            self._abort(f, tmp)
             raise
 
     async def put(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
