@@ -676,7 +676,10 @@ async def run_onair(
 
     from tests.control.api.service_process import ServiceProcess
 
-    svc = ServiceProcess(work / "onair" / "data")
+    env = {}
+    if args.read_coalesce is not None:
+        env["ONAIR_RTMP_READ_COALESCE_S"] = str(args.read_coalesce)
+    svc = ServiceProcess(work / "onair" / "data", env=env)
     pub: subprocess.Popen[bytes] | None = None
     results: list[Result] = []
     try:
@@ -935,6 +938,12 @@ def main() -> int:
     )
     p.add_argument(
         "--max-run-s", type=float, default=175, help="hard bound on the whole run (default 175 s)"
+    )
+    p.add_argument(
+        "--read-coalesce",
+        type=float,
+        default=None,
+        help="onair's ONAIR_RTMP_READ_COALESCE_S (default: the service's own)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp work dir (logs)")
     args = p.parse_args()

@@ -518,6 +518,11 @@ class OnairService(FullServer):
                 "ONAIR_LOG_JSON": "false",
                 "ONAIR_ACCESS_LOG": "false",
                 "ONAIR_SHUTDOWN_TIMEOUT_S": "5",
+                **(
+                    {"ONAIR_RTMP_READ_COALESCE_S": os.environ["ONAIR_BENCH_READ_COALESCE"]}
+                    if "ONAIR_BENCH_READ_COALESCE" in os.environ
+                    else {}
+                ),
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             }
@@ -1133,7 +1138,8 @@ def main() -> None:
         "--read-coalesce",
         type=float,
         default=None,
-        help="ingest mode: onair RtmpLimits.read_coalesce in seconds",
+        help="onair's read coalescing in seconds (ONAIR_RTMP_READ_COALESCE_S; "
+        "ingest mode: RtmpLimits.read_coalesce); default: the service's own",
     )
     ap.add_argument("--table", metavar="JSON", help="full mode: print the table of a results file")
     ap.add_argument("--serve-onair", metavar="STATUS_JSON", help=argparse.SUPPRESS)

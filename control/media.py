@@ -25,7 +25,7 @@ from control.room_broadcasts import ROOM_BROADCASTS, HubDispatch, RoomBroadcasts
 from control.settings import Settings
 from control.vod_jobs import MP4, AssetJobs
 from ingest.ports import PublishGrant
-from ingest.rtmp.server import RtmpServer
+from ingest.rtmp.server import RtmpLimits, RtmpServer
 from ingest.webrtc.config import WebRtcConfig
 from realtime.hls.manager import LiveHlsManager
 from vod.blobstore import make_blobstore
@@ -162,7 +162,13 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     if isinstance(kick, MediaKick):
         kick.lifecycle = lifecycle
 
-    rtmp = RtmpServer(hub, lifecycle, host=settings.host, port=settings.rtmp_port)
+    rtmp = RtmpServer(
+        hub,
+        lifecycle,
+        host=settings.host,
+        port=settings.rtmp_port,
+        limits=RtmpLimits(read_coalesce=settings.rtmp_read_coalesce_s),
+    )
     app[appkeys.RTMP] = rtmp
     await lifecycle.start()
     await rtmp.start()

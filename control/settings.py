@@ -37,6 +37,9 @@ class Settings:
     host: str = "0.0.0.0"
     http_port: int = 8080
     rtmp_port: int = 1935
+    rtmp_read_coalesce_s: float = 0.1
+    """While an RTMP publisher streams, wake for its bytes about this often
+    (SO_RCVLOWAT): CPU per stream against added latency; 0 reads every packet."""
     public_url: str | None = None
     redis_url: str | None = None
     s3_endpoint: str | None = None
@@ -246,3 +249,5 @@ def _validate(s: Settings) -> None:
         raise SettingsError("body_limit_bytes must be positive")
     if s.rate_limit_per_s <= 0 or s.rate_limit_burst <= 0:
         raise SettingsError("rate limits must be positive")
+    if not 0 <= s.rtmp_read_coalesce_s <= 1:
+        raise SettingsError("rtmp_read_coalesce_s must be within 0..1 seconds")

@@ -23,9 +23,11 @@ re-encodes) H.264 + AAC into CMAF with our own muxer (`realtime.cmaf`):
   frame arrived (late cut: keyframe, irregular frame rate) the exact duration
   is used. AAC frames always last 1024 samples, so audio durations are exact.
   If no media arrives for `stall_flush_s` while a part is open (publisher
-  stalled), the part is flushed anyway (within `_STALL_TICK_S` more: one
-  shared periodic check per event loop serves every running segmenter, rather
-  than a timer per stream re-armed every part).
+  stalled), the part is flushed anyway (within `_STALL_TICK_S` more). One
+  shared timer per event loop serves every running segmenter: it wakes at the
+  earliest moment any of them could be stalled, not periodically and not per
+  part, because on a healthy stream that moment keeps moving (every wake-up
+  of a mostly idle server costs more than the check itself).
 * **Timeline**: video at 90 kHz, audio at its sample rate. Each generation
   (publisher reconnect, takeover) is re-based to start where the previous one
   ended, so the timeline is monotonic; its first segment is flagged
@@ -79,7 +81,7 @@ LATENCY_MODES: dict[str, tuple[float, float]] = {
 """latency_mode -> (part_target_s, segment_target_s)."""
 
 _STALL_TICK_S = 0.05
-"""Period of the shared stall check (the extra delay a stalled part may wait)."""
+"""Least time between two stall checks (the extra delay a stalled part may wait)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,12 +216,18 @@ class Segmenter:
             watch.discard(self)
             self.close()
 
-    def _check_stall(self, now: float) -> None:
-        """No media for `stall_flush_s` while a part is open: flush it (publisher stalled)."""
-        if not self._part_has_media or self.ended:
-            return
-        if now - self._last_unit_at >= self.stall_flush_s:
+    def _check_stall(self, now: float) -> float:
+        """No media for `stall_flush_s` while a part is open: flush it (publisher stalled).
+
+        Returns the earliest time (`time.monotonic()`) this segmenter could next be
+        stalled: a part open now stalls `stall_flush_s` after its last unit, one
+        opened later no sooner than `stall_flush_s` from now."""
+        if self._part_has_media and not self.ended:
+            due = self._last_unit_at + self.stall_flush_s
+            if now < due:
+                return due
             self._flush_part(None)
+        return now + self.stall_flush_s
 
     # -- sans-IO core ----------------------------------------------------------
 
@@ -483,7 +491,8 @@ class Segmenter:
 
 class _StallWatch:
     """The stall check of every running `Segmenter` on one event loop: a single
-    timer ticking every `_STALL_TICK_S` while any is running."""
+    timer, armed for the earliest moment any member could be stalled (but no
+    sooner than `_STALL_TICK_S` after the last check)."""
 
     _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StallWatch] = (
         weakref.WeakKeyDictionary()
@@ -493,6 +502,8 @@ class _StallWatch:
         self._loop = loop
         self._members: dict[Segmenter, None] = {}
         self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        """`time.monotonic()` the armed timer fires at."""
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> _StallWatch:
@@ -503,8 +514,9 @@ class _StallWatch:
 
     def add(self, seg: Segmenter) -> None:
         self._members[seg] = None
-        if self._handle is None:
-            self._handle = self._loop.call_later(_STALL_TICK_S, self._tick)
+        due = time.monotonic() + seg.stall_flush_s
+        if self._handle is None or due < self._due:
+            self._arm(due)
 
     def discard(self, seg: Segmenter) -> None:
         self._members.pop(seg, None)
@@ -512,16 +524,26 @@ class _StallWatch:
             self._handle.cancel()
             self._handle = None
 
+    def _arm(self, due: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._due = due
+        self._handle = self._loop.call_later(max(0.0, due - time.monotonic()), self._tick)
+
     def _tick(self) -> None:
         self._handle = None
         now = time.monotonic()
+        due = now + 3600.0
         for seg in list(self._members):
             try:
-                seg._check_stall(now)
+                seg_due = seg._check_stall(now)
             except Exception:  # one broken sink must not stop the others' checks
                 log.exception("stall flush failed")
+                seg_due = now + seg.stall_flush_s
+            if seg_due < due:
+                due = seg_due
         if self._members:
-            self._handle = self._loop.call_later(_STALL_TICK_S, self._tick)
+            self._arm(max(due, now + _STALL_TICK_S))
 
 
 def _rescale(v: int, to_scale: int, from_scale: int) -> int:

@@ -16,6 +16,11 @@ events:
 * A `ProtocolError` closes that connection only; `UnsupportedMedia` first tells
   the publisher why (onStatus NetStream.Publish.Rejected).
 
+Read coalescing: while a publication runs, SO_RCVLOWAT asks the kernel to wake
+us only once about `RtmpLimits.read_coalesce` seconds of the stream's bytes are
+queued, so one read carries several frames. A shared timer undoes it for a
+connection that went quiet (its rate fell), so no batch is held back for long.
+
 Deadlines: the client must reach `publish` within `handshake_timeout`, and send
 something at least every `idle_timeout`. Memory per connection is bounded by
 the chunk limits, the pre-publication buffer and the write buffer cap.
@@ -74,11 +79,16 @@ class RtmpLimits:
     apps: frozenset[str] = frozenset({"live"})
     linger: float = 1.0
     """Seconds a refused peer has to read our error status before we close."""
-    read_coalesce: float = 0.03
+    read_coalesce: float = 0.1
     """While publishing, let the kernel gather about this many seconds of the
-    stream's bytes before waking us (SO_RCVLOWAT, adapted to the measured rate
-    every half second; 0 turns it off). Fewer, larger reads: much less CPU per
-    stream for at most this much added latency."""
+    stream's bytes before waking us (SO_RCVLOWAT, from the byte rate of the last
+    ~2 s, re-measured every half second; 0 turns it off). Fewer, larger reads:
+    a wake-up of the event loop costs far more than the frames it carries, so
+    this is most of the CPU per stream, for about this much added latency."""
+    coalesce_stale: float = 0.5
+    """A coalescing connection that has woken us for this long gets SO_RCVLOWAT 1
+    (its byte rate fell: the kernel would hold a short batch back); checked by a
+    shared timer every `coalesce_stale` seconds."""
 
 
 class RtmpConnection(asyncio.Protocol):
@@ -115,8 +125,9 @@ class RtmpConnection(asyncio.Protocol):
         self._track_timer: asyncio.TimerHandle | None = None
         self._sock: Any = None
         self._lowat = 1
-        self._adapt_at = self._last_rx
-        self._adapt_bytes = 0
+        self._rate_marks: deque[tuple[float, int]] = deque([(self._last_rx, 0)], maxlen=5)
+        """(time, bytes_in) every half second: the byte rate over the last ~2 s,
+        long enough to even out a GOP's keyframe."""
         self._next_adapt = self._last_rx + 0.5
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -169,6 +180,7 @@ class RtmpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
+        self.server._coalescing.discard(self)
         self._closed = True
         for handle in (self._deadline, self._track_timer):
             if handle is not None:
@@ -449,15 +461,17 @@ class RtmpConnection(asyncio.Protocol):
 
     def _adapt_read_size(self, now: float) -> None:
         """Set SO_RCVLOWAT to ~`read_coalesce` seconds of the stream's recent byte rate."""
-        elapsed = now - self._adapt_at
-        rate = (self.bytes_in - self._adapt_bytes) / elapsed if elapsed > 0 else 0.0
-        self._adapt_at = now
-        self._adapt_bytes = self.bytes_in
+        marks = self._rate_marks
+        since, bytes_then = marks[0]
+        marks.append((now, self.bytes_in))
         self._next_adapt = now + 0.5
         coalesce = self.limits.read_coalesce
-        if coalesce <= 0 or self._sock is None:
+        if coalesce <= 0 or self._sock is None or now - since < 0.4:
             return
-        lowat = max(1, min(65536, int(rate * coalesce)))
+        rate = (self.bytes_in - bytes_then) / (now - since)
+        lowat = min(65536, int(rate * coalesce))
+        if lowat < 512:
+            lowat = 1  # a trickle: batching it saves nothing worth the wait
         if abs(lowat - self._lowat) * 4 > self._lowat:
             self._set_lowat(lowat)
 
@@ -468,6 +482,25 @@ class RtmpConnection(asyncio.Protocol):
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
             except OSError:  # pragma: no cover - not supported: reads stay as they are
                 self._sock = None
+                return
+        if lowat > 1:
+            self.server._watch_coalescing(self)
+        else:
+            self.server._coalescing.discard(self)
+
+    def _check_coalescing(self, now: float) -> bool:
+        """Called by the server's shared timer; False once this connection no longer
+        coalesces. Gone quiet while holding out for a batch: wake on every byte."""
+        if self._closed or self._lowat <= 1:
+            return False
+        if now - self._last_rx >= self.limits.coalesce_stale:
+            self._set_lowat(1)
+            # measure afresh: the old rate is what overestimated the batch
+            self._rate_marks.clear()
+            self._rate_marks.append((now, self.bytes_in))
+            self._next_adapt = now + 0.5
+            return False
+        return True
 
     def _update_reading(self) -> None:
         t = self.transport
@@ -563,6 +596,9 @@ class RtmpServer:
         self.limits = limits or RtmpLimits()
         self._server: asyncio.Server | None = None
         self._connections: set[RtmpConnection] = set()
+        self._coalescing: set[RtmpConnection] = set()
+        """Connections reading with SO_RCVLOWAT > 1, watched by `_coalesce_timer`."""
+        self._coalesce_timer: asyncio.TimerHandle | None = None
         # Counters (metrics read them as plain attributes).
         self.bytes_in = 0
         self.bytes_out = 0
@@ -606,6 +642,24 @@ class RtmpServer:
             "timeouts": self.timeouts,
         }
 
+    def _watch_coalescing(self, conn: RtmpConnection) -> None:
+        self._coalescing.add(conn)
+        if self._coalesce_timer is None:
+            self._coalesce_timer = asyncio.get_running_loop().call_later(
+                self.limits.coalesce_stale, self._on_coalesce_timer
+            )
+
+    def _on_coalesce_timer(self) -> None:
+        self._coalesce_timer = None
+        now = asyncio.get_running_loop().time()
+        for conn in list(self._coalescing):
+            if not conn._check_coalescing(now):
+                self._coalescing.discard(conn)
+        if self._coalescing:
+            self._coalesce_timer = asyncio.get_running_loop().call_later(
+                self.limits.coalesce_stale, self._on_coalesce_timer
+            )
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -624,6 +678,9 @@ class RtmpServer:
         if server is None:
             return
         server.close()
+        if self._coalesce_timer is not None:
+            self._coalesce_timer.cancel()
+            self._coalesce_timer = None
         for conn in list(self._connections):
             conn.abort("server stopping")
         await server.wait_closed()

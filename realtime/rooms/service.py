@@ -234,6 +234,9 @@ class RoomService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pump: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._rooms_open = asyncio.Event()
+        """Set while `rooms` may be non-empty: the sweeper sleeps on it otherwise,
+        so a server without rooms is not woken twice a second for nothing."""
         self.event_log: list[RoomEvent] = []
         """Every event emitted (most recent 1000), for tests and debugging."""
 
@@ -288,6 +291,9 @@ class RoomService:
 
     async def _sweep(self) -> None:
         while True:
+            if not self.rooms:
+                self._rooms_open.clear()
+                await self._rooms_open.wait()
             await asyncio.sleep(self.sweep_interval_s)
             now = time.monotonic()
             for rid, ar in list(self.rooms.items()):
@@ -318,6 +324,7 @@ class RoomService:
             ar = self.rooms.get(room_id)
             if ar is None:
                 ar = self.rooms[room_id] = ActiveRoom(Room(config))
+                self._rooms_open.set()
         old = ar.sessions.get(grant.identity)
         if old is not None:
             await self._end_session(old, "replaced")

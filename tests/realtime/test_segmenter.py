@@ -11,7 +11,7 @@ import pytest
 
 from ingest.hub import Hub, MediaUnit, PublicationEnded, PublicationStarted, TrackKind
 from realtime.cmaf.boxes import iter_boxes
-from realtime.segmenter import LATENCY_MODES, CmafInitSegment, Segmenter
+from realtime.segmenter import LATENCY_MODES, CmafInitSegment, Segmenter, _StallWatch
 from realtime.segments import Part
 from tests.realtime.media import Collect, synthetic_tracks, synthetic_units
 
@@ -190,6 +190,66 @@ async def test_run_reads_the_hub_flushes_stalls_and_ends_the_sink() -> None:
     reader.close()
     await asyncio.wait_for(task, 2)
     assert out.ended == 1
+
+
+async def test_the_stall_check_wakes_only_when_a_part_could_be_stalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A healthy stream keeps pushing its stall deadline away: the shared check
+    then wakes about once per `stall_flush_s`, not every tick; a stream that
+    stalls among healthy ones is still flushed on time, and so is one whose
+    `stall_flush_s` is shorter than the deadline already armed."""
+    ticks = 0
+    real_tick = _StallWatch._tick
+
+    def counting_tick(self: _StallWatch) -> None:
+        nonlocal ticks
+        ticks += 1
+        real_tick(self)
+
+    monkeypatch.setattr(_StallWatch, "_tick", counting_tick)
+    hub = Hub()
+    healthy_pub = hub.publish("healthy", synthetic_tracks(), source="test")
+
+    def segmenter(name: str, out: Collect, part: float, stall: float) -> Segmenter:
+        reader = hub.stream(name).subscribe("hls", 512)
+        return Segmenter(
+            reader, out, part_target_s=part, segment_target_s=5 * part, stall_flush_s=stall
+        )
+
+    healthy = segmenter("healthy", Collect(), 1.0, 1.0)
+    stalling_pub = hub.publish("stalling", synthetic_tracks(), source="test")
+    part_times: list[float] = []
+
+    class Timed(Collect):
+        def on_part(self, part: Part) -> None:
+            part_times.append(asyncio.get_running_loop().time())
+            super().on_part(part)
+
+    stalling_out = Timed()
+    stalling = segmenter("stalling", stalling_out, 0.2, 0.15)
+    tasks = [asyncio.create_task(healthy.run())]
+    await asyncio.sleep(0)  # the healthy one arms the shared timer ~1 s out
+    tasks.append(asyncio.create_task(stalling.run()))
+    units = synthetic_units(1.2)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    stalled_at = 0.0
+    for i, u in enumerate(units):
+        healthy_pub.write(u)
+        if i < 4:
+            stalling_pub.write(u)
+            stalled_at = loop.time()
+        await asyncio.sleep(0.01)
+    elapsed = loop.time() - start
+    assert len(stalling_out.parts) == 1, "the stalled stream's part was flushed"
+    flushed_after = part_times[0] - stalled_at
+    assert flushed_after < 0.15 + 0.1, flushed_after
+    assert ticks <= elapsed / 0.15 + 3, (ticks, elapsed)
+    for seg, pub in ((healthy, healthy_pub), (stalling, stalling_pub)):
+        pub.close("done")
+        seg.reader.close()  # type: ignore[union-attr]
+    await asyncio.wait_for(asyncio.gather(*tasks), 2)
 
 
 async def test_run_feeds_inline_and_a_failing_sink_ends_only_the_segmenter() -> None:
