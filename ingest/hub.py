@@ -13,6 +13,9 @@ Rules that everything else relies on:
 * A `Stream` outlives its publishers: a reconnect (or a takeover by a second
   publisher on the same key) starts a new *generation* on the same stream, so
   readers such as the segmenter continue one playlist with a discontinuity.
+* Publishers may batch their input (the RTMP driver reads ~0.1 s at a time)
+  unless a reader subscribed as `prompt` (WebRTC viewers, for whom every
+  frame is due at once): `Stream.wants_prompt` says so.
 * All methods are called on the event loop thread. Code that produces media in
   a worker thread (decoders) hands it over with `loop.call_soon_threadsafe`.
 """
@@ -95,10 +98,12 @@ ReaderItem = MediaUnit | PublicationStarted | PublicationEnded
 class StreamReader:
     """A bounded, lossy-at-keyframes view of one stream, read with `async for`."""
 
-    def __init__(self, stream: Stream, max_units: int, name: str) -> None:
+    def __init__(self, stream: Stream, max_units: int, name: str, prompt: bool = False) -> None:
         self._stream = stream
         self._max_units = max_units
         self.name = name
+        self.prompt = prompt
+        """This reader needs every unit as soon as it arrives (see `Stream.wants_prompt`)."""
         self._items: deque[ReaderItem] = deque()
         self._media_count = 0
         self._waiting_keyframe = False
@@ -304,12 +309,19 @@ class Stream:
     def readers(self) -> tuple[StreamReader, ...]:
         return tuple(self._readers)
 
+    @property
+    def wants_prompt(self) -> bool:
+        """A `prompt` reader is subscribed: publishers should not hold input back."""
+        return any(r.prompt for r in self._readers)
+
     def subscribe(
-        self, name: str, max_units: int = 512, *, from_keyframe: bool = False
+        self, name: str, max_units: int = 512, *, from_keyframe: bool = False, prompt: bool = False
     ) -> StreamReader:
         """A new reader. With `from_keyframe`, it starts with the cached current GOP
-        (so a new viewer decodes at once) instead of waiting for the next keyframe."""
-        reader = StreamReader(self, max_units, name)
+        (so a new viewer decodes at once) instead of waiting for the next keyframe.
+        A `prompt` reader (real-time viewers) asks publishers not to batch input
+        while it is subscribed; segmenters and recorders do not mind a batch."""
+        reader = StreamReader(self, max_units, name, prompt)
         self._readers.append(reader)
         if self.publication is not None:
             reader._push(

@@ -19,7 +19,8 @@ events:
 Read coalescing: while a publication runs, SO_RCVLOWAT asks the kernel to wake
 us only once about `RtmpLimits.read_coalesce` seconds of the stream's bytes are
 queued, so one read carries several frames. A shared timer undoes it for a
-connection that went quiet (its rate fell), so no batch is held back for long.
+connection that went quiet (its rate fell), so no batch is held back for long,
+and it is off while a `prompt` reader (a WebRTC viewer) watches the stream.
 
 Deadlines: the client must reach `publish` within `handshake_timeout`, and send
 something at least every `idle_timeout`. Memory per connection is bounded by
@@ -470,8 +471,11 @@ class RtmpConnection(asyncio.Protocol):
             return
         rate = (self.bytes_in - bytes_then) / (now - since)
         lowat = min(65536, int(rate * coalesce))
-        if lowat < 512:
-            lowat = 1  # a trickle: batching it saves nothing worth the wait
+        pub = self.publication
+        if lowat < 512 or (pub is not None and pub.stream.wants_prompt):
+            # a trickle: batching it saves nothing worth the wait; or a WebRTC
+            # viewer is watching, to whom every frame is due at once
+            lowat = 1
         if abs(lowat - self._lowat) * 4 > self._lowat:
             self._set_lowat(lowat)
 

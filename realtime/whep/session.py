@@ -230,7 +230,9 @@ class SharedOpus:
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
         self.viewers: set[OpusTrack] = set()
-        self.reader = stream.subscribe("whep-opus", VIEWER_MAX_UNITS, from_keyframe=False)
+        self.reader = stream.subscribe(
+            "whep-opus", VIEWER_MAX_UNITS, from_keyframe=False, prompt=True
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whep-opus")
         self._task = asyncio.ensure_future(self._run())
         self._pts = 0
@@ -298,7 +300,7 @@ class WhepSession:
         for section in summary.sections:
             if section.kind == "video":
                 reader = stream.subscribe(
-                    f"whep-{self.id[:8]}", VIEWER_MAX_UNITS, from_keyframe=True
+                    f"whep-{self.id[:8]}", VIEWER_MAX_UNITS, from_keyframe=True, prompt=True
                 )
                 self.video = ForwardVideoTrack(reader, self._need_keyframe)
                 t = pc.addTransceiver(self.video, direction="sendonly")

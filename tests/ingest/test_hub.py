@@ -224,3 +224,15 @@ async def test_an_inline_consumer_gets_items_as_written_after_the_queue() -> Non
     reader.consume_inline(None)
     pub.write(video(9000))
     assert len(got) == 1 and [u.dts for u in drain(reader)] == [9000]
+
+
+async def test_a_prompt_reader_asks_publishers_not_to_batch_while_subscribed() -> None:
+    hub = Hub()
+    stream = hub.stream("s")
+    hls = stream.subscribe("hls")
+    assert not stream.wants_prompt, "segmenters and recorders take input in batches"
+    viewer = stream.subscribe("whep", prompt=True)
+    assert stream.wants_prompt
+    viewer.close()
+    assert not stream.wants_prompt
+    hls.close()

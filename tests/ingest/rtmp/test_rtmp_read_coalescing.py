@@ -201,3 +201,22 @@ async def test_closing_a_coalescing_connection_stops_watching_it(
     assert not server.connections and not server._coalescing
     await asyncio.sleep(0.4)
     assert server._coalesce_timer is None, "the shared timer stops with nothing to watch"
+
+
+async def test_no_batching_while_a_webrtc_viewer_watches(
+    coalescing: tuple[RtmpServer, Hub],
+) -> None:
+    server, hub = coalescing
+    client, _ = await Client.publish(server.port)
+    try:
+        await client.stream(1.5)
+        conn = the_connection(server)
+        assert lowat(conn) > 1
+        viewer = hub.stream("ls_1").subscribe("whep", prompt=True)
+        await client.stream(1.0)
+        assert lowat(conn) == 1, "every frame is due to a WebRTC viewer at once"
+        viewer.close()
+        await client.stream(1.0)
+        assert lowat(conn) > 1, "batching resumes when the viewer leaves"
+    finally:
+        client.close()
