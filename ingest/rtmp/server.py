@@ -648,7 +648,10 @@ class RtmpServer:
 
     def _watch_coalescing(self, conn: RtmpConnection) -> None:
         self._coalescing.add(conn)
-        if self._coalesce_timer is None:
+        self._arm_coalesce_timer()
+
+    def _arm_coalesce_timer(self) -> None:
+        if self._coalesce_timer is None and self._coalescing:
             self._coalesce_timer = asyncio.get_running_loop().call_later(
                 self.limits.coalesce_stale, self._on_coalesce_timer
             )
@@ -659,10 +662,7 @@ class RtmpServer:
         for conn in list(self._coalescing):
             if not conn._check_coalescing(now):
                 self._coalescing.discard(conn)
-        if self._coalescing:
-            self._coalesce_timer = asyncio.get_running_loop().call_later(
-                self.limits.coalesce_stale, self._on_coalesce_timer
-            )
+        self._arm_coalesce_timer()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
