@@ -114,6 +114,22 @@ async def coalescing() -> AsyncIterator[tuple[RtmpServer, Hub]]:
         await server.stop()
 
 
+@pytest.fixture
+async def batching(
+    coalescing: tuple[RtmpServer, Hub],
+) -> AsyncIterator[tuple[RtmpServer, Hub, Client, RtmpConnection]]:
+    """A publisher that has streamed long enough to be read in batches."""
+    server, hub = coalescing
+    client, _ = await Client.publish(server.port)
+    try:
+        await client.stream(2.0)
+        conn = the_connection(server)
+        assert lowat(conn) > 1
+        yield server, hub, client, conn
+    finally:
+        client.close()
+
+
 async def test_a_streaming_publisher_is_read_in_batches_of_about_read_coalesce(
     coalescing: tuple[RtmpServer, Hub], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,31 +163,24 @@ async def test_a_streaming_publisher_is_read_in_batches_of_about_read_coalesce(
 
 
 async def test_a_publisher_whose_rate_falls_is_not_held_back(
-    coalescing: tuple[RtmpServer, Hub],
+    batching: tuple[RtmpServer, Hub, Client, RtmpConnection],
 ) -> None:
     """Video stops, a little audio goes on: the kernel would wait for a full batch
     for seconds; the shared check drops SO_RCVLOWAT to 1 within `coalesce_stale`."""
-    server, hub = coalescing
-    client, _ = await Client.publish(server.port)
-    try:
-        await client.stream(2.0)
-        conn = the_connection(server)
-        assert lowat(conn) > 1
-        reader = hub.stream("ls_1").subscribe("late", max_units=100_000)
-        # audio only from now on: ~200 bytes a frame, far below the batch size
+    server, hub, client, conn = batching
+    reader = hub.stream("ls_1").subscribe("late", max_units=100_000)
+    # audio only from now on: ~200 bytes a frame, far below the batch size
+    client.c.audio(client.ts, audio_frame_tag())
+    client.w.write(client.c.take())
+    waited = await next_audio(reader, 3.0)
+    assert waited < 2 * 0.3 + 0.2, waited
+    assert lowat(conn) == 1 and conn not in server._coalescing
+    # and each later small frame comes through at once
+    for _ in range(3):
+        client.ts += 21
         client.c.audio(client.ts, audio_frame_tag())
         client.w.write(client.c.take())
-        waited = await next_audio(reader, 3.0)
-        assert waited < 2 * 0.3 + 0.2, waited
-        assert lowat(conn) == 1 and conn not in server._coalescing
-        # and each later small frame comes through at once
-        for _ in range(3):
-            client.ts += 21
-            client.c.audio(client.ts, audio_frame_tag())
-            client.w.write(client.c.take())
-            assert await next_audio(reader, 3.0) < 0.1
-    finally:
-        client.close()
+        assert await next_audio(reader, 3.0) < 0.1
 
 
 async def test_read_coalesce_zero_reads_every_packet() -> None:
@@ -204,19 +213,12 @@ async def test_closing_a_coalescing_connection_stops_watching_it(
 
 
 async def test_no_batching_while_a_webrtc_viewer_watches(
-    coalescing: tuple[RtmpServer, Hub],
+    batching: tuple[RtmpServer, Hub, Client, RtmpConnection],
 ) -> None:
-    server, hub = coalescing
-    client, _ = await Client.publish(server.port)
-    try:
-        await client.stream(1.5)
-        conn = the_connection(server)
-        assert lowat(conn) > 1
-        viewer = hub.stream("ls_1").subscribe("whep", prompt=True)
-        await client.stream(1.0)
-        assert lowat(conn) == 1, "every frame is due to a WebRTC viewer at once"
-        viewer.close()
-        await client.stream(1.0)
-        assert lowat(conn) > 1, "batching resumes when the viewer leaves"
-    finally:
-        client.close()
+    _, hub, client, conn = batching
+    viewer = hub.stream("ls_1").subscribe("whep", prompt=True)
+    await client.stream(1.0)
+    assert lowat(conn) == 1, "every frame is due to a WebRTC viewer at once"
+    viewer.close()
+    await client.stream(1.0)
+    assert lowat(conn) > 1, "batching resumes when the viewer leaves"
