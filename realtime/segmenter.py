@@ -474,7 +474,7 @@ class Segmenter:
         seg = Segment(
             msn=self.next_msn,
             duration=duration,
-            data=b"".join(p.data for p in parts),
+            chunks=tuple(p.data for p in parts),
             parts=parts,
             program_date_time=self._seg_pdt,
             discontinuity=self._discontinuity,

@@ -6,7 +6,7 @@ the VOD packager (vod) agree without importing each other's machinery.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -44,7 +44,10 @@ class Segment:
 
     msn: int
     duration: float
-    data: bytes
+    chunks: tuple[bytes, ...]
+    """The segment's bytes in pieces (its parts' payloads, in order). Kept apart
+    because most segments are never asked for whole: LL-HLS viewers fetch parts,
+    so joining every segment would copy every byte once more and hold it twice."""
     parts: tuple[Part, ...]
     program_date_time: float
     """Wall-clock (epoch seconds) of the segment's first sample."""
@@ -54,6 +57,21 @@ class Segment:
     init: InitSegment
     start_pts: float
     """Presentation time of the first sample in seconds, on the stream's timeline."""
+    _joined: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.chunks))
+
+    @property
+    def data(self) -> bytes:
+        """The whole segment as one `bytes`, joined on first use and kept (a
+        segment asked for whole is usually asked for by every such viewer)."""
+        joined = self._joined
+        if joined is None:
+            joined = b"".join(self.chunks)
+            object.__setattr__(self, "_joined", joined)
+        return joined
 
 
 class SegmentSink(Protocol):

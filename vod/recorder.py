@@ -160,7 +160,7 @@ class Recorder:
         if self._closing:
             log.warning("recorder %s: segment %d after close, ignored", self.prefix, segment.msn)
             return
-        size = len(segment.data)
+        size = segment.size
         if (
             self.stats.pending >= self.max_pending
             or self.stats.pending_bytes + size > self.max_pending_bytes
@@ -310,7 +310,7 @@ class Recorder:
                     await self._write_init(item.init)
                 else:
                     self.stats.pending -= 1
-                    self.stats.pending_bytes -= len(item.segment.data)
+                    self.stats.pending_bytes -= item.segment.size
                     await self._write_segment(item)
             except Exception:
                 log.exception("recorder %s: unexpected writer error", self.prefix)
@@ -361,7 +361,10 @@ class Recorder:
         index = len(self.manifest.segments)
         name = segment_name(index, self._current_gen)
         key = join_key(self.prefix, name)
-        ok = await self._retrying(name, lambda: self.blobs.put(key, seg.data, SEGMENT_CONTENT_TYPE))
+        # Joined here, not through `seg.data`: that would keep a second copy on the
+        # live window's segment for as long as it stays there.
+        data = b"".join(seg.chunks)
+        ok = await self._retrying(name, lambda: self.blobs.put(key, data, SEGMENT_CONTENT_TYPE))
         if not ok:
             self._fail(seg)
             return
@@ -379,11 +382,11 @@ class Recorder:
                 msn=seg.msn,
                 program_date_time=seg.program_date_time,
                 start_pts=seg.start_pts,
-                size=len(seg.data),
+                size=len(data),
             )
         )
         self.stats.segments_written += 1
-        self.stats.bytes_written += len(seg.data)
+        self.stats.bytes_written += len(data)
         self._unsaved += 1
         # Every N segments, or (via the idle timer) within manifest_max_age_s: a
         # rewrite per segment would cost O(recording length) each time.

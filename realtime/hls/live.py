@@ -14,7 +14,6 @@ All methods run on the event loop thread.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import time
@@ -35,10 +34,6 @@ from realtime.segments import InitSegment, Part, Segment, SegmentSink
 log = logging.getLogger(__name__)
 
 DEFAULT_BANDWIDTH = 2_000_000
-
-
-PART_RETENTION_TARGETS = 12.0
-"""Target durations of parts kept fetchable behind the live edge."""
 
 
 class LiveHls:
@@ -120,12 +115,11 @@ class LiveHls:
             self._open = []
             self._open_msn = segment.msn + 1
         if segment.duration >= 0.5:
-            self._peak_bps = max(self._peak_bps, int(len(segment.data) * 8 / segment.duration))
+            self._peak_bps = max(self._peak_bps, int(segment.size * 8 / segment.duration))
         self._target_duration = max(
             self._target_duration, target_duration_for(self.segment_target_s, (segment.duration,))
         )
         self._evict()
-        self._trim_parts()
         self._touch()
         self._forward("on_segment", segment)
 
@@ -157,26 +151,6 @@ class LiveHls:
         for gen in list(self.inits):
             if gen not in live_gens:
                 del self.inits[gen]
-
-    def _trim_parts(self) -> None:
-        """Drop the part payloads of segments well outside the part window: the
-        segment's own bytes remain, so memory is about one copy of the window.
-
-        Parts are listed for the last 3 target durations but stay fetchable for
-        12: a slow client (or a CDN filling its cache) that read the playlist a
-        few seconds ago still gets them."""
-        keep_s = PART_RETENTION_TARGETS * self._target_duration
-        acc = 0.0
-        for i in range(len(self._segments) - 1, -1, -1):
-            seg = self._segments[i]
-            acc += seg.duration
-            if acc <= keep_s:
-                continue
-            if not seg.parts:
-                break
-            trimmed = dataclasses.replace(seg, parts=())
-            self._segments[i] = trimmed
-            self._by_msn[seg.msn] = trimmed
 
     def _touch(self) -> None:
         self._version += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import av
@@ -63,9 +64,7 @@ async def test_reconnect_gives_one_discontinuity_a_new_map_and_one_gap(blobs: Bl
     # A new publication 7 s after the first ended: new segmenter, numbering restarts.
     init1, second = synthetic(2, generation=0, pdt0=1013.0, discontinuity_first=False)
     init1 = type(init1)(0, b"another-init", init1.codecs, 640, 360, 1)
-    second = [
-        s.__class__(**{**{f: getattr(s, f) for f in s.__slots__}, "init": init1}) for s in second
-    ]
+    second = [dataclasses.replace(s, init=init1) for s in second]
     rec.on_init(init0)
     for s in first:
         rec.on_segment(s)
@@ -135,9 +134,7 @@ async def test_a_stalled_store_keeps_memory_bounded_and_reports_drops(
     assert rec.stats.pending_bytes == sum(len(s.data) for s in segs[:3])
     store.release.set()
     await rec.flush()
-    rec.on_segment(
-        segs[9].__class__(**{**{f: getattr(segs[9], f) for f in segs[9].__slots__}, "msn": 10})
-    )
+    rec.on_segment(dataclasses.replace(segs[9], msn=10))
     m = await rec.finalize()
     assert [s.msn for s in m.segments] == [0, 1, 2, 10] and m.dropped == 7
     # The hole left by the dropped segments shows as a discontinuity.

@@ -43,7 +43,7 @@ def segments_from_hls(
             Segment(
                 msn=msn,
                 duration=duration,
-                data=data,
+                chunks=(data,),
                 parts=(Part(msn, 0, data, duration, True),),
                 program_date_time=pdt0 + t,
                 discontinuity=first_is_discontinuity and i == 0,
@@ -78,7 +78,7 @@ def synthetic(
         Segment(
             msn=msn0 + i,
             duration=duration,
-            data=payload + bytes([i % 256]),
+            chunks=(payload + bytes([i % 256]),),
             parts=(),
             program_date_time=pdt0 + i * duration,
             discontinuity=discontinuity_first and i == 0,
