@@ -37,6 +37,8 @@ _FMT2 = struct.Struct(">BH")
 _U32BE = struct.Struct(">I")
 _U32LE = struct.Struct("<I")
 _HEADER_LEN = (11, 7, 3, 0)
+_MAX_HEADER_LEN = 3 + 11 + 4
+"""Basic header, type-0 message header, extended timestamp."""
 _EXT = 0xFFFFFF
 _PREALLOC_MAX = 256 * 1024
 """A partial message up to this size is allocated whole at its first chunk (one
@@ -115,25 +117,52 @@ class ChunkReader:
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[RawMessage]:
+        """Parse `data` after what is buffered. Nothing keeps a reference to
+        `data`: the caller may reuse its buffer as soon as this returns."""
         out: list[RawMessage] = []
-        if self._buf:
-            self._buf += data
-            mv = memoryview(self._buf)
-            try:
-                pos = self._parse(mv, out)
-            finally:
-                mv.release()
-            del self._buf[:pos]
-        else:
-            mv = memoryview(data)
+        view = memoryview(data)
+        try:
+            start = 0
+            buf = self._buf
+            if buf:
+                # The buffered tail is less than one chunk with its header, so this
+                # much of `data` completes it; the rest is parsed where it lies
+                # rather than copied onto the tail.
+                head = len(buf)
+                take = self.chunk_size + _MAX_HEADER_LEN
+                buf += view[:take]
+                pos = self._parse_buffered(out)
+                if pos < head or len(view) <= take:
+                    if len(view) > take:  # pragma: no cover - the tail was under a chunk
+                        buf += view[take:]
+                        self._parse_buffered(out)
+                    return self._checked(out)
+                start = pos - head
+                buf.clear()
+            mv = view[start:]
             try:
                 pos = self._parse(mv, out)
                 if pos < len(mv):
                     self._buf = bytearray(mv[pos:])
             finally:
                 mv.release()
+        finally:
+            view.release()
+        return self._checked(out)
+
+    def _parse_buffered(self, out: list[RawMessage]) -> int:
+        """Parse the buffer; drop what was consumed; return how much that was."""
+        mv = memoryview(self._buf)
+        try:
+            pos = self._parse(mv, out)
+        finally:
+            mv.release()
+        del self._buf[:pos]
+        return pos
+
+    def _checked(self, out: list[RawMessage]) -> list[RawMessage]:
         # Whatever stays unparsed is shorter than one chunk with its header.
-        if len(self._buf) > self.chunk_size + 18:
+        if len(self._buf) > self.chunk_size + _MAX_HEADER_LEN:
             raise ProtocolError("chunk stream: unparsed input over one chunk")  # pragma: no cover
         return out
 

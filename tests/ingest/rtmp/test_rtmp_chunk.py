@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.rtmp.chunk import ChunkLimits, ChunkReader, ChunkWriter, RawMessage
 from ingest.rtmp.errors import ProtocolError
@@ -183,6 +185,35 @@ def test_split_anywhere_gives_the_same_messages() -> None:
             parts += reader.feed(data[i : i + step])
         assert summary(parts) == whole
     assert len(whole) == 30
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=6000), min_size=1, max_size=30))
+def test_reads_from_one_reused_buffer_in_any_pieces_give_the_same_messages(
+    sizes: list[int],
+) -> None:
+    # The server reads every connection into one shared buffer, overwritten by
+    # the next read: the reader must have copied all it keeps before feed returns.
+    w = ChunkWriter(128)
+    data = w.write(2, 1, 0, 0, struct.pack(">I", 4096))  # Set Chunk Size, as ffmpeg sends
+    w.chunk_size = 4096
+    data += b"".join(
+        w.write(4 + i % 2, 9 - i % 2, 1, i * 33, bytes([i]) * (i * 911 % 9000)) for i in range(40)
+    )
+    whole = summary(ChunkReader().feed(data))
+    shared = bytearray(6000)
+    reader = ChunkReader()
+    got: list[RawMessage] = []
+    pos = i = 0
+    while pos < len(data):
+        piece = data[pos : pos + sizes[i % len(sizes)]]
+        shared[: len(piece)] = piece
+        got += reader.feed(memoryview(shared)[: len(piece)])
+        shared[: len(piece)] = b"\xee" * len(piece)  # the next read lands on it
+        pos += len(piece)
+        i += 1
+    assert summary(got) == whole
+    assert len(whole) == 41 and reader.buffered == 0
 
 
 def test_writer_compresses_headers_and_reader_reads_them_back() -> None:
