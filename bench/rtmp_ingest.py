@@ -13,7 +13,11 @@ turn. Two modes:
   * nginx with Debian's libnginx-mod-rtmp (master + ``--nginx-workers`` workers),
     ``live on; hls on; hls_fragment 1s;`` into a temp dir served by an nginx
     ``http`` location.
-  Measured over a window after a warm-up: CPU of the server's whole process tree
+  Measured in the steady state, over a window after a warm-up (40 s by default:
+  onair keeps 30 s of each stream in memory, nginx-rtmp 6 s on disk, and until
+  that window is full every new byte lands on a freshly faulted page, which
+  cost onair ~20 % more CPU per stream at N=50 than it pays once running): CPU
+  of the server's whole process tree
   (utime+stime from /proc/<pid>/stat, onair's pid and any children; nginx's
   master+workers), RSS of that tree, input Mbit/s per stream (``ss``), and
   "every playlist fresh": this (bench) process polls every stream's media
@@ -34,7 +38,7 @@ turn. Two modes:
 
 Usage:
   .venv/bin/python bench/rtmp_ingest.py                       # full, N=1,10,25,50,100
-  .venv/bin/python bench/rtmp_ingest.py --n 1,10 --seconds 15 --warmup 8
+  .venv/bin/python bench/rtmp_ingest.py --n 1,10 --seconds 15
   .venv/bin/python bench/rtmp_ingest.py --record both         # record false, then true
   .venv/bin/python bench/rtmp_ingest.py --mode ingest --n 1,10,25,50
   .venv/bin/python bench/rtmp_ingest.py --hold 25 --seconds 300   # onair + 25 publishers
@@ -955,7 +959,7 @@ def main_full(args: argparse.Namespace) -> None:
     make_clip()
     counts = [int(x) for x in args.n.split(",") if x]
     seconds = args.seconds or 15.0
-    warmup = args.warmup or 8.0
+    warmup = args.warmup or 40.0
     records = {"false": [False], "true": [True], "both": [False, True]}[args.record]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1103,7 +1107,7 @@ def main() -> None:
         "--warmup",
         type=float,
         default=None,
-        help="after the last publisher started (full: 8 s; ingest: 6 s)",
+        help="after the last publisher started (full: 40 s; ingest: 6 s)",
     )
     ap.add_argument(
         "--record",
