@@ -72,9 +72,7 @@ def as_segments(hls: Path, entries: list[tuple[float, Path]], count: int) -> lis
     t = 0.0
     for i in range(count):
         dur, data = datas[i % len(datas)]
-        out.append(
-            Segment(i, dur, (data,), (Part(i, 0, data, dur, True),), 1.8e9 + t, False, 0, init, t)
-        )
+        out.append(Segment(i, dur, (Part(i, 0, data, dur, True),), 1.8e9 + t, False, 0, init, t))
         t += dur
     return out
 

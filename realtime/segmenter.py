@@ -474,7 +474,6 @@ class Segmenter:
         seg = Segment(
             msn=self.next_msn,
             duration=duration,
-            chunks=tuple(p.data for p in parts),
             parts=parts,
             program_date_time=self._seg_pdt,
             discontinuity=self._discontinuity,

@@ -44,11 +44,10 @@ class Segment:
 
     msn: int
     duration: float
-    chunks: tuple[bytes, ...]
-    """The segment's bytes in pieces (its parts' payloads, in order). Kept apart
-    because most segments are never asked for whole: LL-HLS viewers fetch parts,
-    so joining every segment would copy every byte once more and hold it twice."""
     parts: tuple[Part, ...]
+    """The segment's bytes are its parts' payloads, in order. They are not joined
+    up front because most segments are never asked for whole (LL-HLS viewers
+    fetch parts): joining every one would copy each byte again and hold it twice."""
     program_date_time: float
     """Wall-clock (epoch seconds) of the segment's first sample."""
     discontinuity: bool
@@ -61,7 +60,11 @@ class Segment:
 
     @property
     def size(self) -> int:
-        return sum(map(len, self.chunks))
+        return sum(len(p.data) for p in self.parts)
+
+    def join(self) -> bytes:
+        """The whole segment as one new `bytes` (not kept: see `data`)."""
+        return b"".join(p.data for p in self.parts)
 
     @property
     def data(self) -> bytes:
@@ -69,7 +72,7 @@ class Segment:
         segment asked for whole is usually asked for by every such viewer)."""
         joined = self._joined
         if joined is None:
-            joined = b"".join(self.chunks)
+            joined = self.join()
             object.__setattr__(self, "_joined", joined)
         return joined
 

@@ -363,7 +363,7 @@ class Recorder:
         key = join_key(self.prefix, name)
         # Joined here, not through `seg.data`: that would keep a second copy on the
         # live window's segment for as long as it stays there.
-        data = b"".join(seg.chunks)
+        data = seg.join()
         ok = await self._retrying(name, lambda: self.blobs.put(key, data, SEGMENT_CONTENT_TYPE))
         if not ok:
             self._fail(seg)

@@ -43,7 +43,6 @@ def segments_from_hls(
             Segment(
                 msn=msn,
                 duration=duration,
-                chunks=(data,),
                 parts=(Part(msn, 0, data, duration, True),),
                 program_date_time=pdt0 + t,
                 discontinuity=first_is_discontinuity and i == 0,
@@ -78,8 +77,7 @@ def synthetic(
         Segment(
             msn=msn0 + i,
             duration=duration,
-            chunks=(payload + bytes([i % 256]),),
-            parts=(),
+            parts=(Part(msn0 + i, 0, payload + bytes([i % 256]), duration, True),),
             program_date_time=pdt0 + i * duration,
             discontinuity=discontinuity_first and i == 0,
             generation=generation,

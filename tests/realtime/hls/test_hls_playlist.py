@@ -159,10 +159,10 @@ def test_window_is_bounded() -> None:
     assert pl.media_sequence + len([s for s in pl.segments if s.uri]) == 69  # 69 complete, 1 open
     assert live.get_segment(0) is None and live.get_segment(60) is not None
     # memory is one copy of the window: a segment's bytes are its parts' payloads,
-    # not a join of them, so every part in the window stays fetchable
+    # not joined until a client asks for it whole, so every part stays fetchable
     first = live.get_segment(pl.media_sequence)
     assert first is not None and live.get_part(first.msn, 0) is first.parts[0]
-    assert all(c is p.data for c, p in zip(first.chunks, first.parts, strict=True))
+    assert first._joined is None
     assert first.size == len(first.data) == sum(len(p.data) for p in first.parts)
 
 
