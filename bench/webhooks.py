@@ -122,6 +122,7 @@ async def run_backend(
             max_in_flight=max(64, per_endpoint),
             per_endpoint_concurrency=per_endpoint,
             poll_interval_s=0.5,
+            allow_private=True,
             timeout_s=10,
         )
         t0 = time.perf_counter()

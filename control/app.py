@@ -43,6 +43,7 @@ from control.auth import ApiKeyCache
 from control.live_streams import LiveControl, LiveStreamService, NoLiveControl
 from control.metrics import Registry
 from control.middleware import gate_middleware, on_response_prepare, request_middleware
+from control.retention import Retention
 from control.settings import Settings
 from control.store.base import Event, EventDraft, Op, Store
 
@@ -199,12 +200,18 @@ def _services_ctx(live_control: LiveControl) -> CleanupCtx:
         app[appkeys.JOBS] = _build_jobs(store, settings, app[appkeys.METRICS])
         outbox.listeners.append(lambda _events: webhooks.notify())
         state.queue_depths["webhooks"] = webhooks.backlog
+        retention = Retention(store, settings, owner=f"{settings.node_id}:retention")
+        app[appkeys.RETENTION] = retention
+        # before any delivery goes out: stored payloads of older versions held stream keys
+        await retention.scrub()
         await webhooks.start()
+        retention.start()
         try:
             yield
         finally:
             state.ready = False
             state.shutting_down = True
+            await retention.stop()
             await _stop(webhooks, settings.shutdown_timeout_s)
 
     return services

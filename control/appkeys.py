@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from control.live_streams import LiveControl, LiveStreamService
     from control.metrics import Registry
     from control.playback import Playback
+    from control.retention import Retention
     from control.settings import Settings
     from control.store.base import Store
     from control.vod_jobs import AssetJobs
@@ -45,6 +46,7 @@ JOBS: web.AppKey[Any] = web.AppKey("onair.jobs")
 LIVE_CONTROL: web.AppKey[LiveControl] = web.AppKey("onair.live_control")
 LIVE_STREAMS: web.AppKey[LiveStreamService] = web.AppKey("onair.live_streams")
 API_KEYS: web.AppKey[ApiKeyCache] = web.AppKey("onair.api_key_cache")
+RETENTION: web.AppKey[Retention] = web.AppKey("onair.retention")
 
 # -- media (control.media) ----------------------------------------------------------
 HUB: web.AppKey[Hub] = web.AppKey("onair.hub")

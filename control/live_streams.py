@@ -150,14 +150,16 @@ class LiveStreamService:
         self.live_control: LiveControl = live_control or NoLiveControl()
 
     # ------------------------------------------------------------- views
-    def to_json(self, record: Record) -> dict[str, Any]:
+    def to_json(self, record: Record, *, with_key: bool = False) -> dict[str, Any]:
+        """The API view. `with_key` adds the publishing secret: only for callers
+        holding a write or admin key, never in an event (events reach read keys,
+        SSE and every webhook receiver)."""
         d = record.data
-        return {
+        view = {
             "id": record.id,
             "object": "live_stream",
             "name": d.get("name"),
             "status": d["status"],
-            "stream_key": d["stream_key"],
             "latency_mode": d["latency_mode"],
             "reconnect_window_s": d["reconnect_window_s"],
             "record": d["record"],
@@ -169,6 +171,13 @@ class LiveStreamService:
             "created_at": rfc3339(d.get("created_at", record.created_at)),
             "updated_at": rfc3339(d.get("updated_at")),
         }
+        if with_key:
+            view["stream_key"] = d["stream_key"]
+        return view
+
+    @staticmethod
+    def with_key(view: dict[str, Any], record_data: dict[str, Any]) -> dict[str, Any]:
+        return {**view, "stream_key": record_data["stream_key"]}
 
     def _view(
         self, record_id: str, created_at: float, data: dict[str, Any], version: int
@@ -223,7 +232,7 @@ class LiveStreamService:
             ),
         ]
         await self.commit(ops, [EventDraft("live_stream.created", live_id, view)])
-        return view
+        return self.with_key(view, data)
 
     async def mutate(
         self,
@@ -268,7 +277,7 @@ class LiveStreamService:
                 self.live_control.kick(live_stream_id, kick)
             except Exception:
                 log.exception("kick failed", extra={"live_stream_id": live_stream_id})
-        return view
+        return self.with_key(view, data)
 
     async def apply(
         self, live_stream_id: str, action: Action, *, kick: str | None = None

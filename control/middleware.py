@@ -56,6 +56,7 @@ _HTTP_ERROR_TYPES = {
     406: "not_acceptable",
     408: "request_timeout",
     409: "conflict",
+    410: "gone",
     411: "length_required",
     413: "payload_too_large",
     414: "uri_too_long",

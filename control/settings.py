@@ -77,6 +77,30 @@ class Settings:
     """Keep retrying a delivery for this long (≥ 24 h)."""
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 64
+    webhook_allow_private: bool = False
+    """Deliver to endpoints on loopback, private, link-local and other non-public
+    addresses (on-premises receivers, tests). Off: refused at creation and at
+    every attempt, on the address actually connected to."""
+    # --- retention ---
+    event_retention_s: float = 30 * 24 * 3600.0
+    """Events, webhook deliveries and failed jobs are kept this long; an
+    `/v1/events?after=` cursor older than that answers 410 cursor_expired."""
+    retention_sweep_s: float = 60.0
+    """How often the node holding the sweeper lease removes what retention expired."""
+    # --- public routes that cost work ---
+    public_rate_limit_per_s: float = 5.0
+    """Token refill per client address for public routes that do work
+    (thumbnails, WHIP/WHEP offers, beacons)."""
+    public_rate_limit_burst: int = 30
+    thumbnail_concurrency: int = 2
+    """Thumbnails rendered at once per node; beyond it 503 + Retry-After."""
+    playback_token_max_ttl_s: float = 7 * 24 * 3600.0
+    """The longest lifetime (exp - iat, or exp - now) a playback token may claim."""
+    # --- operations ---
+    metrics_token: str | None = None
+    """When set, GET /metrics needs `Authorization: Bearer <token>`."""
+    metrics_port: int | None = None
+    """When set, /metrics is served on this port only (not on the HTTP port)."""
     # --- media (used by later subsystems) ---
     webrtc_public_ip: str | None = None
     rtmps_port: int | None = None
@@ -249,5 +273,11 @@ def _validate(s: Settings) -> None:
         raise SettingsError("body_limit_bytes must be positive")
     if s.rate_limit_per_s <= 0 or s.rate_limit_burst <= 0:
         raise SettingsError("rate limits must be positive")
+    if s.event_retention_s < 3600:
+        raise SettingsError("event_retention_s must be at least 3600 (one hour)")
+    if s.playback_token_max_ttl_s <= 0:
+        raise SettingsError("playback_token_max_ttl_s must be positive")
+    if s.public_rate_limit_per_s <= 0 or s.public_rate_limit_burst <= 0:
+        raise SettingsError("public rate limits must be positive")
     if not 0 <= s.rtmp_read_coalesce_s <= 1:
         raise SettingsError("rtmp_read_coalesce_s must be within 0..1 seconds")

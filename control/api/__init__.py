@@ -96,6 +96,7 @@ _ERROR_TEXT = {
     403: "The API key lacks the required scope",
     404: "Not found",
     409: "Conflict (state or idempotency key in use)",
+    410: "Gone (cursor_expired: the cursor is older than the event retention)",
     413: "Request body too large",
     415: "Unsupported content type",
     422: "Validation or idempotency error",

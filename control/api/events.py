@@ -16,7 +16,7 @@ from control import appkeys
 from control.api import DATETIME, READ_ERRORS, errors, json_ok, ref, resp
 from control.auth import rfc3339
 from control.middleware import requires, streaming
-from control.store.base import Event
+from control.store.base import Event, Store
 from control.validation import ApiError, query_int, reject_unknown_query
 
 MAX_CURSOR = 2**62
@@ -49,12 +49,26 @@ def _cursor(raw: str | None, name: str) -> int | None:
     return value
 
 
+async def check_not_expired(store: Store, cursor: int) -> None:
+    """410 for a cursor retention has passed: events after it are gone, and a
+    poller must know it missed them rather than silently skip ahead."""
+    if cursor > 0 and cursor < await store.events_trimmed_through():
+        raise ApiError(
+            410,
+            "cursor_expired",
+            "Events after this cursor are older than the retention period and were "
+            "deleted; resynchronise from the API and continue from a newer cursor",
+            "after",
+        )
+
+
 @requires("read")
 async def list_events(request: web.Request) -> web.Response:
     reject_unknown_query(request, ("after", "limit"))
     after = _cursor(request.query.get("after"), "after") or 0
     limit = query_int(request, "limit", 25, minimum=1, maximum=100)
     store = request.app[appkeys.STORE]
+    await check_not_expired(store, after)
     events = await store.events_after(after, limit + 1)
     page = events[:limit]
     next_cursor = page[-1].cursor if page else after
@@ -82,6 +96,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     if cursor is None:
         after = _cursor(request.query.get("after"), "after")
         cursor = after if after is not None else await store.last_event_cursor()
+    await check_not_expired(store, cursor)
 
     response = web.StreamResponse(
         headers={
@@ -177,7 +192,7 @@ OPENAPI: dict[str, Any] = {
                             },
                         },
                     ),
-                    **errors(*READ_ERRORS),
+                    **errors(*READ_ERRORS, 410),
                 },
             }
         },
@@ -201,7 +216,7 @@ OPENAPI: dict[str, Any] = {
                         "description": "text/event-stream",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    **errors(*READ_ERRORS),
+                    **errors(*READ_ERRORS, 410),
                 },
             }
         },

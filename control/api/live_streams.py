@@ -3,6 +3,7 @@ disable, enable and complete live streams (domain in control.live_streams)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,8 +29,10 @@ from control.api import (
     ref,
     resp,
 )
+from control.auth import scope_allows
 from control.live_streams import COLLECTION, InvalidTransition, LiveStreamService, NotFoundError
-from control.middleware import requires
+from control.middleware import api_key, requires
+from control.store.base import Record
 from control.validation import ApiError, F, Obj, not_found, read_json
 
 _PASSTHROUGH = F(str, nullable=True, max_length=1024, description="Opaque, echoed in webhooks")
@@ -67,13 +70,21 @@ async def create(request: web.Request) -> web.Response:
     )
 
 
+def _view_for(request: web.Request) -> Callable[[Record], dict[str, Any]]:
+    """The view this caller may see: the stream key only for write and admin keys
+    (a read key, e.g. a dashboard's, must not be able to take a broadcast over)."""
+    with_key = scope_allows(api_key(request).scope, "write")
+    svc = _svc(request)
+    return lambda rec: svc.to_json(rec, with_key=with_key)
+
+
 @requires("read")
 async def list_(request: web.Request) -> web.Response:
     limit, after = page_params(request)
     svc = _svc(request)
     await check_starting_after(svc.store, COLLECTION, after)
     page = await svc.store.list(COLLECTION, limit=limit, starting_after=after)
-    return json_ok(list_body(page, svc.to_json))
+    return json_ok(list_body(page, _view_for(request)))
 
 
 @requires("read")
@@ -82,7 +93,7 @@ async def get(request: web.Request) -> web.Response:
     rec = await _svc(request).get(live_id)
     if rec is None:
         raise not_found("live stream", live_id)
-    return json_ok(_svc(request).to_json(rec))
+    return json_ok(_view_for(request)(rec))
 
 
 @requires("write")
@@ -144,13 +155,17 @@ def add_routes(app: web.Application) -> None:
 
 LIVE_STREAM_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["id", "status", "stream_key", "ingest", "playback_ids", "created_at"],
+    "required": ["id", "status", "ingest", "playback_ids", "created_at"],
     "properties": {
         "id": {"type": "string"},
         "object": {"type": "string", "enum": ["live_stream"]},
         "name": NULLABLE_STR,
         "status": {"type": "string", "enum": ["idle", "active", "disabled"]},
-        "stream_key": {"type": "string", "description": "Secret: whoever holds it can publish"},
+        "stream_key": {
+            "type": "string",
+            "description": "Secret: whoever holds it can publish. Returned only to write and "
+            "admin keys; never in events, the event log, SSE or webhooks.",
+        },
         "latency_mode": {"type": "string", "enum": ["low", "standard"]},
         "reconnect_window_s": {"type": "integer", "minimum": 0, "maximum": 1800},
         "record": {"type": "boolean"},

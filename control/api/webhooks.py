@@ -42,6 +42,7 @@ from control.middleware import requires
 from control.store.base import Conflict, Delete, NotFound, Put, Record
 from control.validation import ApiError, F, Obj, not_found, read_json
 from control.webhooks import new_webhook_secret, retry_delivery
+from control.webhooks.destination import check_url
 
 ENDPOINTS = "webhook_endpoints"
 DELIVERIES = "webhook_deliveries"
@@ -78,6 +79,22 @@ UPDATE = Obj(
         "status": F(str, enum=("enabled", "disabled")),
     }
 )
+
+
+async def _check_destination(request: web.Request, url: str) -> str:
+    """`_check_url`, then refuse non-public destinations (unless allowed)."""
+    _check_url(url)
+    if not request.app[appkeys.SETTINGS].webhook_allow_private:
+        why = await check_url(url)
+        if why is not None:
+            raise ApiError(
+                422,
+                "destination_refused",
+                f"Webhooks go to public addresses only: {why} "
+                "(set ONAIR_WEBHOOK_ALLOW_PRIVATE=true for receivers inside your network)",
+                "url",
+            )
+    return url
 
 
 def _check_url(url: str) -> str:
@@ -161,7 +178,7 @@ async def create(request: web.Request) -> web.Response:
     fields = await read_json(request, CREATE)
     endpoint_id = new_id("we")
     data: dict[str, Any] = {
-        "url": _check_url(fields["url"]),
+        "url": await _check_destination(request, fields["url"]),
         "events": fields.get("events") or [],
         "description": fields.get("description"),
         "status": fields["status"],
@@ -224,7 +241,7 @@ async def _modify(request: web.Request, change: Any) -> Record:
 async def update(request: web.Request) -> web.Response:
     fields = await read_json(request, UPDATE, partial=True)
     if "url" in fields:
-        _check_url(fields["url"])
+        await _check_destination(request, fields["url"])
     rec = await _modify(request, lambda d: d.update(fields))
     return json_ok(render_endpoint(rec))
 

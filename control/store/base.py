@@ -20,7 +20,7 @@ one contract test suite runs against both. The model is deliberately small:
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -141,6 +141,11 @@ class Store(Protocol):
         """`get` for several ids in one round trip (same order, None where missing)."""
         ...
 
+    async def delete_created_before(self, collection: str, before: float, limit: int = 500) -> int:
+        """Delete up to `limit` records of `collection` created before `before`,
+        oldest first, with their unique values and tags (retention)."""
+        ...
+
     async def get_by(self, collection: str, index: str, value: str) -> Record | None:
         """The record holding `value` in unique index `index`."""
         ...
@@ -160,6 +165,22 @@ class Store(Protocol):
     async def events_after(self, cursor: int, limit: int = 100) -> builtins.list[Event]: ...
 
     async def last_event_cursor(self) -> int: ...
+
+    async def trim_events(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` of the oldest events created before `before`
+        (retention); returns how many. The cursor of the newest deleted event is
+        kept (`events_trimmed_through`) so a poller behind it can be told."""
+        ...
+
+    async def events_trimmed_through(self) -> int:
+        """The highest cursor retention has deleted (0: nothing deleted yet)."""
+        ...
+
+    async def rewrite_events(self, transform: Callable[[Event], dict[str, Any] | None]) -> int:
+        """Replace the data of stored events (upgrades that scrub what events must
+        no longer carry): `transform(event)` returns new data, or None to keep it.
+        Cursors, ids and sequences are unchanged. Returns how many changed."""
+        ...
 
     # -- queues -----------------------------------------------------------------
     async def enqueue(
@@ -224,3 +245,9 @@ class Store(Protocol):
         ...
 
     async def release_lease(self, name: str, owner: str) -> None: ...
+
+    async def sweep_expired(self, idle_bucket_s: float) -> int:
+        """Delete expired kv entries and leases, and token buckets untouched for
+        `idle_bucket_s` (full again by then; a bucket per client address must not
+        grow without end). Returns how many rows or keys went."""
+        ...

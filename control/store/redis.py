@@ -289,6 +289,62 @@ return 1
 """
 
 
+_TRIM_EVENTS = r"""
+local P = ARGV[1]
+local before = tonumber(ARGV[2])
+local log = P .. 'ev:log'
+local entries = redis.call('XRANGE', log, '-', '+', 'COUNT', tonumber(ARGV[3]))
+local last = nil
+local n = 0
+for i, e in ipairs(entries) do
+  local f = e[2]
+  local c = nil
+  for j = 1, #f, 2 do if f[j] == 'c' then c = tonumber(f[j + 1]) end end
+  if c == nil or c >= before then break end
+  last = e[1]
+  n = n + 1
+end
+if last == nil then return 0 end
+local through = tonumber(string.match(last, '^(%d+)'))
+redis.call('XTRIM', log, 'MINID', tostring(through + 1) .. '-0')
+local prev = tonumber(redis.call('GET', P .. 'ev:trimmed') or '0')
+if through > prev then redis.call('SET', P .. 'ev:trimmed', through) end
+return n
+"""
+
+_SWAP_LOG = r"""
+local top = redis.call('XREVRANGE', ARGV[1], '+', '-', 'COUNT', 1)
+if #top == 0 or top[1][1] ~= ARGV[3] then return 0 end
+redis.call('RENAME', ARGV[2], ARGV[1])
+return 1
+"""
+
+_DELETE_BEFORE = r"""
+local P = ARGV[1]
+local c = ARGV[2]
+local ids = redis.call('ZRANGEBYSCORE', P .. 'c:' .. c, '-inf', '(' .. ARGV[3],
+  'LIMIT', 0, tonumber(ARGV[4]))
+for i, id in ipairs(ids) do
+  local k = P .. 'r:' .. c .. ':' .. id
+  local h = redis.call('HMGET', k, 'u', 't')
+  if h[1] then
+    for name, value in pairs(cjson.decode(h[1])) do
+      local uk = P .. 'u:' .. c .. ':' .. name
+      if redis.call('HGET', uk, value) == id then redis.call('HDEL', uk, value) end
+    end
+  end
+  if h[2] then
+    for field, value in pairs(cjson.decode(h[2])) do
+      redis.call('ZREM', P .. 't:' .. c .. ':' .. field .. ':' .. value, id)
+    end
+  end
+  redis.call('DEL', k)
+  redis.call('ZREM', P .. 'c:' .. c, id)
+end
+return #ids
+"""
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -358,6 +414,9 @@ class RedisStore:
             "take_token": _TAKE_TOKEN,
             "acquire": _ACQUIRE,
             "release": _RELEASE,
+            "trim_events": _TRIM_EVENTS,
+            "swap_log": _SWAP_LOG,
+            "delete_before": _DELETE_BEFORE,
         }.items():
             self._scripts[name] = r.register_script(src)
 
@@ -506,24 +565,60 @@ class RedisStore:
         entries: Any = await self._r.xrange(
             f"{self.prefix}ev:log", min=f"{int(cursor) + 1}-0", max="+", count=int(limit)
         )
-        out = []
-        for entry_id, f in entries:
-            out.append(
-                Event(
-                    cursor=int(entry_id.split("-", 1)[0]),
-                    id=f["i"],
-                    type=f["y"],
-                    resource_id=f["r"],
-                    sequence=int(f["s"]),
-                    created_at=float(f["c"]),
-                    data=loads(f["d"]),
-                )
-            )
-        return out
+        return [self._event(entry_id, f) for entry_id, f in entries]
 
     async def last_event_cursor(self) -> int:
         v = await self._r.get(f"{self.prefix}ev:cursor")
         return int(v or 0)
+
+    async def trim_events(self, before: float, limit: int = 1000) -> int:
+        # the stream's ids are cursors, not times: the script finds the newest
+        # entry older than `before` and trims up to it (XTRIM MINID)
+        return int(await self._call("trim_events", self.prefix, _f(before), max(1, int(limit))))
+
+    async def events_trimmed_through(self) -> int:
+        return int(await self._r.get(f"{self.prefix}ev:trimmed") or 0)
+
+    async def rewrite_events(self, transform: Callable[[Event], dict[str, Any] | None]) -> int:
+        # Stream entries cannot be edited: copy the log with the new data under the
+        # same ids, then swap it in if nothing was appended meanwhile (else again).
+        log_key, tmp = f"{self.prefix}ev:log", f"{self.prefix}ev:log:rewrite"
+        for _ in range(20):
+            await self._r.delete(tmp)
+            changed, last_id, start = 0, "", "-"
+            while True:
+                entries: Any = await self._r.xrange(log_key, min=start, max="+", count=500)
+                if not entries:
+                    break
+                pipe = self._r.pipeline(transaction=False)
+                for entry_id, f in entries:
+                    event = self._event(entry_id, f)
+                    data = transform(event)
+                    if data is not None and data != event.data:
+                        f = {**f, "d": dumps(data)}
+                        changed += 1
+                    pipe.xadd(tmp, f, id=entry_id)
+                await pipe.execute()
+                last_id = entries[-1][0]
+                start = "(" + last_id
+            if not changed:
+                await self._r.delete(tmp)
+                return 0
+            if await self._call("swap_log", log_key, tmp, last_id):
+                return changed
+        raise StoreError("the event log kept growing while it was being rewritten")
+
+    @staticmethod
+    def _event(entry_id: str, f: dict[str, str]) -> Event:
+        return Event(
+            cursor=int(entry_id.split("-", 1)[0]),
+            id=f["i"],
+            type=f["y"],
+            resource_id=f["r"],
+            sequence=int(f["s"]),
+            created_at=float(f["c"]),
+            data=loads(f["d"]),
+        )
 
     # -- queues -----------------------------------------------------------------
     def _q(self, queue: str) -> str:
@@ -606,3 +701,14 @@ class RedisStore:
 
     async def release_lease(self, name: str, owner: str) -> None:
         await self._call("release", f"{self.prefix}l:{name}", owner)
+
+    async def sweep_expired(self, idle_bucket_s: float) -> int:
+        # kv entries, leases and buckets carry Redis expiries (PX / PEXPIRE)
+        return 0
+
+    async def delete_created_before(self, collection: str, before: float, limit: int = 500) -> int:
+        return int(
+            await self._call(
+                "delete_before", self.prefix, collection, _f(before), max(1, int(limit))
+            )
+        )

@@ -119,7 +119,10 @@ _MAX_GROUP = 200
 """At most this many writes per group commit (bounds how long reads wait)."""
 
 _SWEEP_EVERY = 1000
-"""Delete expired kv rows and idle buckets every this many writes to them."""
+"""Delete expired kv rows and leases every this many writes to them (between the
+sweeper's rounds, which also remove idle token buckets)."""
+
+_TRIMMED_KEY = "store:events_trimmed_through"
 
 
 class SqliteStore:
@@ -376,6 +379,24 @@ class SqliteStore:
                 [(collection, f, v, created_at, id) for f, v in old_tags.items()],
             )
 
+    async def delete_created_before(self, collection: str, before: float, limit: int = 500) -> int:
+        def q() -> int:
+            db = self._db
+            rows = db.execute(
+                "SELECT id, created_at, uniques, tags FROM records"
+                " WHERE collection=? AND created_at < ? ORDER BY created_at, id LIMIT ?",
+                (collection, before, max(0, int(limit))),
+            ).fetchall()
+            for id_, created_at, uniques, tags in rows:
+                self._drop_indexes(db, collection, id_, created_at, uniques, tags)
+            db.executemany(
+                "DELETE FROM records WHERE collection=? AND id=?",
+                [(collection, r[0]) for r in rows],
+            )
+            return len(rows)
+
+        return await self._write(q)
+
     @staticmethod
     def _record(collection: str, row: tuple[Any, ...]) -> Record:
         return Record(
@@ -494,10 +515,59 @@ class SqliteStore:
 
     async def last_event_cursor(self) -> int:
         def q() -> int:
-            row = self._db.execute("SELECT MAX(cursor) FROM events").fetchone()
-            return int(row[0] or 0)
+            # AUTOINCREMENT's high-water mark survives retention deleting every row
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+            return int(row[0]) if row else 0
 
         return await self._run(q)
+
+    async def trim_events(self, before: float, limit: int = 1000) -> int:
+        def q() -> int:
+            db = self._db
+            row = db.execute(
+                "SELECT MAX(cursor), COUNT(*) FROM (SELECT cursor FROM events"
+                " WHERE cursor <= (SELECT IFNULL(MAX(cursor), 0) FROM events WHERE created_at < ?)"
+                " ORDER BY cursor LIMIT ?)",
+                (before, max(0, int(limit))),
+            ).fetchone()
+            through, count = int(row[0] or 0), int(row[1])
+            if not count:
+                return 0
+            db.execute("DELETE FROM events WHERE cursor <= ?", (through,))
+            db.execute(
+                "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, NULL)"
+                " ON CONFLICT (key) DO UPDATE SET value=excluded.value"
+                " WHERE CAST(kv.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+                (_TRIMMED_KEY, str(through)),
+            )
+            return count
+
+        return await self._write(q)
+
+    async def events_trimmed_through(self) -> int:
+        value = await self.kv_get(_TRIMMED_KEY)
+        return int(value) if value else 0
+
+    async def rewrite_events(self, transform: Callable[[Event], dict[str, Any] | None]) -> int:
+        changed = 0
+        cursor = 0
+        while True:
+            batch = await self.events_after(cursor, 500)
+            if not batch:
+                return changed
+            updates = [
+                (dumps(data), e.cursor)
+                for e in batch
+                if (data := transform(e)) is not None and data != e.data
+            ]
+            if updates:
+                await self._write(
+                    lambda u=updates: self._db.executemany(  # type: ignore[misc]
+                        "UPDATE events SET data=? WHERE cursor=?", u
+                    )
+                )
+                changed += len(updates)
+            cursor = batch[-1].cursor
 
     # -- queues -----------------------------------------------------------------
     async def enqueue(
@@ -714,6 +784,20 @@ class SqliteStore:
             )
             self._maybe_sweep(db, now)
             return cur.rowcount == 1
+
+        return await self._write(q)
+
+    async def sweep_expired(self, idle_bucket_s: float) -> int:
+        now = self._clock()
+
+        def q() -> int:
+            db = self._db
+            n = db.execute(
+                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            ).rowcount
+            n += db.execute("DELETE FROM leases WHERE until <= ?", (now,)).rowcount
+            n += db.execute("DELETE FROM buckets WHERE ts <= ?", (now - idle_bucket_s,)).rowcount
+            return int(n)
 
         return await self._write(q)
 

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from control.store.base import Record, Store
+from control.webhooks.destination import PublicOnlyResolver
 from control.webhooks.dispatcher import Dispatcher
 from control.webhooks.model import DISPATCHER_LEASE, QUEUE_PREFIX, RetryPolicy
 from control.webhooks.worker import DeliveryWorker, WorkerConfig, retry_delivery
@@ -34,11 +35,18 @@ log = logging.getLogger(__name__)
 SessionFactory = Callable[[], aiohttp.ClientSession]
 
 
-def default_session_factory(max_in_flight: int = 64) -> SessionFactory:
+def default_session_factory(
+    max_in_flight: int = 64, *, allow_private: bool = False
+) -> SessionFactory:
     def make() -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_in_flight, limit_per_host=0),
+            connector=aiohttp.TCPConnector(
+                limit=max_in_flight,
+                limit_per_host=0,
+                resolver=None if allow_private else PublicOnlyResolver(),
+            ),
             headers={"user-agent": "onair-webhooks/1"},
+            trust_env=False,  # no proxy from the environment: it would hide the destination
         )
 
     return make
@@ -59,12 +67,16 @@ class WebhookService:
         poll_interval_s: float = 0.5,
         dispatch_batch: int = 500,
         rng: random.Random | None = None,
+        allow_private: bool = False,
     ) -> None:
         self.store = store
         self.node_id = node_id
         self.clock = clock
-        self._session_factory = http_session_factory or default_session_factory(max_in_flight)
+        self._session_factory = http_session_factory or default_session_factory(
+            max_in_flight, allow_private=allow_private
+        )
         self.config = WorkerConfig(
+            allow_private=allow_private,
             policy=policy or RetryPolicy(),
             timeout_s=timeout_s,
             max_in_flight=max_in_flight,
@@ -93,6 +105,7 @@ class WebhookService:
         kw.setdefault("policy", policy)
         kw.setdefault("timeout_s", float(getattr(settings, "webhook_timeout_s", 10.0)))
         kw.setdefault("max_in_flight", int(getattr(settings, "webhook_concurrency", 64)))
+        kw.setdefault("allow_private", bool(getattr(settings, "webhook_allow_private", False)))
         return cls(store, node_id=str(getattr(settings, "node_id", "node")), **kw)
 
     # -- lifecycle -----------------------------------------------------------------

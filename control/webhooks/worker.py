@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from control.store.base import Conflict, NotFound, Put, Record, Store, Task
+from control.webhooks.destination import error_class, refuse_literal
 from control.webhooks.model import (
     DELIVERIES,
     FAILED,
@@ -79,10 +80,14 @@ async def post_once(
     headers: dict[str, str],
     timeout_s: float,
     clock: Callable[[], float],
+    *,
+    allow_private: bool = False,
 ) -> Outcome:
     at = clock()
     t0 = time.perf_counter()
     try:
+        if not allow_private:
+            refuse_literal(url)  # names are checked by the session's resolver
         async with session.post(
             url,
             data=body,
@@ -92,11 +97,9 @@ async def post_once(
         ) as resp:
             await resp.content.read(4096)
             return Outcome(resp.status, None, (time.perf_counter() - t0) * 1000, at)
-    except TimeoutError:
-        return Outcome(None, "timeout", (time.perf_counter() - t0) * 1000, at)
-    except (aiohttp.ClientError, OSError, ValueError) as e:
-        error = f"{type(e).__name__}: {e}"[:300]
-        return Outcome(None, error, (time.perf_counter() - t0) * 1000, at)
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
+        log.info("webhook attempt failed", extra={"url": url, "error": f"{type(e).__name__}: {e}"})
+        return Outcome(None, error_class(e), (time.perf_counter() - t0) * 1000, at)
 
 
 def apply_outcome(
@@ -208,6 +211,8 @@ class WorkerConfig:
     max_in_flight: int = 64
     per_endpoint_concurrency: int = 8
     poll_interval_s: float = 0.5
+    allow_private: bool = False
+    """Deliver to non-public addresses too (ONAIR_WEBHOOK_ALLOW_PRIVATE)."""
     endpoint_refresh_s: float = 2.0
     slot_poll_s: float = 2.0
     """How often an idle endpoint's queue is re-checked without a poke (work
@@ -372,7 +377,13 @@ class DeliveryWorker:
         headers["user-agent"] = USER_AGENT
         url = str(endpoint.data["url"])
         outcome = await post_once(
-            self.session, url, body, headers, self.config.timeout_s, self.clock
+            self.session,
+            url,
+            body,
+            headers,
+            self.config.timeout_s,
+            self.clock,
+            allow_private=self.config.allow_private,
         )
         self.attempts_made += 1
         await self._finish(rec, task, outcome, one_shot)

@@ -97,6 +97,8 @@ async def make_api(
         overrides.setdefault("public_url", "http://media.example.test:8080")
         overrides.setdefault("access_log", False)
         overrides.setdefault("node_id", f"test-node-{n}")
+        # the tests' receivers listen on 127.0.0.1 (test_webhook_destinations turns it off)
+        overrides.setdefault("webhook_allow_private", True)
         settings = load_settings({}, **overrides)
         live = RecordingLiveControl()
         app = create_app(

@@ -50,6 +50,8 @@ class ServiceProcess:
                 "ONAIR_RTMP_PORT": str(self.rtmp_port),
                 "ONAIR_PUBLIC_URL": self.url,
                 "ONAIR_SHUTDOWN_TIMEOUT_S": "5",
+                # the tests' webhook receivers listen on 127.0.0.1
+                "ONAIR_WEBHOOK_ALLOW_PRIVATE": "true",
                 "PYTHONUNBUFFERED": "1",
             }
         )

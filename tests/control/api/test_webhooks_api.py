@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
@@ -129,5 +130,63 @@ async def test_rotation_signs_with_both_secrets(make_api: MakeApi) -> None:
         headers, body = receiver.requests[0]
         Webhook(ep["secret"]).verify(body, headers)
         Webhook(rotated["secret"]).verify(body, headers)
+    finally:
+        await receiver.server.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/h",
+        "http://[::1]/h",
+        "http://10.0.0.1/h",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:8080/h",
+        "http://[::ffff:10.0.0.1]/h",
+    ],
+)
+async def test_private_destinations_are_refused(make_api: MakeApi, url: str) -> None:
+    api = await make_api(webhook_allow_private=False)
+    status, err, _ = await api.call("POST", "/v1/webhook-endpoints", json={"url": url})
+    assert status == 422 and err["error"]["type"] == "destination_refused"
+    assert err["error"]["param"] == "url"
+    _, ep, _ = await api.call(
+        "POST", "/v1/webhook-endpoints", json={"url": "https://hooks.example.test/h"}
+    )
+    status, err, _ = await api.call("PATCH", f"/v1/webhook-endpoints/{ep['id']}", json={"url": url})
+    assert status == 422 and err["error"]["type"] == "destination_refused"
+
+
+async def test_private_destinations_are_refused_at_every_attempt(make_api: MakeApi) -> None:
+    """An endpoint stored while private receivers were allowed (or by an older
+    version) is refused when delivering; the log says only the class."""
+    from control.store.base import Put
+    from control.webhooks import new_webhook_secret
+    from control.webhooks.model import ENDPOINTS
+
+    receiver = Receiver()
+    await receiver.server.start_server()
+    try:
+        api = await make_api(webhook_allow_private=False, webhook_backoff_base_s=60)
+        await api.store.commit(
+            [
+                Put(
+                    ENDPOINTS,
+                    "we_old",
+                    {"url": receiver.url, "events": [], "secret": new_webhook_secret()},
+                )
+            ]
+        )
+        await api.call("POST", "/v1/live-streams", json={})
+        deadline = time.monotonic() + 10
+        while True:
+            _, log, _ = await api.call("GET", "/v1/webhook-endpoints/we_old/deliveries")
+            if log["data"] and log["data"][0]["attempts"]:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        attempt = log["data"][0]["attempts"][0]
+        assert attempt["error"] == "destination_refused" and attempt["status_code"] is None
+        assert receiver.requests == []
     finally:
         await receiver.server.close()

@@ -544,3 +544,79 @@ async def test_concurrent_commits_fail_alone(store: Store) -> None:
     assert [e.sequence for e in events] == list(range(1, 16))
     for i in range(20):
         assert (await store.get(C, f"c{i}") is None) == (i % 4 == 0)
+
+
+# -- retention and upgrades -------------------------------------------------------------
+
+
+async def test_trim_events_deletes_the_oldest_and_remembers_how_far(
+    store: Store, clock: TestClock
+) -> None:
+    for i in range(3):
+        await store.commit([], [EventDraft("t.old", f"r{i}", {"i": i})])
+    clock.advance(100)
+    cutoff = clock() - 1
+    await store.commit([], [EventDraft("t.new", "r9", {"i": 9})])
+    assert await store.events_trimmed_through() == 0
+    assert await store.trim_events(cutoff, limit=2) == 2
+    assert await store.events_trimmed_through() == 2
+    assert await store.trim_events(cutoff) == 1
+    assert await store.trim_events(cutoff) == 0
+    left = await store.events_after(0)
+    assert [e.type for e in left] == ["t.new"] and left[0].cursor == 4
+    assert await store.events_trimmed_through() == 3
+    assert await store.last_event_cursor() == 4
+    # cursors keep increasing after a trim, even when the log was emptied
+    assert await store.trim_events(clock() + 1) == 1
+    assert await store.last_event_cursor() == 4
+    (ev,) = await store.commit([], [EventDraft("t.after", "r9", {})])
+    assert ev.cursor == 5 and ev.sequence == 2
+
+
+async def test_rewrite_events_changes_data_only(store: Store) -> None:
+    await store.commit([], [EventDraft("a.x", "r1", {"secret": "s1", "keep": 1})])
+    await store.commit([], [EventDraft("a.y", "r2", {"keep": 2})])
+    before = await store.events_after(0)
+
+    def scrub(e: object) -> dict | None:  # type: ignore[type-arg]
+        data = e.data  # type: ignore[attr-defined]
+        return {k: v for k, v in data.items() if k != "secret"} if "secret" in data else None
+
+    assert await store.rewrite_events(scrub) == 1
+    after = await store.events_after(0)
+    assert [e.data for e in after] == [{"keep": 1}, {"keep": 2}]
+    assert [(e.cursor, e.id, e.sequence, e.type) for e in after] == [
+        (e.cursor, e.id, e.sequence, e.type) for e in before
+    ]
+    assert await store.rewrite_events(scrub) == 0
+    (ev,) = await store.commit([], [EventDraft("a.z", "r1", {})])
+    assert ev.cursor == 3 and ev.sequence == 2
+
+
+async def test_delete_created_before_drops_records_with_their_indexes(
+    store: Store, clock: TestClock
+) -> None:
+    await store.commit([Put(C, "old1", {}, unique={"u": "x1"}, tags={"t": "a"})])
+    await store.commit([Put(C, "old2", {}, tags={"t": "a"})])
+    clock.advance(100)
+    cutoff = clock() - 1
+    await store.commit([Put(C, "new", {}, tags={"t": "a"})])
+    await store.commit([Put("other", "old", {})])
+    assert await store.delete_created_before(C, cutoff, limit=1) == 1
+    assert await store.delete_created_before(C, cutoff) == 1
+    assert await store.delete_created_before(C, cutoff) == 0
+    assert [r.id for r in (await store.list(C)).data] == ["new"]
+    assert [r.id for r in (await store.list(C, where=("t", "a"))).data] == ["new"]
+    assert await store.get_by(C, "u", "x1") is None
+    await store.commit([Put(C, "again", {}, unique={"u": "x1"})])  # the value is free
+    assert await store.get("other", "old") is not None
+
+
+async def test_sweep_expired_drops_idle_token_buckets(store: Store, clock: TestClock) -> None:
+    for i in range(5):
+        await store.take_token(f"ip:{i}", 1.0, 10)
+    clock.advance(3600)
+    await store.sweep_expired(idle_bucket_s=600)
+    # a swept bucket starts full again: exactly what an idle bucket had refilled to
+    result = await store.take_token("ip:0", 1.0, 10)
+    assert result.allowed and result.remaining == 9

@@ -66,6 +66,7 @@ async def make_service() -> AsyncIterator[MakeService]:
     async def make(store: Store, **kw: Any) -> WebhookService:
         kw.setdefault("poll_interval_s", 0.2)
         kw.setdefault("timeout_s", 5.0)
+        kw.setdefault("allow_private", True)  # the receivers listen on 127.0.0.1
         svc = WebhookService(store, node_id=kw.pop("node_id", new_id("node")), **kw)
         await svc.start()
         started.append(svc)
