@@ -12,16 +12,28 @@ to the API key:
 * a repeat while the first is still running gets 409 ``idempotency_key_in_use``.
 
 Server errors (5xx) are not stored: the lock is dropped so the client can retry.
+
+Stored answers may hold secrets shown once (a new API key, a signing key's
+private half, a webhook secret, a stream key), so the store never sees them in
+plaintext: the body is sealed with AES-256-GCM under a key derived (HKDF) from
+the Idempotency-Key itself, which only the client holds, and the record is
+found by a hash of that key under another derivation. A replay with the key
+opens the body; a copy of the database or of Redis does not.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from control.store.base import Store
 from control.validation import ApiError
@@ -56,16 +68,46 @@ def fingerprint(method: str, path_qs: str, body: bytes) -> str:
 
 
 def storage_key(api_key_id: str, idem_key: str) -> str:
+    # the sealing key is an HKDF of the Idempotency-Key with its own salt and
+    # info, so this digest does not give it away
     digest = hashlib.sha256(idem_key.encode()).hexdigest()
     return f"idem:{api_key_id}:{digest}"
 
 
-def _replay(stored: dict[str, object]) -> web.Response:
+def _sealing_key(api_key_id: str, idem_key: str) -> AESGCM:
+    derived = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=api_key_id.encode(),
+        info=b"onair idempotency body",
+    ).derive(idem_key.encode())
+    return AESGCM(derived)
+
+
+def seal(api_key_id: str, idem_key: str, plaintext: str) -> str:
+    nonce = os.urandom(12)
+    sealed = _sealing_key(api_key_id, idem_key).encrypt(
+        nonce, plaintext.encode(), api_key_id.encode()
+    )
+    return base64.b64encode(nonce + sealed).decode()
+
+
+def unseal(api_key_id: str, idem_key: str, sealed: str) -> str:
+    raw = base64.b64decode(sealed)
+    return (
+        _sealing_key(api_key_id, idem_key)
+        .decrypt(raw[:12], raw[12:], api_key_id.encode())
+        .decode()
+    )
+
+
+def _replay(stored: dict[str, object], api_key_id: str, idem_key: str) -> web.Response:
     headers = {"Idempotent-Replayed": "true"}
     for name, value in dict(stored.get("headers") or {}).items():  # type: ignore[call-overload]
         headers[str(name)] = str(value)
     status = int(stored["status"])  # type: ignore[call-overload]
-    body = stored.get("body")
+    sealed = stored.get("sealed")
+    body = unseal(api_key_id, idem_key, str(sealed)) if sealed else stored.get("body")
     return web.Response(
         status=status,
         body=None if status == 204 else str(body or "").encode(),
@@ -110,7 +152,7 @@ async def run_idempotent(
                 "idempotency_key_in_use",
                 "A request with this Idempotency-Key is still in progress; retry later",
             )
-        return _replay(stored)
+        return _replay(stored, api_key_id, idem_key)
 
     try:
         response = await handler(request)
@@ -118,9 +160,8 @@ async def run_idempotent(
         if exc.status >= 500:
             await store.kv_delete(key)
         else:
-            await _store_result(
-                store, key, fp, exc.status, json.dumps(exc.body()), "application/json", {}, ttl_s
-            )
+            sealed = seal(api_key_id, idem_key, json.dumps(exc.body()))
+            await _store_result(store, key, fp, exc.status, sealed, "application/json", {}, ttl_s)
         raise
     except BaseException:
         await store.kv_delete(key)
@@ -130,9 +171,8 @@ async def run_idempotent(
         return response
     text = response.text if response.body is not None and response.status != 204 else ""
     keep = {k: v for k, v in response.headers.items() if k.lower() in ("location",)}
-    await _store_result(
-        store, key, fp, response.status, text or "", response.content_type, keep, ttl_s
-    )
+    sealed = seal(api_key_id, idem_key, text or "")
+    await _store_result(store, key, fp, response.status, sealed, response.content_type, keep, ttl_s)
     return response
 
 
@@ -141,7 +181,7 @@ async def _store_result(
     key: str,
     fp: str,
     status: int,
-    body: str,
+    sealed: str,
     content_type: str,
     headers: dict[str, str],
     ttl_s: float,
@@ -150,7 +190,7 @@ async def _store_result(
         "state": "done",
         "fp": fp,
         "status": status,
-        "body": body,
+        "sealed": sealed,
         "content_type": content_type,
         "headers": headers,
         "stored_at": time.time(),

@@ -134,3 +134,98 @@ async def test_overlong_or_empty_key_is_400(api: Api) -> None:
 async def test_get_ignores_the_header(api: Api) -> None:
     s, _, headers = await api.call("GET", "/v1/live-streams", **{"Idempotency-Key": "g"})
     assert s == 200 and "Idempotent-Replayed" not in headers
+
+
+async def _everything_stored(api: Api, tmp_path: object) -> bytes:
+    """Every byte the store holds: the SQLite files (database, WAL), or every
+    value under the Redis store's prefix."""
+    from pathlib import Path
+
+    from control.store.redis import RedisStore
+
+    store = api.store
+    if isinstance(store, RedisStore):
+        r = store._r
+        out = []
+        async for key in r.scan_iter(match=store.prefix + "*"):
+            kind = await r.type(key)
+            if kind == "string":
+                out.append(str(await r.get(key)))
+            elif kind == "hash":
+                out.append(repr(await r.hgetall(key)))
+            elif kind == "stream":
+                out.append(repr(await r.xrange(key)))
+            elif kind == "zset":
+                out.append(repr(await r.zrange(key, 0, -1)))
+            else:
+                out.append(repr(await r.dump(key)))
+        return "\n".join(out).encode()
+    base = Path(str(tmp_path))
+    return b"".join(p.read_bytes() for p in base.rglob("*") if p.is_file())
+
+
+async def _idempotency_values(api: Api) -> str:
+    from control.store.redis import RedisStore
+
+    store = api.store
+    if isinstance(store, RedisStore):
+        keys = [k async for k in store._r.scan_iter(match=store.prefix + "kv:idem:*")]
+        return "\n".join([str(await store._r.get(k)) for k in keys])
+    from control.store.sqlite import SqliteStore
+
+    assert isinstance(store, SqliteStore)
+    rows = await store._run(
+        lambda: store._db.execute("SELECT value FROM kv WHERE key LIKE 'idem:%'").fetchall()
+    )
+    return "\n".join(r[0] for r in rows)
+
+
+async def test_replayed_secrets_are_never_stored_in_plaintext(api: Api, tmp_path: object) -> None:
+    posts = [
+        ("/v1/api-keys", {"scope": "read", "name": "k"}, "key"),
+        ("/v1/signing-keys", {}, "private_key"),
+        ("/v1/webhook-endpoints", {"url": "https://hooks.example.test/h"}, "secret"),
+        ("/v1/live-streams", {}, "stream_key"),
+    ]
+    secrets: dict[str, str] = {}
+    for path, body, field in posts:
+        h = {"Idempotency-Key": f"idem-{field}"}
+        status, first, _ = await api.call("POST", path, json=body, **h)
+        assert status == 201, first
+        status, again, headers = await api.call("POST", path, json=body, **h)
+        assert headers["Idempotent-Replayed"] == "true"
+        assert again[field] == first[field], "a client that lost the answer gets it again"
+        secrets[field] = first[field]
+    _, ep, _ = await api.call("GET", "/v1/webhook-endpoints")
+    endpoint_id = ep["data"][0]["id"]
+    h = {"Idempotency-Key": "idem-rotate"}
+    _, rotated, _ = await api.call(
+        "POST", f"/v1/webhook-endpoints/{endpoint_id}/rotate-secret", **h
+    )
+    _, again, _ = await api.call("POST", f"/v1/webhook-endpoints/{endpoint_id}/rotate-secret", **h)
+    assert again["secret"] == rotated["secret"]
+    secrets["rotated"] = rotated["secret"]
+
+    cached = await _idempotency_values(api)
+    assert cached.count('"sealed"') == 5
+    for name, value in secrets.items():
+        assert value not in cached, f"the idempotency cache holds the {name} in plaintext"
+    # API keys and signing keys are kept only as a hash / a public key: nowhere at all
+    everything = await _everything_stored(api, tmp_path)
+    assert secrets["key"].encode() not in everything
+    pem_body = secrets["private_key"].splitlines()[5]
+    assert len(pem_body) > 40 and pem_body.encode() not in everything
+
+
+async def test_a_sealed_answer_opens_only_with_its_idempotency_key() -> None:
+    import pytest
+    from cryptography.exceptions import InvalidTag
+
+    from control.idempotency import seal, unseal
+
+    sealed = seal("key_1", "idem-a", '{"secret": "x"}')
+    assert unseal("key_1", "idem-a", sealed) == '{"secret": "x"}'
+    with pytest.raises(InvalidTag):
+        unseal("key_1", "idem-b", sealed)
+    with pytest.raises(InvalidTag):
+        unseal("key_2", "idem-a", sealed)
