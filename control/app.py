@@ -148,6 +148,10 @@ class AppState:
     sse_responses: set[web.StreamResponse] = field(default_factory=set)
     request_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(48))
     """Bounds API requests in flight per node (settings.max_concurrent_requests)."""
+    health_snapshot: tuple[float, dict[str, Any], int] | None = None
+    """(monotonic time, body, status) of the last health check round."""
+    health_refresh: asyncio.Future[tuple[float, dict[str, Any], int]] | None = None
+    """The round in progress, which concurrent health requests share."""
 
 
 def _core_ctx(app: web.Application) -> CleanupCtx:

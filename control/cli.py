@@ -71,12 +71,22 @@ async def serve(settings: Settings) -> None:
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
     )
     await runner.setup()
+    runners: list[web.AppRunner] = []
     try:
         key = await bootstrap_admin_key(app[appkeys.STORE], settings.node_id)
         site = edge_site(
             runner, settings.host, settings.http_port, reuse_address=True, backlog=1024
         )
         await site.start()
+        if settings.metrics_port is not None:
+            from control.api.health import metrics_app
+
+            metrics_runner = web.AppRunner(metrics_app(app), access_log=None)
+            await metrics_runner.setup()
+            runners.append(metrics_runner)
+            await web.TCPSite(
+                metrics_runner, settings.host, settings.metrics_port, reuse_address=True
+            ).start()
         print(banner(settings, key), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -85,6 +95,8 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         print("onair: shutting down", file=sys.stderr, flush=True)
     finally:
+        for extra in runners:
+            await extra.cleanup()
         await runner.cleanup()
 
 

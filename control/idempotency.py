@@ -95,9 +95,7 @@ def seal(api_key_id: str, idem_key: str, plaintext: str) -> str:
 def unseal(api_key_id: str, idem_key: str, sealed: str) -> str:
     raw = base64.b64decode(sealed)
     return (
-        _sealing_key(api_key_id, idem_key)
-        .decrypt(raw[:12], raw[12:], api_key_id.encode())
-        .decode()
+        _sealing_key(api_key_id, idem_key).decrypt(raw[:12], raw[12:], api_key_id.encode()).decode()
     )
 
 

@@ -17,6 +17,7 @@ path traversal and guessing find nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import time
@@ -43,6 +44,8 @@ from vod.jobs import VodContext, render_thumbnail
 from vod.manifest import Manifest, is_media_name, media_key, try_load_manifest
 from vod.playlist import render_media_playlist, render_multivariant_playlist
 from vod.tokens import InvalidToken, verify_playback_token
+
+log = logging.getLogger(__name__)
 
 SIGNING_KEYS = "signing_keys"
 ROOMS = "rooms"
@@ -90,8 +93,11 @@ class Playback:
         vod: VodContext,
         live_manifest: Callable[[str], Manifest | None],
         presign_s: int = 0,
+        max_token_ttl_s: float | None = None,
     ) -> None:
         self.store = store
+        self.max_token_ttl_s = max_token_ttl_s
+        """The longest remaining lifetime a playback token may claim."""
         self.blobs = blobs
         self.hls = hls
         self.vod = vod
@@ -146,10 +152,20 @@ class Playback:
         public = key.data.get("public_key") if key is not None else None
         try:
             claims = verify_playback_token(
-                token, playback_id=pid, aud=aud, public_keys=lambda k: public if k == kid else None
+                token,
+                playback_id=pid,
+                aud=aud,
+                public_keys=lambda k: public if k == kid else None,
+                max_ttl_s=self.max_token_ttl_s,
             )
         except InvalidToken as exc:
-            return _error(403, "forbidden", f"playback token refused: {exc}")
+            # the reason is for the operator: telling the caller which check failed
+            # helps whoever is forging tokens
+            log.info(
+                "playback token refused",
+                extra={"playback_id": pid, "aud": aud, "reason": exc.reason},
+            )
+            return _error(403, "forbidden", "forbidden")
         return float(claims["exp"])
 
     async def resolve_live(self, playback_id: str, token: str | None) -> str:
@@ -163,7 +179,7 @@ class Playback:
         if rec.data.get("policy") == "signed":
             denied = await self._check_token(token or "", playback_id, "v")
             if isinstance(denied, web.Response):
-                raise PlaybackDenied(403, "playback token refused")
+                raise PlaybackDenied(403, "forbidden")
         if obj_type == "room":
             # a recorded room's composite is in the hub under its broadcast stream id
             room = await self.store.get(ROOMS, str(rec.data["object_id"]))

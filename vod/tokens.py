@@ -5,7 +5,8 @@ RS256, needs a ``kid`` header whose public key ``public_keys(kid)`` returns
 (None — unknown or deleted key — is a refusal), ``sub`` equal to the playback
 id, ``aud`` equal to the expected one of ``v`` (video: playlists, parts,
 segments, inits), ``t`` (thumbnail), ``d`` (download), and an ``exp`` in the
-future (``LEEWAY_S`` of clock skew allowed). Every refusal raises
+future (``LEEWAY_S`` of clock skew allowed) but no further than ``max_ttl_s``
+(a leaked token that claims to last a year must not). Every refusal raises
 ``InvalidToken(reason)``. ``sign_playback_token`` makes one (tests, CLI);
 ``generate_signing_key`` makes an RSA key pair as PEM strings.
 """
@@ -75,6 +76,7 @@ def verify_playback_token(
     aud: str,
     public_keys: Callable[[str], str | None],
     now: float | None = None,
+    max_ttl_s: float | None = None,
 ) -> dict[str, Any]:
     """The verified claims if ``token`` grants ``aud`` on ``playback_id``, else InvalidToken."""
     if aud not in AUDIENCES:
@@ -114,6 +116,14 @@ def verify_playback_token(
         raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
     if claims.get("sub") != playback_id:
         raise InvalidToken("token is for another playback id")
-    if now is not None and float(claims["exp"]) + LEEWAY_S < now:
+    at = time.time() if now is None else now
+    exp = float(claims["exp"])
+    if exp + LEEWAY_S < at:
         raise InvalidToken("token expired")
+    if max_ttl_s is not None:
+        # the lifetime it was issued with (iat) when it says, and what is left in any case
+        iat = claims.get("iat")
+        issued = float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else at
+        if exp - min(issued, at) > max_ttl_s + LEEWAY_S:
+            raise InvalidToken(f"token lasts longer than the {max_ttl_s:.0f} s allowed")
     return dict(claims)

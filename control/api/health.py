@@ -1,9 +1,17 @@
 """`GET /v1/health` (liveness + readiness: store ping, registered checks,
-queue depths; 503 when not ready) and `GET /metrics` (Prometheus)."""
+queue depths; 503 when not ready) and `GET /metrics` (Prometheus).
+
+Health answers from a snapshot at most `HEALTH_MAX_AGE_S` old, computed by one
+request at a time, so a flood of health probes costs the store one round of
+checks per second. `/metrics` can require a bearer token
+(``ONAIR_METRICS_TOKEN``) or move to a port of its own (``ONAIR_METRICS_PORT``,
+`metrics_app`), where only operators reach it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from typing import Any
 
@@ -15,6 +23,7 @@ from control.metrics import CONTENT_TYPE
 
 STARTED = time.time()
 CHECK_TIMEOUT_S = 2.0
+HEALTH_MAX_AGE_S = 1.0
 
 
 async def _run_check(fn: Any) -> bool:
@@ -35,7 +44,18 @@ async def queue_depths(app: web.Application) -> dict[str, int]:
 
 
 async def health(request: web.Request) -> web.Response:
-    app = request.app
+    state = request.app[appkeys.STATE]
+    cached = state.health_snapshot
+    if cached is None or time.monotonic() - cached[0] > HEALTH_MAX_AGE_S:
+        if state.health_refresh is None:
+            state.health_refresh = asyncio.ensure_future(_snapshot(request.app))
+            state.health_refresh.add_done_callback(lambda _: setattr(state, "health_refresh", None))
+        cached = await asyncio.shield(state.health_refresh)
+    _, body, status = cached
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+async def _snapshot(app: web.Application) -> tuple[float, dict[str, Any], int]:
     state = app[appkeys.STATE]
     checks = dict(state.health_checks)
     names = list(checks)
@@ -51,13 +71,28 @@ async def health(request: web.Request) -> web.Response:
         "node_id": app[appkeys.SETTINGS].node_id,
         "uptime_s": round(time.time() - STARTED, 3),
     }
-    return web.json_response(
-        body, status=200 if ready else 503, headers={"Cache-Control": "no-store"}
-    )
+    snapshot = (time.monotonic(), body, 200 if ready else 503)
+    state.health_snapshot = snapshot
+    return snapshot
 
 
 async def metrics(request: web.Request) -> web.Response:
-    app = request.app
+    settings = request.app[appkeys.SETTINGS]
+    if settings.metrics_port is not None:
+        raise web.HTTPNotFound()  # served on ONAIR_METRICS_PORT only
+    return await render_metrics(request.app, request)
+
+
+async def render_metrics(app: web.Application, request: web.Request) -> web.Response:
+    token = app[appkeys.SETTINGS].metrics_token
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json_response(
+                {"error": {"type": "authentication_required", "message": "metrics token required"}},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     registry = app[appkeys.METRICS]
     depths = await queue_depths(app)
     gauge = registry.gauge("onair_queue_depth", "Tasks waiting per queue", ("queue",))
@@ -65,6 +100,17 @@ async def metrics(request: web.Request) -> web.Response:
         gauge.set(depth, queue=name)
     await registry.collect()
     return web.Response(body=registry.render().encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def metrics_app(service: web.Application) -> web.Application:
+    """`/metrics` of `service` alone, for ONAIR_METRICS_PORT."""
+    app = web.Application()
+
+    async def handler(request: web.Request) -> web.Response:
+        return await render_metrics(service, request)
+
+    app.router.add_get("/metrics", handler)
+    return app
 
 
 def add_routes(app: web.Application) -> None:
@@ -106,7 +152,9 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "tags": ["Operations"],
                 "operationId": "metrics",
-                "summary": "Prometheus metrics (text exposition format)",
+                "summary": "Prometheus metrics (text exposition format); needs "
+                "`Authorization: Bearer <ONAIR_METRICS_TOKEN>` when that is set, and is on "
+                "ONAIR_METRICS_PORT instead when that is set",
                 "security": [],
                 "responses": {
                     "200": {

@@ -7,6 +7,7 @@ accepts a valid one, whose playlists hand the token on to their children."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from tests.e2e._service import Api, ServiceProcess, rtmp_url
 from vod.tokens import generate_signing_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+FORBIDDEN = {"error": {"type": "forbidden", "message": "forbidden"}}
+"""Every refusal looks the same: which check failed goes to the log only."""
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,8 @@ class Keys:
             "wrong sub": token(self.key["private_key"], self.key["id"], "A" * 24, aud),
             "wrong aud": token(self.key["private_key"], self.key["id"], pid, other_aud),
             "deleted key": token(self.deleted["private_key"], self.deleted["id"], pid, aud),
+            # longer than ONAIR_PLAYBACK_TOKEN_MAX_TTL_S (7 days by default)
+            "too long": token(self.key["private_key"], self.key["id"], pid, aud, 400 * 86400),
         }
 
 
@@ -93,6 +98,8 @@ async def check_matrix(
             if status != want:
                 late = f" {time.monotonic() - since:.2f}s after the playlist" if since else ""
                 failures.append(f"{name} {path} {label}: {status}, not {want}{late} {body[:99]!r}")
+            elif want == 403 and json.loads(body) != FORBIDDEN:
+                failures.append(f"{name} {path} {label}: the 403 says more than it should {body!r}")
             elif label == "valid":
                 bodies[name] = body
 

@@ -147,3 +147,37 @@ def test_missing_sub() -> None:
 
 def test_unknown_expected_audience() -> None:
     refused(sign_playback_token(PRIVATE, "key1", "pb1", "v", 60), "audience", aud="x")
+
+
+def test_a_token_may_not_claim_more_than_the_maximum_lifetime() -> None:
+    now = time.time()
+    year = sign_playback_token(PRIVATE, "key1", "pb1", "v", ttl_s=365 * 86400)
+    day = sign_playback_token(PRIVATE, "key1", "pb1", "v", ttl_s=86400)
+    with pytest.raises(InvalidToken) as err:
+        verify_playback_token(
+            year, playback_id="pb1", aud="v", public_keys=lookup, now=now, max_ttl_s=7 * 86400
+        )
+    assert "longer than" in err.value.reason
+    verify_playback_token(
+        day, playback_id="pb1", aud="v", public_keys=lookup, now=now, max_ttl_s=7 * 86400
+    )
+    # a leaked long token does not become good near its end: it was issued too long
+    with pytest.raises(InvalidToken):
+        verify_playback_token(
+            year,
+            playback_id="pb1",
+            aud="v",
+            public_keys=lookup,
+            now=now + 360 * 86400,
+            max_ttl_s=7 * 86400,
+        )
+    # without iat, what is left counts
+    no_iat = jwt.encode(
+        {"sub": "pb1", "aud": "v", "exp": int(now) + 3600},
+        PRIVATE,
+        algorithm="RS256",
+        headers={"kid": "key1"},
+    )
+    verify_playback_token(
+        no_iat, playback_id="pb1", aud="v", public_keys=lookup, now=now, max_ttl_s=7200
+    )

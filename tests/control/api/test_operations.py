@@ -6,7 +6,7 @@ import pytest
 
 from control import appkeys
 from control.store.base import StoreError
-from tests.control.api.conftest import Api
+from tests.control.api.conftest import Api, MakeApi
 
 
 async def test_health_reports_store_and_queues(api: Api) -> None:
@@ -79,3 +79,52 @@ async def test_a_broken_store_gives_503_not_500(api: Api, monkeypatch: pytest.Mo
     assert body["error"]["type"] == "service_unavailable" and headers["Retry-After"] == "1"
     async with api.client.get("/v1/health") as r:
         assert r.status == 503
+
+
+async def test_health_answers_from_a_snapshot_at_most_a_second_old(api: Api) -> None:
+    import asyncio
+
+    calls = []
+
+    async def counted() -> bool:
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return True
+
+    api.app[appkeys.STATE].health_checks["counted"] = counted
+    answers = await asyncio.gather(*(api.client.get("/v1/health") for _ in range(50)))
+    assert {r.status for r in answers} == {200}
+    for r in answers:
+        r.release()
+    assert len(calls) == 1, "fifty probes cost one round of checks"
+    await asyncio.sleep(1.1)
+    async with api.client.get("/v1/health") as r:
+        assert r.status == 200
+    assert len(calls) == 2
+
+
+async def test_metrics_can_require_a_bearer_token(make_api: MakeApi) -> None:
+    api = await make_api(metrics_token="s3cret-metrics")
+    async with api.client.get("/metrics") as r:
+        assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    async with api.client.get("/metrics", headers={"Authorization": "Bearer wrong"}) as r:
+        assert r.status == 401
+    async with api.client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"}) as r:
+        assert r.status == 200 and "onair_http_requests_total" in await r.text()
+
+
+async def test_metrics_can_move_to_a_port_of_their_own(make_api: MakeApi) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from control.api.health import metrics_app
+
+    api = await make_api(metrics_port=0)
+    async with api.client.get("/metrics") as r:
+        assert r.status == 404
+    client = TestClient(TestServer(metrics_app(api.app), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        async with client.get("/metrics") as r:
+            assert r.status == 200 and "onair_http_requests_total" in await r.text()
+    finally:
+        await client.close()
