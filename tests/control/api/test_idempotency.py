@@ -160,8 +160,11 @@ async def _everything_stored(api: Api, tmp_path: object) -> bytes:
             else:
                 out.append(repr(await r.dump(key)))
         return "\n".join(out).encode()
-    base = Path(str(tmp_path))
-    return b"".join(p.read_bytes() for p in base.rglob("*") if p.is_file())
+    def read_all() -> bytes:
+        files = Path(str(tmp_path)).rglob("*")
+        return b"".join(p.read_bytes() for p in files if p.is_file())
+
+    return await asyncio.to_thread(read_all)
 
 
 async def _idempotency_values(api: Api) -> str:
