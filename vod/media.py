@@ -106,13 +106,28 @@ class ChainedFiles(io.RawIOBase):
         super().close()
 
 
+DEMUXERS = ",".join(
+    (
+        "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,flv,mpegts,avi,mpeg,ogg,asf,mxf,ivf,h264,hevc",
+        # audio-only files and still images, so such uploads get a precise refusal
+        "wav,mp3,aac,flac,image2,png_pipe,jpeg_pipe,gif,webp_pipe",
+    )
+)
+"""The only containers FFmpeg may open here: media files. Not hls, concat, dash,
+tee, sdp and the like, which would open other files or URLs a user names inside
+an upload (image2 reads the one file it is given: onair names upload files)."""
+INPUT_OPTIONS = {"protocol_whitelist": "file,pipe", "format_whitelist": DEMUXERS}
+"""Every file FFmpeg opens for onair (uploads above all) goes through these."""
+
+
 def open_input(path: MediaPath) -> InputContainer:
-    """Open a local file, or several files as one stream, for demuxing."""
-    if isinstance(path, str):
-        return av.open(path, "r")
+    """Open a local file, or several files as one stream, for demuxing, with the
+    protocol and demuxer allowlists (`INPUT_OPTIONS`)."""
+    if isinstance(path, str | Path):
+        return av.open(str(path), "r", options=INPUT_OPTIONS)
     if len(path) == 1:
-        return av.open(path[0], "r")
-    return av.open(ChainedFiles(path), "r", buffer_size=1 << 20)
+        return av.open(path[0], "r", options=INPUT_OPTIONS)
+    return av.open(ChainedFiles(path), "r", buffer_size=1 << 20, options=INPUT_OPTIONS)
 
 
 @dataclass(frozen=True, slots=True)

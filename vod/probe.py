@@ -17,6 +17,8 @@ from typing import Any
 
 import av
 
+from vod.media import open_input
+
 # Keep PyAV quiet on garbage input.
 av.logging.set_level(av.logging.ERROR)
 
@@ -40,10 +42,36 @@ class ProbeResult:
         return self.ok and self.video_codec == "h264" and self.audio_codec in (None, "aac")
 
 
+_REFERRING = {
+    b"#EXTM3U": "an HLS playlist",
+    b"ffconcat": "an FFmpeg concat list",
+    b"<?xml": "an XML document (DASH manifest?)",
+    b"<MPD": "a DASH manifest",
+    b"v=0": "an SDP description",
+}
+
+
+def _refers_to_other_files(path: str | Path) -> str | None:
+    """A precise reason for uploads that name other files or URLs (the demuxer
+    allowlist refuses them anyway; this says why)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return None
+    for magic, what in _REFERRING.items():
+        if head.startswith(magic):
+            return f"{what} is not a video file: upload the media itself"
+    return None
+
+
 def probe_file(path: str | Path) -> ProbeResult:
     """Open ``path`` with PyAV and describe it; never raises for bad input."""
+    refused = _refers_to_other_files(path)
+    if refused is not None:
+        return ProbeResult(ok=False, error=refused)
     try:
-        container = av.open(str(path), "r")
+        container = open_input(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
         return ProbeResult(ok=False, error=f"not a media file: {_reason(exc)}")
     try:

@@ -20,7 +20,14 @@ from typing import Any
 
 import av
 
-from vod.media import HLS_SEGMENT_S, Source, open_hls_output, package_cmaf, read_packaged
+from vod.media import (
+    HLS_SEGMENT_S,
+    Source,
+    open_hls_output,
+    open_input,
+    package_cmaf,
+    read_packaged,
+)
 from vod.probe import probe_file
 
 av.logging.set_level(av.logging.ERROR)
@@ -91,7 +98,7 @@ def transcode_to_cmaf(
     duration_hint: float = 0.0,
 ) -> dict[str, Any]:
     """Decode ``src_path`` and encode H.264/AAC CMAF HLS into ``out_dir``."""
-    inp = av.open(src_path)
+    inp = open_input(src_path)
     output = open_hls_output(out_dir, segment_s)
     try:
         in_v = inp.streams.video[0]

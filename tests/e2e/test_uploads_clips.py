@@ -162,3 +162,59 @@ async def test_path_traversal_finds_nothing(svc: ServiceProcess, tmp_path: Path)
                 body = await r.read()
                 assert r.status in (404, 405), (path, r.status, body[:200])
                 assert b"root:" not in body and b"segments" not in body, path
+
+
+class ConnectionCounter:
+    """A TCP listener on 127.0.0.1 that counts who connects (nobody should)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: Any = None
+
+    async def __aenter__(self) -> ConnectionCounter:
+        import asyncio
+
+        async def on_connect(reader: Any, writer: Any) -> None:
+            self.connections += 1
+            writer.close()
+
+        self.server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.sockets[0].getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        (
+            "list.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nhttp://127.0.0.1:{port}/a.ts\n"
+            "#EXTINF:2,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n",
+        ),
+        ("list.ffconcat", "ffconcat version 1.0\nfile 'http://127.0.0.1:{port}/a.mp4'\n"),
+        (
+            "list.sdp",
+            "v=0\no=- 0 0 IN IP4 127.0.0.1\nc=IN IP4 127.0.0.1\nm=video {port} RTP/AVP 96\n",
+        ),
+    ],
+)
+async def test_a_playlist_upload_is_errored_without_any_request(
+    svc: ServiceProcess, tmp_path: Path, name: str, text: str
+) -> None:
+    async with ConnectionCounter() as listener:
+        src = tmp_path / name
+        src.write_text(text.format(port=listener.port))
+        api = Api(svc)
+        status, body = await upload(api, src, "application/octet-stream")
+        assert status == 200, body
+        asset = await api.wait_asset(body["asset_id"], "errored", within=60)
+        assert listener.connections == 0, "FFmpeg followed a URL inside the upload"
+    message = asset["error"]["message"]
+    assert "not a video file" in message or "not a media file" in message, message

@@ -101,3 +101,21 @@ def test_chained_files_read_and_seek_like_one_file(tmp_path: Path) -> None:
         f.seek(-3, io.SEEK_END)
         assert f.read() == whole[-3:]
         assert f.read(5) == b""
+
+
+def test_inputs_open_only_media_demuxers_and_local_files(tmp_path: Path) -> None:
+    from vod.media import open_input
+    from vod.probe import probe_file
+
+    playlist = tmp_path / "x.txt"  # no telling extension: the content decides
+    playlist.write_text("#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1:9/a.ts\n#EXT-X-ENDLIST\n")
+    result = probe_file(playlist)
+    assert not result.ok and "HLS playlist" in (result.error or "")
+    concat = tmp_path / "y.bin"
+    concat.write_text("  ffconcat version 1.0\nfile 'http://127.0.0.1:9/a.mp4'\n")
+    assert "concat" in (probe_file(concat).error or "")
+    # the demuxer allowlist holds even when the content sniffing does not see it
+    hidden = tmp_path / "z.bin"
+    hidden.write_text("\n" * 100 + "#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1:9/a.ts\n")
+    with pytest.raises(av.error.FFmpegError):
+        open_input(str(hidden)).close()

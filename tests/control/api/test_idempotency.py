@@ -160,6 +160,7 @@ async def _everything_stored(api: Api, tmp_path: object) -> bytes:
             else:
                 out.append(repr(await r.dump(key)))
         return "\n".join(out).encode()
+
     def read_all() -> bytes:
         files = Path(str(tmp_path)).rglob("*")
         return b"".join(p.read_bytes() for p in files if p.is_file())
