@@ -149,6 +149,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         live_manifest=live_manifest,
         presign_s=settings.s3_presign_s,
         max_token_ttl_s=settings.playback_token_max_ttl_s,
+        thumbnail_concurrency=settings.thumbnail_concurrency,
     )
     app[appkeys.BLOBS] = blobs
     app[appkeys.ASSETS] = assets

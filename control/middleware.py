@@ -8,6 +8,7 @@ handlers without it are public (health, docs, playback, WHIP...).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import re
@@ -280,11 +281,54 @@ def streaming(handler: H) -> H:
     return handler
 
 
+def client_subject(remote: str | None) -> str:
+    """Whom a per-address limit counts: the address, or its /64 for IPv6 (one
+    host holds a whole /64, so per-address buckets would be free for the taking)."""
+    if not remote:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return remote
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False).network_address) + "/64"
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+
+
+_PUBLIC_WORK: tuple[tuple[str, str, str], ...] = (
+    ("GET", "/thumb/", "thumbnail"),
+    ("POST", "/v1/whip", "whip"),
+    ("POST", "/v1/whep/", "whep"),
+    ("POST", "/beacon/", "beacon"),
+)
+"""Public routes whose every request costs real work (a decode, a WebRTC
+session, a write): rate-limited per client address."""
+
+
+def public_work(request: web.Request) -> str | None:
+    path = request.path
+    for method, prefix, name in _PUBLIC_WORK:
+        if request.method == method and path.startswith(prefix):
+            return name
+    return None
+
+
 @web.middleware
 async def gate_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authentication, rate limit, scope, then idempotency for `@requires` handlers."""
+    """Authentication, rate limit, scope, then idempotency for `@requires` handlers;
+    per-address rate limits for public routes that do work."""
     scope = getattr(request.match_info.handler, "onair_scope", None)
     if scope is None or request.match_info.http_exception is not None:
+        work = public_work(request) if request.match_info.http_exception is None else None
+        if work is not None:
+            settings = request.app[appkeys.SETTINGS]
+            policy = ratelimit.RateLimitPolicy(
+                settings.public_rate_limit_per_s, settings.public_rate_limit_burst
+            )
+            subject = f"public:{work}:{client_subject(request.remote)}"
+            add_extra_headers(
+                request, await ratelimit.check(request.app[appkeys.STORE], policy, subject)
+            )
         return await handler(request)
     if getattr(request.match_info.handler, "onair_streaming", False):
         return await _gate(request, handler, scope)

@@ -60,6 +60,8 @@ _GRANT_DEFINING = frozenset({PLAYBACK_IDS, SIGNING_KEYS})
 """Collections where any change can (a playback id's policy, a key)."""
 IMMUTABLE = "public, max-age=31536000, immutable"
 MP4_KEY = "download.mp4"
+THUMBS = "thumbs"
+"""Rendered thumbnails of finished assets, under the asset's prefix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +96,12 @@ class Playback:
         live_manifest: Callable[[str], Manifest | None],
         presign_s: int = 0,
         max_token_ttl_s: float | None = None,
+        thumbnail_concurrency: int = 2,
     ) -> None:
         self.store = store
+        self._thumb_slots = asyncio.Semaphore(max(1, thumbnail_concurrency))
+        """Renders at once; beyond them a thumbnail request is answered 503."""
+        self.thumbnails_rendered = 0
         self.max_token_ttl_s = max_token_ttl_s
         """The longest remaining lifetime a playback token may claim."""
         self.blobs = blobs
@@ -367,7 +373,24 @@ class Playback:
             time_s = max(0.0, manifest.duration_s - 1.0) if not manifest.final else 0.0
         time_s = min(time_s, manifest.duration_s)
         prefix = asset.data.get("prefix") or asset_prefix(asset.id)
-        data, _info = await render_thumbnail(self.vod, prefix, manifest, time_s)
+        # a finished asset's frames never change: each is rendered once, then read
+        cache_key = join_key(prefix, THUMBS, f"{round(time_s * 10):d}.jpg")
+        data = await self._cached_thumbnail(cache_key) if manifest.final else None
+        if data is None:
+            if self._thumb_slots.locked():
+                return _error(
+                    503,
+                    "service_unavailable",
+                    "thumbnails are busy; retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+            async with self._thumb_slots:
+                data, _info = await render_thumbnail(
+                    self.vod, prefix, manifest, round(time_s * 10) / 10
+                )
+            self.thumbnails_rendered += 1
+            if manifest.final:
+                await self.blobs.put(cache_key, data, content_type="image/jpeg")
         return web.Response(
             body=data,
             content_type="image/jpeg",
@@ -376,6 +399,12 @@ class Playback:
                 "Cache-Control": "public, max-age=60" if not manifest.final else IMMUTABLE,
             },
         )
+
+    async def _cached_thumbnail(self, key: str) -> bytes | None:
+        try:
+            return await self.blobs.get(key)
+        except BlobNotFound:
+            return None
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

@@ -110,10 +110,11 @@ class RoomBroadcasts(HubObserver):
 
     # ------------------------------------------------------------------- work
     async def _create_asset(self, b: _RoomBroadcast) -> None:
-        await self.assets.create(
-            source=SOURCE, policy="public", extra={"room_id": b.room_id}, asset_id=b.asset_id
-        )
         room = await self.store.get(ROOMS, b.room_id)
+        policy = room.data.get("playback_policy", "public") if room is not None else "public"
+        await self.assets.create(
+            source=SOURCE, policy=policy, extra={"room_id": b.room_id}, asset_id=b.asset_id
+        )
         stale = room.data.get("active_asset_id") if room is not None else None
         await self._update_room(b.room_id, {"active_asset_id": b.asset_id})
         if stale and stale != b.asset_id:

@@ -60,7 +60,11 @@ CLIP_INPUT = Obj(
 CREATE_ASSET = Obj(
     {
         "input": F(dict, required=True, description="What to make the asset from (a clip)"),
-        "playback_policy": _POLICY,
+        "playback_policy": F(
+            str,
+            enum=("public", "signed"),
+            description="Default: the source asset's policy (a clip of a signed asset is signed)",
+        ),
         "passthrough": _PASSTHROUGH,
     }
 )
@@ -151,9 +155,10 @@ async def create(request: web.Request) -> web.Response:
     depth = await jobs.store.queue_depth("jobs")
     if depth >= settings.max_queued_jobs:
         raise _queue_full(QueueFull("jobs", depth))
+    inherited = (source.data.get("playback_ids") or [{}])[0].get("policy", "public")
     view = await assets.create(
         source="clip",
-        policy=fields["playback_policy"],
+        policy=fields.get("playback_policy") or inherited,
         passthrough=fields.get("passthrough"),
         extra={"input": {**clip}},
     )

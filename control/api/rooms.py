@@ -129,6 +129,14 @@ class StoreRooms:
             broadcast_stream_id=d.get("broadcast_stream_id") or None,
         )
 
+    async def deny(self, room_id: str, identity: str, before: float) -> None:
+        # kept while a token issued before the removal can still be valid
+        await self.store.kv_set(_denial_key(room_id, identity), repr(before), ttl_s=MAX_TTL_S)
+
+    async def denied_before(self, room_id: str, identity: str) -> float | None:
+        value = await self.store.kv_get(_denial_key(room_id, identity))
+        return float(value) if value else None
+
     async def room_event(self, event: RoomEvent) -> None:
         data: dict[str, Any] = {"room_id": event.room_id, "occurred_at": rfc3339(event.at)}
         if isinstance(event, ParticipantJoinedEvent | ParticipantLeftEvent):
@@ -165,6 +173,10 @@ class StoreRooms:
                 return
             except Conflict:
                 continue
+
+
+def _denial_key(room_id: str, identity: str) -> str:
+    return f"room_denied:{room_id}:{identity}"
 
 
 ROOM_LEASE_TTL_S = 8.0
@@ -330,6 +342,12 @@ CREATE = Obj(
         "record": F(bool, default=False),
         "empty_timeout_s": F(int, default=300, minimum=1, maximum=86400),
         "passthrough": F(str, nullable=True, max_length=255),
+        "playback_policy": F(
+            str,
+            enum=("public", "signed"),
+            default="public",
+            description="For the recording's live broadcast and its asset",
+        ),
     }
 )
 TOKEN = Obj(
@@ -355,6 +373,7 @@ def render(
         "status": d.get("status", "idle"),
         "max_participants": d.get("max_participants", 16),
         "record": bool(d.get("record", False)),
+        "playback_policy": d.get("playback_policy", "public"),
         "empty_timeout_s": d.get("empty_timeout_s", 300),
         "passthrough": d.get("passthrough"),
         "broadcast_stream_id": d.get("broadcast_stream_id"),
@@ -396,7 +415,8 @@ async def _get_room(request: web.Request) -> Record:
 async def create(request: web.Request) -> web.Response:
     fields = await read_json(request, CREATE)
     room_id = new_id("rm")
-    playback_ids = [{"id": new_playback_id(), "policy": "public"}] if fields["record"] else []
+    policy = fields["playback_policy"]
+    playback_ids = [{"id": new_playback_id(), "policy": policy}] if fields["record"] else []
     data: dict[str, Any] = {
         **fields,
         "status": "idle",
@@ -543,6 +563,7 @@ ROOM_SCHEMA: dict[str, Any] = {
         "status": {"type": "string", "enum": ["idle", "active", "finished"]},
         "max_participants": {"type": "integer", "minimum": 1},
         "record": {"type": "boolean"},
+        "playback_policy": {"type": "string", "enum": ["public", "signed"]},
         "empty_timeout_s": {"type": "integer", "minimum": 1},
         "passthrough": NULLABLE_STR,
         "broadcast_stream_id": {

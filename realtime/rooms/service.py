@@ -45,6 +45,15 @@ class RoomDirectory(Protocol):
         """The room's settings, or None when there is no such open room."""
         ...
 
+    async def deny(self, room_id: str, identity: str, before: float) -> None:
+        """Refuse `identity`'s join tokens issued at or before `before` (removal),
+        for as long as such a token can still be valid."""
+        ...
+
+    async def denied_before(self, room_id: str, identity: str) -> float | None:
+        """When `identity` was last removed from the room (None: never)."""
+        ...
+
 
 class RoomEvents(Protocol):
     async def room_event(self, event: RoomEvent) -> None:
@@ -62,9 +71,16 @@ class StaticDirectory:
 
     def __init__(self, *configs: RoomConfig) -> None:
         self.rooms = {c.room_id: c for c in configs}
+        self.denials: dict[tuple[str, str], float] = {}
 
     async def room_config(self, room_id: str) -> RoomConfig | None:
         return self.rooms.get(room_id)
+
+    async def deny(self, room_id: str, identity: str, before: float) -> None:
+        self.denials[room_id, identity] = before
+
+    async def denied_before(self, room_id: str, identity: str) -> float | None:
+        return self.denials.get((room_id, identity))
 
 
 Send = Callable[[sig.ServerMessage], Awaitable[None]]
@@ -315,7 +331,14 @@ class RoomService:
     async def join(
         self, room_id: str, grant: JoinGrant, send: Send, *, auto_subscribe: bool = True
     ) -> Session:
-        """Add a participant; raises `RoomError` (room_not_found, room_full, ...)."""
+        """Add a participant; raises `RoomError` (room_not_found, room_full,
+        participant_removed, ...)."""
+        removed_at = await self.directory.denied_before(room_id, grant.identity)
+        if removed_at is not None and grant.issued_at <= removed_at:
+            raise RoomError(
+                "participant_removed",
+                "this participant was removed from the room; a new join token is needed",
+            )
         ar = self.rooms.get(room_id)
         if ar is None:
             config = await self.directory.room_config(room_id)
@@ -481,10 +504,13 @@ class RoomService:
         return True
 
     async def remove_participant(self, room_id: str, identity: str) -> bool:
+        """End `identity`'s session and refuse the tokens it holds (a kicked
+        participant must not walk back in with the same token)."""
         ar = self.rooms.get(room_id)
         s = ar.sessions.get(identity) if ar else None
         if s is None:
             return False
+        await self.directory.deny(room_id, identity, time.time())
         await self._end_session(s, "removed")
         return True
 

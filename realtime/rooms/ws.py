@@ -69,9 +69,17 @@ def signal_handler(service: RoomService):  # type: ignore[no-untyped-def]
                 await ws.send_str(sig.to_json(msg))
 
         session: Session | None = None
+
+        async def close_unless_joined() -> None:
+            # a socket that never joins holds a connection and a task for nothing
+            await asyncio.sleep(JOIN_TIMEOUT_S)
+            if session is None and not ws.closed:
+                await send(sig.Error("join_timeout", f"no join within {JOIN_TIMEOUT_S:g} s"))
+                await ws.close(code=4408, message=b"join_timeout")
+
+        join_timer = asyncio.ensure_future(close_unless_joined())
         try:
             try:
-                first_deadline = asyncio.get_running_loop().time() + JOIN_TIMEOUT_S
                 async for raw in ws:
                     if raw.type is WSMsgType.BINARY:
                         await send(sig.Error("bad_message", "binary frames are not accepted"))
@@ -104,9 +112,8 @@ def signal_handler(service: RoomService):  # type: ignore[no-untyped-def]
                         await send(
                             sig.Error("internal", "the server could not handle that message")
                         )
-                    if session is None and asyncio.get_running_loop().time() > first_deadline:
-                        break
             finally:
+                join_timer.cancel()
                 if session is not None and not session.closed:
                     await service._end_session(session, "disconnected")
         except asyncio.CancelledError:

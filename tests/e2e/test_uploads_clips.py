@@ -36,8 +36,8 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
             s.stop(15)
 
 
-async def upload(api: Api, path: Path, content_type: str) -> tuple[int, Any]:
-    up = await api.ok("POST", "/v1/uploads", {})
+async def upload(api: Api, path: Path, content_type: str, **fields: Any) -> tuple[int, Any]:
+    up = await api.ok("POST", "/v1/uploads", fields)
     assert up["url"].startswith(api.svc.url + "/upload/")
     async with aiohttp.ClientSession() as s:
         with path.open("rb") as f:
@@ -218,3 +218,27 @@ async def test_a_playlist_upload_is_errored_without_any_request(
         assert listener.connections == 0, "FFmpeg followed a URL inside the upload"
     message = asset["error"]["message"]
     assert "not a video file" in message or "not a media file" in message, message
+
+
+async def test_a_clip_inherits_its_source_playback_policy(
+    svc: ServiceProcess, tmp_path: Path
+) -> None:
+    src = await make_file(
+        tmp_path / "in.mp4",
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
+        "-t", "3", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
+    )  # fmt: skip
+    api = Api(svc)
+    status, body = await upload(api, src, "video/mp4", playback_policy="signed")
+    assert status == 200, body
+    source = await api.wait_asset(body["asset_id"], within=60)
+    assert [p["policy"] for p in source["playback_ids"]] == ["signed"]
+    clip_input = {"asset_id": source["id"], "start_s": 0, "end_s": 2}
+    inherited = await api.ok("POST", "/v1/assets", {"input": clip_input})
+    assert [p["policy"] for p in inherited["playback_ids"]] == ["signed"]
+    chosen = await api.ok("POST", "/v1/assets", {"input": clip_input, "playback_policy": "public"})
+    assert [p["policy"] for p in chosen["playback_ids"]] == ["public"]
+    pid = inherited["playback_ids"][0]["id"]
+    await api.wait_asset(inherited["id"], within=60)
+    status, _, _ = await http_get(f"{svc.url}/play/{pid}.m3u8")
+    assert status == 403, "a clip of a signed asset is not public"

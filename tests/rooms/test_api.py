@@ -194,3 +194,66 @@ async def test_served_openapi_includes_rooms(api: Api) -> None:
         doc = await r.json()
     assert "/v1/rooms/{id}/tokens" in doc["paths"]
     assert "Room" in doc["components"]["schemas"]
+
+
+async def test_a_removed_participant_stays_out_with_the_same_token(api: Api) -> None:
+    _, room = await api.call("POST", "/v1/rooms", {})
+    rid = room["id"]
+    _, tok = await api.call("POST", f"/v1/rooms/{rid}/tokens", {"identity": "mallory"})
+    first = RoomClient(api.base_url, rid, tok["token"])
+    assert (await first.connect())["type"] == "joined"
+    assert (await api.call("DELETE", f"/v1/rooms/{rid}/participants/mallory"))[0] == 204
+    await first.close()
+    again = RoomClient(api.base_url, rid, tok["token"])
+    try:
+        answer = await again.connect()
+        assert answer["type"] == "error" and answer["code"] == "participant_removed"
+    finally:
+        await again.close()
+    _, parts = await api.call("GET", f"/v1/rooms/{rid}/participants")
+    assert parts["data"] == []
+    # a token issued after the removal lets them back in (the operator's call)
+    await asyncio.sleep(1.05)
+    _, fresh = await api.call("POST", f"/v1/rooms/{rid}/tokens", {"identity": "mallory"})
+    back = RoomClient(api.base_url, rid, fresh["token"])
+    try:
+        assert (await back.connect())["type"] == "joined"
+    finally:
+        await back.close()
+
+
+async def test_a_socket_that_never_joins_is_closed(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiohttp
+
+    from realtime.rooms import ws as signaling_ws
+
+    monkeypatch.setattr(signaling_ws, "JOIN_TIMEOUT_S", 0.5)
+    _, room = await api.call("POST", "/v1/rooms", {})
+    _, tok = await api.call("POST", f"/v1/rooms/{room['id']}/tokens", {"identity": "idle"})
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(
+            f"{api.base_url}/v1/rooms/{room['id']}/signal?token={tok['token']}", heartbeat=1
+        )
+        t0 = time.monotonic()
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.TEXT and '"join_timeout"' in msg.data
+        closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 4408 and time.monotonic() - t0 < 3
+
+
+async def test_rooms_take_a_playback_policy(api: Api) -> None:
+    status, room = await api.call(
+        "POST", "/v1/rooms", {"record": True, "playback_policy": "signed"}
+    )
+    assert status == 201 and room["playback_policy"] == "signed"
+    assert [p["policy"] for p in room["playback_ids"]] == ["signed"]
+    store = api.client.app[appkeys.STORE]
+    rec = await store.get("playback_ids", room["playback_ids"][0]["id"])
+    assert rec is not None and rec.data["policy"] == "signed"
+    _, public = await api.call("POST", "/v1/rooms", {"record": True})
+    assert public["playback_policy"] == "public"
+    status, body = await api.call("POST", "/v1/rooms", {"playback_policy": "secret"})
+    assert status == 422
