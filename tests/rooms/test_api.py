@@ -256,4 +256,5 @@ async def test_rooms_take_a_playback_policy(api: Api) -> None:
     _, public = await api.call("POST", "/v1/rooms", {"record": True})
     assert public["playback_policy"] == "public"
     status, body = await api.call("POST", "/v1/rooms", {"playback_policy": "secret"})
+    assert body["error"]["param"] == "playback_policy"
     assert status == 422
