@@ -178,7 +178,7 @@ async def bench_whip_whep(seconds: float) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         latencies = await measure_viewer(f"{base}/v1/whep/pb", sent, seconds)
     finally:
-        await delete_session(location)
+        await delete_session(location, "bench-key")
         await pc.close()
         await routes.close()
         await runner.cleanup()

@@ -46,6 +46,7 @@ from control.middleware import gate_middleware, on_response_prepare, request_mid
 from control.retention import Retention
 from control.settings import Settings
 from control.store.base import Event, EventDraft, Op, Store
+from ingest.conn_limits import ConnectionLimits, default_max_connections
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,10 @@ class AppState:
     sse_responses: set[web.StreamResponse] = field(default_factory=set)
     request_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(48))
     """Bounds API requests in flight per node (settings.max_concurrent_requests)."""
+    conn_limits: ConnectionLimits = field(
+        default_factory=lambda: ConnectionLimits(total=default_max_connections())
+    )
+    """Caps on accepted sockets, shared by the HTTP and RTMP listeners."""
     health_snapshot: tuple[float, dict[str, Any], int] | None = None
     """(monotonic time, body, status) of the last health check round."""
     health_refresh: asyncio.Future[tuple[float, dict[str, Any], int]] | None = None
@@ -314,7 +319,8 @@ def create_app(
     app[appkeys.TASKS] = BackgroundTasks()
     app[appkeys.EVENTS] = EventNotifier()
     app[appkeys.STATE] = AppState(
-        request_slots=asyncio.Semaphore(max(1, settings.max_concurrent_requests))
+        request_slots=asyncio.Semaphore(max(1, settings.max_concurrent_requests)),
+        conn_limits=ConnectionLimits(total=settings.max_connections or default_max_connections()),
     )
     app[appkeys.LIVE_CONTROL] = live_control or NoLiveControl()
     app.on_response_prepare.append(on_response_prepare)

@@ -64,8 +64,12 @@ async def serve(settings: Settings) -> None:
     from control.app import service_app
     from control.edge import edge_site
     from control.logging import configure_logging
+    from ingest.conn_limits import raise_fd_limit
 
     configure_logging(settings.log_level, json_logs=settings.log_json)
+    # before anything sizes itself on it: at 1024 descriptors HTTP, RTMP and
+    # SQLite would all fail together under a few hundred idle connections
+    raise_fd_limit()
     app = service_app(settings)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s

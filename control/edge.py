@@ -36,8 +36,18 @@ def edge_site(runner: web.AppRunner, host: str | None, port: int, **kwargs: Any)
             request_id=req.request_id,
         )
 
+    settings = app[appkeys.SETTINGS]
     return EdgeSite(
-        runner, host, port, resolve=resolve, observe=observe, request_id=request_id_for, **kwargs
+        runner,
+        host,
+        port,
+        resolve=resolve,
+        observe=observe,
+        request_id=request_id_for,
+        limits=app[appkeys.STATE].conn_limits,
+        max_per_client=settings.http_max_connections_per_ip,
+        head_timeout_s=settings.http_head_timeout_s,
+        **kwargs,
     )
 
 

@@ -70,7 +70,18 @@ def webrtc_config(settings: Settings) -> WebRtcConfig:
         "ONAIR_WEBRTC_UDP_PORTS": settings.webrtc_udp_ports,
         "ONAIR_WEBRTC_ICE_SERVERS": settings.webrtc_ice_servers,
         "ONAIR_WEBRTC_LOOPBACK": "1" if loopback else "",
+        "ONAIR_WEBRTC_CONNECT_TIMEOUT_S": str(settings.webrtc_connect_timeout_s),
+        "ONAIR_WEBRTC_MAX_SESSIONS": str(settings.webrtc_max_sessions),
+        "ONAIR_WEBRTC_MAX_SESSIONS_PER_STREAM": str(settings.webrtc_max_sessions_per_stream),
+        "ONAIR_WEBRTC_MAX_SESSIONS_PER_IP": str(settings.webrtc_max_sessions_per_ip),
+        "ONAIR_WEBRTC_TURN_URLS": settings.webrtc_turn_urls,
+        "ONAIR_WEBRTC_TURN_SECRET": settings.webrtc_turn_secret or "",
+        "ONAIR_WEBRTC_TURN_TTL_S": str(settings.webrtc_turn_ttl_s),
     }
+    if settings.webrtc_allow_private_candidates is not None:
+        env["ONAIR_WEBRTC_ALLOW_PRIVATE_CANDIDATES"] = (
+            "1" if settings.webrtc_allow_private_candidates else "0"
+        )
     return WebRtcConfig.from_env(env)
 
 
@@ -169,7 +180,11 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         lifecycle,
         host=settings.host,
         port=settings.rtmp_port,
-        limits=RtmpLimits(read_coalesce=settings.rtmp_read_coalesce_s),
+        limits=RtmpLimits(
+            read_coalesce=settings.rtmp_read_coalesce_s,
+            max_connections_per_client=settings.rtmp_max_connections_per_ip,
+        ),
+        conn_limits=app[appkeys.STATE].conn_limits,
     )
     app[appkeys.RTMP] = rtmp
     await lifecycle.start()

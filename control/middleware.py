@@ -8,7 +8,6 @@ handlers without it are public (health, docs, playback, WHIP...).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import re
@@ -24,6 +23,7 @@ from control.logging import request_id_var
 from control.settings import Settings
 from control.store.base import Conflict, StoreError
 from control.validation import ApiError
+from ingest.addresses import client_subject
 
 try:
     from redis.exceptions import ConnectionError as _RedisConnectionError
@@ -279,20 +279,6 @@ def streaming(handler: H) -> H:
     """Mark a long-lived handler (SSE): it does not hold a request slot."""
     handler.onair_streaming = True  # type: ignore[attr-defined]
     return handler
-
-
-def client_subject(remote: str | None) -> str:
-    """Whom a per-address limit counts: the address, or its /64 for IPv6 (one
-    host holds a whole /64, so per-address buckets would be free for the taking)."""
-    if not remote:
-        return "unknown"
-    try:
-        ip = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return remote
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
-        return str(ipaddress.IPv6Network((ip, 64), strict=False).network_address) + "/64"
-    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
 
 
 _PUBLIC_WORK: tuple[tuple[str, str, str], ...] = (

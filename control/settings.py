@@ -81,6 +81,15 @@ class Settings:
     """Deliver to endpoints on loopback, private, link-local and other non-public
     addresses (on-premises receivers, tests). Off: refused at creation and at
     every attempt, on the address actually connected to."""
+    # --- connections ---
+    max_connections: int = 0
+    """Client connections (HTTP + RTMP) a node holds before it sheds new ones with
+    503; 0: 80 % of the descriptor limit (raised to the hard limit at start)."""
+    http_max_connections_per_ip: int = 256
+    """HTTP connections one address (IPv6: /64) may hold (429 beyond)."""
+    rtmp_max_connections_per_ip: int = 50
+    http_head_timeout_s: float = 15.0
+    """A request head must be complete this long after its first byte."""
     # --- retention ---
     event_retention_s: float = 30 * 24 * 3600.0
     """Events, webhook deliveries and failed jobs are kept this long; an
@@ -131,6 +140,20 @@ class Settings:
     """"min-max" UDP port range for WebRTC media (empty: the OS picks)."""
     webrtc_loopback: bool | None = None
     """Offer 127.0.0.1 as a candidate; default: when the service binds to loopback."""
+    webrtc_allow_private_candidates: bool | None = None
+    """Probe peers' candidates on private/loopback addresses; default: as webrtc_loopback."""
+    webrtc_connect_timeout_s: float = 10.0
+    """A WHIP/WHEP session not connected by then is dropped."""
+    webrtc_max_sessions: int = 1000
+    """WHIP sessions, and WHEP sessions, at once per node (503 beyond)."""
+    webrtc_max_sessions_per_stream: int = 500
+    webrtc_max_sessions_per_ip: int = 20
+    """Per client address, IPv6 per /64 (429 beyond)."""
+    webrtc_turn_urls: str = ""
+    """Comma-separated TURN URLs whose server shares `webrtc_turn_secret`."""
+    webrtc_turn_secret: str | None = None
+    """TURN REST API shared secret: clients get credentials valid for webrtc_turn_ttl_s."""
+    webrtc_turn_ttl_s: int = 3600
     sse_heartbeat_s: float = 15.0
     event_poll_s: float = 0.5
     """How often the SSE tailer polls the store for events committed by other nodes."""
@@ -273,6 +296,10 @@ def _validate(s: Settings) -> None:
         raise SettingsError("body_limit_bytes must be positive")
     if s.rate_limit_per_s <= 0 or s.rate_limit_burst <= 0:
         raise SettingsError("rate limits must be positive")
+    if not 0 < s.webrtc_connect_timeout_s <= 60:
+        raise SettingsError("webrtc_connect_timeout_s must be within 0..60 seconds")
+    if not 0 < s.http_head_timeout_s <= 30:
+        raise SettingsError("http_head_timeout_s must be within 0..30 seconds")
     if s.event_retention_s < 3600:
         raise SettingsError("event_retention_s must be at least 3600 (one hour)")
     if s.playback_token_max_ttl_s <= 0:

@@ -2,10 +2,8 @@
 
 A webhook URL is chosen by whoever holds a write key; without this guard the
 delivery log would make onair a port scanner into the operator's network.
-Refused: loopback, private (RFC 1918), shared/CGNAT (100.64/10), link-local
-(169.254/16 with the cloud metadata address, fe80::/10), ULA (fc00::/7),
-multicast, unspecified, documentation and other reserved ranges, and IPv6
-forms that embed such an IPv4 address (mapped, NAT64, 6to4).
+Refused: whatever `ingest.addresses.is_public` says is not public (loopback,
+private, CGNAT, link-local and the metadata address, ULA, multicast, ...).
 
 The check runs on the address actually connected to: `PublicOnlyResolver`
 filters what aiohttp will connect to after each lookup, so a name that
@@ -25,31 +23,11 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_6TO4 = ipaddress.ip_network("2002::/16")
+from ingest.addresses import IPAddress, is_public
 
 
 class DestinationRefused(aiohttp.ClientConnectionError):
     """The destination is not a public address (and private ones are not allowed)."""
-
-
-def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip in _6TO4:
-        return ip.sixtofour
-    return None
-
-
-def is_public(ip: IPAddress) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address):
-        v4 = _embedded_v4(ip)
-        if v4 is not None:
-            return is_public(v4)
-    return ip.is_global and not ip.is_multicast
 
 
 def literal_host(url: str) -> IPAddress | None:

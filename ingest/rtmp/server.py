@@ -41,6 +41,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ingest.conn_limits import ConnectionLimits
 from ingest.flv import FlvDemuxer
 from ingest.hub import Hub, MediaUnit, Publication, TrackKind
 from ingest.ports import PublishAuthority, PublishDenied
@@ -74,6 +75,8 @@ class RtmpLimits:
     track_wait: float = 2.0
     """After a publish is granted, most seconds to wait for all sequence headers."""
     max_connections: int = 1000
+    max_connections_per_client: int = 50
+    """Connections one address (IPv6: /64) may hold, handshakes included."""
     chunk: ChunkLimits = field(default_factory=ChunkLimits)
     max_command_size: int = 64 * 1024
     max_buffered_units: int = 600
@@ -113,6 +116,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         )
         self.transport: asyncio.Transport | None = None
         self.remote = ""
+        self.remote_ip = ""
         self.stream_key = ""
         self.live_stream_id: str | None = None
         self.publication: Publication | None = None
@@ -147,8 +151,20 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.remote_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         server = self.server
-        if len(server._connections) >= self.limits.max_connections:
+        refused = len(server._connections) >= self.limits.max_connections
+        if not refused and server.conn_limits is not None:
+            refused = (
+                server.conn_limits.admit(
+                    transport,
+                    self.remote_ip,
+                    listener="rtmp",
+                    per_client=self.limits.max_connections_per_client,
+                )
+                is not None
+            )
+        if refused:
             server.connections_refused += 1
             self._closed = True
             self.transport.abort()
@@ -196,6 +212,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        limits = self.server.conn_limits
+        if self in self.server._connections and limits is not None and self.transport:
+            limits.release(self.transport, self.remote_ip, listener="rtmp")
         self.server._connections.discard(self)
         self.server._coalescing.discard(self)
         self._closed = True
@@ -606,8 +625,11 @@ class RtmpServer:
         host: str,
         port: int,
         limits: RtmpLimits | None = None,
+        conn_limits: ConnectionLimits | None = None,
     ) -> None:
         self.hub = hub
+        self.conn_limits = conn_limits
+        """The node's caps on accepted sockets, shared with the HTTP listener."""
         self.authority = authority
         self.host = host
         self._requested_port = port

@@ -22,10 +22,14 @@ it without touching any global state:
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import ipaddress
 import os
 import random
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,8 +83,23 @@ class WebRtcConfig:
     udp_port_max: int = 0
     """Inclusive UDP port range for ICE sockets; 0/0 = OS-assigned ports."""
     use_ipv6: bool = False
-    connect_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
     """A session whose peer connection is not connected by then is dropped."""
+    allow_private_candidates: bool = False
+    """Probe remote candidates on loopback/private/link-local addresses too. Off,
+    an offer cannot make the server send ICE checks into its own network; the
+    browser still reaches us and pairs as peer-reflexive."""
+    max_sessions: int = 1000
+    """Sessions at once per service (WHIP and WHEP each); beyond it 503."""
+    max_sessions_per_stream: int = 500
+    max_sessions_per_ip: int = 20
+    """Per client address (IPv6: per /64); beyond it 429."""
+    turn_secret: str | None = None
+    """Shared secret of a TURN server using the TURN REST API scheme (coturn's
+    `use-auth-secret`): credentials handed out are `expiry:user` and
+    base64(HMAC-SHA1(secret, that)), valid for `turn_ttl_s`."""
+    turn_urls: tuple[str, ...] = ()
+    turn_ttl_s: int = 3600
 
     def __post_init__(self) -> None:
         for addr in (*self.host_addresses, *((self.public_ip,) if self.public_ip else ())):
@@ -92,7 +111,9 @@ class WebRtcConfig:
 
     @classmethod
     def loopback(cls, **kwargs: Any) -> WebRtcConfig:
-        """Only 127.0.0.1, no ICE servers: for tests and single-machine setups."""
+        """Only 127.0.0.1, no ICE servers: for tests and single-machine setups
+        (whose peers' candidates are on loopback too)."""
+        kwargs.setdefault("allow_private_candidates", True)
         return cls(host_addresses=("127.0.0.1",), **kwargs)
 
     @classmethod
@@ -104,6 +125,9 @@ class WebRtcConfig:
         ONAIR_WEBRTC_INTERFACES=eth0
         ONAIR_WEBRTC_UDP_PORTS=40000-40999
         ONAIR_WEBRTC_ICE_SERVERS=stun:stun.example.org:3478,turn:user:pass@turn.example.org:3478
+        ONAIR_WEBRTC_TURN_URLS=turn:turn.example.org:3478 + ONAIR_WEBRTC_TURN_SECRET=...
+        ONAIR_WEBRTC_ALLOW_PRIVATE_CANDIDATES=true, ONAIR_WEBRTC_CONNECT_TIMEOUT_S=10
+        ONAIR_WEBRTC_MAX_SESSIONS, _MAX_SESSIONS_PER_STREAM, _MAX_SESSIONS_PER_IP
         """
         env = os.environ if environ is None else environ
 
@@ -118,22 +142,58 @@ class WebRtcConfig:
         if ports:
             lo, _, hi = ports.partition("-")
             port_min, port_max = int(lo), int(hi or lo)
+
+        def flag(name: str) -> bool:
+            return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+        def number(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            return float(raw) if raw else default
+
+        loopback = flag("ONAIR_WEBRTC_LOOPBACK")
+        private = env.get("ONAIR_WEBRTC_ALLOW_PRIVATE_CANDIDATES", "").strip()
         return cls(
             ice_servers=tuple(servers),
             host_addresses=csv("ONAIR_WEBRTC_HOSTS"),
             interfaces=csv("ONAIR_WEBRTC_INTERFACES"),
-            include_loopback=env.get("ONAIR_WEBRTC_LOOPBACK", "") in ("1", "true", "yes"),
+            include_loopback=loopback,
             public_ip=env.get("ONAIR_WEBRTC_PUBLIC_IP") or None,
             udp_port_min=port_min,
             udp_port_max=port_max,
+            connect_timeout_s=number("ONAIR_WEBRTC_CONNECT_TIMEOUT_S", 10.0),
+            # a service offering loopback candidates serves peers on this machine
+            allow_private_candidates=flag("ONAIR_WEBRTC_ALLOW_PRIVATE_CANDIDATES")
+            if private
+            else loopback,
+            max_sessions=int(number("ONAIR_WEBRTC_MAX_SESSIONS", 1000)),
+            max_sessions_per_stream=int(number("ONAIR_WEBRTC_MAX_SESSIONS_PER_STREAM", 500)),
+            max_sessions_per_ip=int(number("ONAIR_WEBRTC_MAX_SESSIONS_PER_IP", 20)),
+            turn_secret=env.get("ONAIR_WEBRTC_TURN_SECRET") or None,
+            turn_urls=csv("ONAIR_WEBRTC_TURN_URLS"),
+            turn_ttl_s=int(number("ONAIR_WEBRTC_TURN_TTL_S", 3600)),
         )
+
+    def turn_credentials(self, user: str = "onair", now: float | None = None) -> IceServer | None:
+        """Fresh time-limited TURN credentials (TURN REST API), or None."""
+        if not self.turn_secret or not self.turn_urls:
+            return None
+        expiry = int(time.time() if now is None else now) + self.turn_ttl_s
+        username = f"{expiry}:{user}"
+        mac = hmac.new(self.turn_secret.encode(), username.encode(), hashlib.sha1).digest()
+        return IceServer(self.turn_urls, username, base64.b64encode(mac).decode())
+
+    def _servers(self) -> list[IceServer]:
+        turn = self.turn_credentials()
+        return [*self.ice_servers, *([turn] if turn is not None else [])]
 
     def rtc_configuration(self) -> RTCConfiguration:
         # An explicit (possibly empty) list: None would make aiortc use Google's STUN.
-        return RTCConfiguration(iceServers=[s.to_aiortc() for s in self.ice_servers])
+        return RTCConfiguration(iceServers=[s.to_aiortc() for s in self._servers()])
 
     def link_headers(self) -> list[str]:
-        return [h for s in self.ice_servers for h in s.link_headers()]
+        """RFC 9725 §4.6 ice-server links: static servers, and TURN with credentials
+        minted now (an unauthenticated OPTIONS never learns a lasting secret)."""
+        return [h for s in self._servers() for h in s.link_headers()]
 
     def gather_addresses(self) -> list[str]:
         """The local addresses host candidates are gathered on."""

@@ -6,6 +6,7 @@ CORS headers too, so a page on another origin can read why it was refused.
 
 from __future__ import annotations
 
+import hmac
 import json
 
 from aiohttp import web
@@ -98,3 +99,21 @@ def sdp_created(answer: str, location: str, etag: str, link_headers: list[str]) 
         resp.headers.add("Link", link)
     with_cors(resp)
     return resp
+
+
+def owns_session(request: web.Request, credential: str | None) -> bool:
+    """Whether the request presents the bearer a session was created with
+    (constant time). A session created without one is owned by its URL."""
+    if credential is None:
+        return True
+    given = bearer_token(request) or ""
+    return hmac.compare_digest(given.encode(), credential.encode())
+
+
+def too_many(status: int, message: str) -> web.Response:
+    return error_response(
+        status,
+        "rate_limited" if status == 429 else "service_unavailable",
+        message,
+        {"Retry-After": "5" if status == 503 else "10"},
+    )

@@ -16,6 +16,8 @@ from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
+from ingest.addresses import is_public_text
+
 MAX_SDP_BYTES = 64 * 1024
 
 
@@ -129,20 +131,27 @@ def inspect_offer(text: str, *, sending: bool) -> OfferSummary:
     return OfferSummary(tuple(sections))
 
 
-def strip_mdns_candidates(text: str) -> str:
-    """Drop `a=candidate` lines whose address is an mDNS name (`<uuid>.local`).
+def strip_mdns_candidates(text: str, *, allow_private: bool = True, keep_mdns: bool = False) -> str:
+    """Drop `a=candidate` lines whose address is an mDNS name (`<uuid>.local`),
+    and, unless `allow_private`, those on non-public addresses.
 
     Browsers hide their host addresses behind mDNS names. A server cannot resolve
     them in general (and aioice's resolver keeps a per-thread lock tied to the
     first event loop); the browser, as the controlling ICE agent, reaches our
     candidates and is then known to us as peer-reflexive, so nothing is lost.
+    A candidate on 10.x or 127.0.0.1 that a stranger's offer names would make
+    the server send ICE checks into its own network: dropped the same way.
     """
     out = []
     stripped = False
     for line in text.splitlines(keepends=True):
         if line.startswith("a=candidate:"):
             parts = line.split()
-            if len(parts) > 4 and parts[4].lower().rstrip(".").endswith(".local"):
+            address = parts[4] if len(parts) > 4 else ""
+            mdns = address.lower().rstrip(".").endswith(".local")
+            if (mdns and not keep_mdns) or (
+                not mdns and not allow_private and not is_public_text(address)
+            ):
                 stripped = True
                 continue
         out.append(line)

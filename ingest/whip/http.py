@@ -18,10 +18,13 @@ from ingest.webrtc.http import (
     bearer_token,
     error_response,
     options_response,
+    owns_session,
     read_sdp_body,
     sdp_created,
+    too_many,
     with_cors,
 )
+from ingest.webrtc.limits import TooManySessions
 from ingest.webrtc.sdp import SdpError, UnsupportedOffer
 from ingest.whip.session import AuthorityUnavailable, WhipService
 
@@ -81,6 +84,8 @@ class WhipHandlers:
                 "cannot check stream keys right now",
                 {"Retry-After": "5"},
             )
+        except TooManySessions as exc:
+            return too_many(exc.status, exc.message)
         except SdpError as exc:
             return error_response(400, "invalid_sdp", str(exc))
         except UnsupportedOffer as exc:
@@ -100,15 +105,24 @@ class WhipHandlers:
         session = self.service.get(request.match_info["session_id"])
         if session is None:
             return error_response(404, "not_found", "no such WHIP session")
-        key = bearer_token(request)
-        if key is not None and key != session.stream_key:
-            return error_response(401, "unauthorized", "this token does not own the session")
+        if not owns_session(request, session.stream_key):
+            return error_response(
+                401,
+                "unauthorized",
+                "send the stream key this session was created with",
+                {"WWW-Authenticate": "Bearer"},
+            )
         await self.service.delete(session.id)
         return with_cors(web.Response(status=200))
 
     async def patch(self, request: web.Request) -> web.Response:
-        if self.service.get(request.match_info["session_id"]) is None:
+        session = self.service.get(request.match_info["session_id"])
+        if session is None:
             return error_response(404, "not_found", "no such WHIP session")
+        if not owns_session(request, session.stream_key):
+            return error_response(
+                401, "unauthorized", "send the stream key this session was created with"
+            )
         return error_response(
             501,
             "not_implemented",

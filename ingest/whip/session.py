@@ -44,6 +44,7 @@ from ingest.hub import Hub, MediaUnit, Publication, TrackInfo, TrackKind
 from ingest.ports import PublishAuthority, PublishDenied
 from ingest.webrtc import h264
 from ingest.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
+from ingest.webrtc.limits import admit
 from ingest.webrtc.passthrough import (
     EncodedFrame,
     enable_passthrough,
@@ -127,7 +128,12 @@ class WhipSession:
             else:
                 t.setCodecPreferences(audio_preferences())
         await pc.setRemoteDescription(
-            RTCSessionDescription(sdp=strip_mdns_candidates(offer_sdp), type="offer")
+            RTCSessionDescription(
+                sdp=strip_mdns_candidates(
+                    offer_sdp, allow_private=self.service.config.allow_private_candidates
+                ),
+                type="offer",
+            )
         )
         prepare_ice(pc, self.service.config)
         for t in pc.getTransceivers():
@@ -434,6 +440,7 @@ class WhipService:
         lifecycle marks the stream connected and opens its asset), which a refused
         offer must not cause."""
         summary = inspect_offer(offer_sdp, sending=True)
+        admit(self.sessions.values(), self.config, live_stream_id=None, remote=remote)
         try:
             grant = await self.authority.authorize_publish(
                 stream_key, protocol="whip", remote=remote
@@ -442,6 +449,12 @@ class WhipService:
             raise
         except Exception as exc:
             raise AuthorityUnavailable(str(exc)) from exc
+        admit(
+            self.sessions.values(),
+            self.config,
+            live_stream_id=grant.live_stream_id,
+            remote=remote,
+        )
         session = WhipSession(self, grant.live_stream_id, stream_key, remote)
         self.sessions[session.id] = session
         try:

@@ -37,6 +37,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from ingest.conn_limits import ConnectionLimits
 from realtime.hls import responder
 from realtime.hls.http import reply_headers
 from realtime.hls.live import LiveHls
@@ -58,6 +59,28 @@ CHILD_ROUTE = "/play/{playback_id}/{name}"
 
 _PREFIX = "/play/"
 _MAX_BUFFERED = 64 * 1024
+_REFUSED = {
+    reason: (
+        f"HTTP/1.1 {status}\r\nRetry-After: {retry}\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    for reason, status, retry, body in (
+        (
+            "client",
+            "429 Too Many Requests",
+            10,
+            '{"error":{"type":"rate_limited","message":"too many connections from this address"}}',
+        ),
+        (
+            "full",
+            "503 Service Unavailable",
+            5,
+            '{"error":{"type":"service_unavailable","message":"too many connections"}}',
+        ),
+    )
+}
+"""What a refused connection is told before it is closed."""
 """Unconsumed request bytes held before reading pauses (pipelined requests)."""
 _SAFE_ID = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _SAFE_NAME = _SAFE_ID | {"."}
@@ -111,13 +134,22 @@ class PlaybackEdge:
         request_id: Callable[[str | None], str] = _new_request_id,
         keepalive_s: float = 75.0,
         head_timeout_s: float = 15.0,
+        limits: ConnectionLimits | None = None,
+        max_per_client: int = 256,
     ) -> None:
         self.fallback = fallback
+        self.limits = limits
+        """The node's caps on accepted sockets (None: none)."""
+        self.max_per_client = max_per_client
+        """Connections one address (IPv6: /64) may hold on this listener."""
         self.resolve = resolve
         self.observe = observe
         self.request_id = request_id
         self.keepalive_s = keepalive_s
         self.head_timeout_s = head_timeout_s
+        """A request head must be complete this long after its first byte: an
+        absolute deadline, so dripping a byte now and then holds nothing."""
+        self._sweep_s = min(5.0, head_timeout_s / 2)
         self.connections: set[_Connection] = set()
         self.served = 0
         self.handed_over = 0
@@ -164,7 +196,7 @@ class PlaybackEdge:
     def _track(self, conn: _Connection) -> None:
         self.connections.add(conn)
         if self._sweeper is None and not self._closing:
-            self._sweeper = asyncio.get_running_loop().call_later(5.0, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_s, self._sweep)
 
     def _sweep(self) -> None:
         """Close connections idle past the keep-alive, or stuck in a partial head."""
@@ -172,8 +204,10 @@ class PlaybackEdge:
         now = time.monotonic()
         for conn in list(self.connections):
             conn.expire(now)
+        if self.limits is not None:
+            self.limits.sweep()
         if self.connections and not self._closing:
-            self._sweeper = asyncio.get_running_loop().call_later(5.0, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_s, self._sweep)
 
     def close(self) -> None:
         """Close every connection the edge still serves (shutdown)."""
@@ -202,6 +236,8 @@ class _Connection(asyncio.Protocol):
         self.read_paused = False
         self.remote = ""
         self.last_activity = time.monotonic()
+        self.head_started = 0.0
+        """When the first byte of the head now in the buffer arrived."""
         self.head: RequestHead | None = None
         self.route_label = ""
         self.request_id = ""
@@ -215,11 +251,30 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) else ""
+        limits = self.edge.limits
+        refused = (
+            limits.admit(
+                transport, self.remote, listener="http", per_client=self.edge.max_per_client
+            )
+            if limits is not None
+            else None
+        )
+        if refused is not None:
+            # answered before reading anything: this costs one write and one close
+            self.closed = True
+            self.transport.write(_REFUSED[refused])
+            self.transport.close()
+            return
         self.edge._track(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed and self.transport is not None and self.transport.is_closing():
+            return
+        now = time.monotonic()
+        if not self.buf:
+            self.head_started = now
         self.buf += data
-        self.last_activity = time.monotonic()
+        self.last_activity = now
         if len(self.buf) > _MAX_BUFFERED and not self.read_paused and self.transport:
             self.read_paused = True
             self.transport.pause_reading()
@@ -232,6 +287,8 @@ class _Connection(asyncio.Protocol):
         return self.state != _IDLE
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.edge.limits is not None and self.transport is not None:
+            self.edge.limits.release(self.transport, self.remote, listener="http")
         self._forget()
 
     def pause_writing(self) -> None:
@@ -257,8 +314,11 @@ class _Connection(asyncio.Protocol):
     def expire(self, now: float) -> None:
         if self.state != _IDLE or self.closed:
             return
-        limit = self.edge.head_timeout_s if self.buf else self.edge.keepalive_s
-        if now - self.last_activity > limit:
+        if self.buf:
+            expired = now - self.head_started > self.edge.head_timeout_s
+        else:
+            expired = now - self.last_activity > self.edge.keepalive_s
+        if expired:
             if self.transport is not None:
                 self.transport.close()
             self._forget()
@@ -475,12 +535,23 @@ class EdgeSite(web.TCPSite):
         resolve: Resolve,
         observe: Callable[[EdgeRequest], None] | None = None,
         request_id: Callable[[str | None], str] = _new_request_id,
+        limits: ConnectionLimits | None = None,
+        max_per_client: int = 256,
+        head_timeout_s: float = 15.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, host, port, **kwargs)
         server = runner.server
         assert server is not None, "call runner.setup() first"
-        self.edge = PlaybackEdge(server, resolve, observe=observe, request_id=request_id)
+        self.edge = PlaybackEdge(
+            server,
+            resolve,
+            observe=observe,
+            request_id=request_id,
+            limits=limits,
+            max_per_client=max_per_client,
+            head_timeout_s=head_timeout_s,
+        )
 
     async def start(self) -> None:
         await web.BaseSite.start(self)

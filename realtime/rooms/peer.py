@@ -131,7 +131,9 @@ class PublishPeer:
         """Answer the client's offer; returns the answer and the tracks it added."""
         pc = self._ensure_pc()
         self._new = []
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.setRemoteDescription(
+            RTCSessionDescription(sdp=self._rtc.remote_sdp(sdp), type="offer")
+        )
         for t in pc.getTransceivers():
             restrict_codecs(t, self._video_codec if t.kind == "video" else "audio/opus")
         self._rtc.prepare(pc)
@@ -293,7 +295,9 @@ class SubscribePeer:
                 self._set_phase("awaiting_answer")
                 sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
                 self._set_phase("applying_answer")
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+                await pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=self._rtc.remote_sdp(sdp), type="answer")
+                )
                 self.negotiations += 1
             self._set_phase("idle")
         except TimeoutError:

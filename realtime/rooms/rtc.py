@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
 
 from ingest.webrtc.config import WebRtcConfig, prepare_ice
+from ingest.webrtc.sdp import strip_mdns_candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +40,10 @@ class RtcSettings:
 
     def prepare(self, pc: RTCPeerConnection) -> None:
         prepare_ice(pc, self.config)
+
+    def remote_sdp(self, sdp: str) -> str:
+        """A participant's SDP without candidates the server must not probe
+        (private addresses, unless allowed); mDNS names stay, as before."""
+        return strip_mdns_candidates(
+            sdp, allow_private=self.config.allow_private_candidates, keep_mdns=True
+        )

@@ -152,7 +152,13 @@
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", () => stop());
   window.addEventListener("pagehide", () => {
-    if (status.location) fetch(status.location, { method: "DELETE", keepalive: true });
+    if (status.location) {
+      fetch(status.location, {
+        method: "DELETE",
+        keepalive: true,
+        headers: { "Authorization": "Bearer " + $("key").value },
+      });
+    }
   });
   if (params.get("autostart") === "1" && $("key").value) start();
 })();

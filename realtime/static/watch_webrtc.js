@@ -107,11 +107,13 @@
   }, 250);
 
   $("unmute").addEventListener("click", () => { video.muted = false; video.play().catch(() => {}); });
+  // ending the session needs the credential that created it (a signed id's token)
+  const owner = token ? { Authorization: "Bearer " + token } : {};
   window.addEventListener("pagehide", () => {
-    if (sessionUrl) fetch(sessionUrl, { method: "DELETE", keepalive: true });
+    if (sessionUrl) fetch(sessionUrl, { method: "DELETE", keepalive: true, headers: owner });
   });
   stats.stop = async () => {
-    if (sessionUrl) await fetch(sessionUrl, { method: "DELETE" });
+    if (sessionUrl) await fetch(sessionUrl, { method: "DELETE", headers: owner });
     sessionUrl = null;
     if (pc) pc.close();
     pc = null;

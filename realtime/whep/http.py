@@ -17,10 +17,13 @@ from ingest.webrtc.http import (
     bearer_token,
     error_response,
     options_response,
+    owns_session,
     read_sdp_body,
     sdp_created,
+    too_many,
     with_cors,
 )
+from ingest.webrtc.limits import TooManySessions
 from ingest.webrtc.sdp import SdpError, UnsupportedOffer
 from realtime.whep.session import (
     PlaybackDenied,
@@ -61,7 +64,7 @@ class WhepHandlers:
         except BodyError as exc:
             return exc.response
         try:
-            session = await self.service.create(playback_id, token, offer)
+            session = await self.service.create(playback_id, token, offer, request.remote or "")
         except PlaybackDenied as exc:
             kinds = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
             kind = kinds.get(exc.status, "error")
@@ -77,6 +80,8 @@ class WhepHandlers:
                 "cannot resolve playback right now",
                 {"Retry-After": "5"},
             )
+        except TooManySessions as exc:
+            return too_many(exc.status, exc.message)
         except SdpError as exc:
             return error_response(400, "invalid_sdp", str(exc))
         except UnsupportedOffer as exc:
@@ -93,13 +98,24 @@ class WhepHandlers:
         )
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
-        if not await self.service.delete(request.match_info["session_id"]):
+        session = self.service.get(request.match_info["session_id"])
+        if session is None or session.playback_id != request.match_info["playback_id"]:
             return error_response(404, "not_found", "no such WHEP session")
+        if not owns_session(request, session.token):
+            return error_response(
+                401, "unauthorized", "send the playback token this session was created with"
+            )
+        await self.service.delete(session.id)
         return with_cors(web.Response(status=200))
 
     async def patch(self, request: web.Request) -> web.Response:
-        if self.service.get(request.match_info["session_id"]) is None:
+        session = self.service.get(request.match_info["session_id"])
+        if session is None or session.playback_id != request.match_info["playback_id"]:
             return error_response(404, "not_found", "no such WHEP session")
+        if not owns_session(request, session.token):
+            return error_response(
+                401, "unauthorized", "send the playback token this session was created with"
+            )
         return error_response(
             501, "not_implemented", "this server supports neither trickle ICE nor ICE restarts"
         )

@@ -51,6 +51,7 @@ from ingest.hub import (
 )
 from ingest.webrtc import h264
 from ingest.webrtc.config import WebRtcConfig, new_peer_connection, prepare_ice
+from ingest.webrtc.limits import admit
 from ingest.webrtc.sdp import (
     OfferSummary,
     UnsupportedOffer,
@@ -282,9 +283,21 @@ class SharedOpus:
 
 
 class WhepSession:
-    def __init__(self, service: WhepService, live_stream_id: str, playback_id: str) -> None:
+    def __init__(
+        self,
+        service: WhepService,
+        live_stream_id: str,
+        playback_id: str,
+        remote: str = "",
+        token: str | None = None,
+    ) -> None:
         self.service = service
         self.id = secrets.token_urlsafe(18)
+        self.remote = remote
+        self.token = token
+        """The bearer it was created with (a signed id's playback token): DELETE and
+        PATCH must present it. Without one, the unguessable session URL is the
+        capability, as RFC 9725 has it."""
         self.etag = f'"{secrets.token_hex(8)}"'
         self.live_stream_id = live_stream_id
         self.playback_id = playback_id
@@ -312,7 +325,12 @@ class WhepSession:
                 t.setCodecPreferences(audio_preferences())
                 self.service._add_audio_viewer(stream, self.audio)
         await pc.setRemoteDescription(
-            RTCSessionDescription(sdp=strip_mdns_candidates(offer_sdp), type="offer")
+            RTCSessionDescription(
+                sdp=strip_mdns_candidates(
+                    offer_sdp, allow_private=self.service.config.allow_private_candidates
+                ),
+                type="offer",
+            )
         )
         prepare_ice(pc, self.service.config)
         for sender in senders:
@@ -378,9 +396,12 @@ class WhepService:
         self.sessions: dict[str, WhepSession] = {}
         self._opus: dict[str, SharedOpus] = {}
 
-    async def create(self, playback_id: str, token: str | None, offer_sdp: str) -> WhepSession:
+    async def create(
+        self, playback_id: str, token: str | None, offer_sdp: str, remote: str = ""
+    ) -> WhepSession:
         """Raises `PlaybackDenied`, `PermissionError`, `LookupError`, `StreamNotLive`,
-        `ResolverUnavailable`, `SdpError`, `UnsupportedOffer`."""
+        `ResolverUnavailable`, `SdpError`, `UnsupportedOffer`, `TooManySessions`."""
+        admit(self.sessions.values(), self.config, live_stream_id=None, remote=remote)
         try:
             result = self.resolve(playback_id, token)
             live_stream_id = await result if inspect.isawaitable(result) else result
@@ -399,7 +420,8 @@ class WhepService:
                 raise UnsupportedOffer(
                     f"this stream's video is {track.codec}; WebRTC playback needs H.264"
                 )
-        session = WhepSession(self, live_stream_id, playback_id)
+        admit(self.sessions.values(), self.config, live_stream_id=live_stream_id, remote=remote)
+        session = WhepSession(self, live_stream_id, playback_id, remote, token)
         self.sessions[session.id] = session
         try:
             await session.negotiate(offer_sdp, summary, stream)

@@ -92,8 +92,17 @@ async def test_refusals_do_not_disturb_a_running_broadcast(server) -> None:
                 location,
                 data="a=end-of-candidates",
                 headers={"Content-Type": "application/trickle-ice-sdpfrag"},
+            ) as anonymous,
+            http.patch(
+                location,
+                data="a=end-of-candidates",
+                headers={
+                    "Content-Type": "application/trickle-ice-sdpfrag",
+                    "Authorization": "Bearer key-live-1",
+                },
             ) as resp,
         ):
+            assert anonymous.status == 401, "only the session's own credential may touch it"
             assert resp.status == 501
 
         # the broadcast is untouched: same generation, media still flowing
@@ -102,7 +111,7 @@ async def test_refusals_do_not_disturb_a_running_broadcast(server) -> None:
         assert stream.live and stream.generation == generation
         assert stream.publication.units_written > before + 10
     finally:
-        await delete_session(location)
+        await delete_session(location, "key-live-1")
         await pc.close()
         reader.close()
 
@@ -157,7 +166,7 @@ async def test_vp8_only_publisher_is_transcoded_to_h264(server) -> None:
         assert vids[0].keyframe
         assert len(decode_h264_units(video.config, vids)) >= 15
     finally:
-        await delete_session(location)
+        await delete_session(location, "key-live-2")
         await pc.close()
         reader.close()
 
@@ -190,5 +199,9 @@ async def test_created_response_headers(server) -> None:
         ) as resp:
             assert resp.status == 401
         async with http.delete(server.base + headers["Location"]) as resp:
+            assert resp.status == 401, "no credential, no DELETE"
+        async with http.delete(
+            server.base + headers["Location"], headers={"Authorization": "Bearer key-live-2"}
+        ) as resp:
             assert resp.status == 200
     assert not server.routes.whip.sessions

@@ -80,7 +80,7 @@ async def test_whip_broadcast_becomes_a_decodable_ll_hls_stream(tmp_path) -> Non
         assert kinds == {"video", "audio"}
         assert frames >= 30
     finally:
-        assert await delete_session(location) == 200
+        assert await delete_session(location, "key-live-1") == 200
         await pc.close()
         await manager.close()
         await runner.cleanup()

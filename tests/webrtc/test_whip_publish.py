@@ -60,7 +60,7 @@ async def test_aiortc_publishes_h264_and_aac_into_the_hub(server) -> None:
         pcm = decode_aac_units(audio.config, auds)
         assert len(pcm) >= 40 and pcm[-1].sample_rate == 48000
     finally:
-        assert await delete_session(location) == 200
+        assert await delete_session(location, "key-live-1") == 200
         await pc.close()
     # DELETE ended the broadcast
     await asyncio.sleep(0.1)
@@ -90,6 +90,6 @@ async def test_audio_only_publisher_is_published_at_once(server) -> None:
         assert [t.codec for t in started.tracks] == ["aac"]
         assert len(decode_aac_units(started.tracks[0].config, auds)) >= 15
     finally:
-        await delete_session(location)
+        await delete_session(location, "key-live-2")
         await pc.close()
         reader.close()

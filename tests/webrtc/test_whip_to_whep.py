@@ -50,7 +50,7 @@ async def test_whip_publisher_plays_to_whep_viewer(server) -> None:
         assert "ls_1" in requests
 
         # the publisher reconnects (new generation); the viewer keeps getting frames
-        await delete_session(pub_loc)
+        await delete_session(pub_loc, "key-live-1")
         await pub.close()
         pub, pub_loc = await whip_publish(
             f"{server.base}/v1/whip", "key-live-1", [PatternVideoTrack(320, 240)], server.config
@@ -61,5 +61,5 @@ async def test_whip_publisher_plays_to_whep_viewer(server) -> None:
     finally:
         await delete_session(loc)
         await viewer.close()
-        await delete_session(pub_loc)
+        await delete_session(pub_loc, "key-live-1")
         await pub.close()

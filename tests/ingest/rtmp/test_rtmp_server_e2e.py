@@ -365,3 +365,40 @@ async def test_limits_close_the_offending_connection() -> None:
         w1.close()
     finally:
         await server.stop()
+
+
+async def test_one_address_holds_only_its_share_of_connections() -> None:
+    from ingest.conn_limits import ConnectionLimits
+
+    limits = ConnectionLimits(total=100)
+    server = RtmpServer(
+        Hub(),
+        FakeAuthority(),
+        host="127.0.0.1",
+        port=0,
+        limits=RtmpLimits(handshake_timeout=3.0, max_connections_per_client=3),
+        conn_limits=limits,
+    )
+    await server.start()
+    try:
+        held = [
+            await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+            for _ in range(3)
+        ]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, local_addr=("127.0.0.2", 0)
+        )
+        assert await asyncio.wait_for(reader.read(1), 3) == b"", "the fourth is closed at once"
+        writer.close()
+        # another address is still let in (its handshake is answered)
+        r2, w2 = await asyncio.open_connection("127.0.0.1", server.port)
+        w2.write(client_hello(digest=False))
+        assert len(await asyncio.wait_for(r2.readexactly(1 + HANDSHAKE_SIZE), 3)) > 0
+        w2.close()
+        assert server.connections_refused == 1
+        for _, w in held:
+            w.close()
+        await asyncio.sleep(0.1)
+        assert len(limits) == 0, "closed connections are released"
+    finally:
+        await server.stop()
