@@ -28,6 +28,7 @@ from control.live_streams import (
     rfc3339,
 )
 from control.store.base import Conflict, Delete, EventDraft, Op, Put, Record, Store
+from vod.recorder import RecordingWarning, WarningCallback
 
 COLLECTION = "assets"
 RECENT_ASSETS_KEPT = 10
@@ -59,6 +60,9 @@ def asset_prefix(asset_id: str) -> str:
     return f"assets/{asset_id}"
 
 
+MAX_WARNINGS = 20
+
+
 class AssetService:
     def __init__(self, store: Store, commit: CommitFn) -> None:
         self.store = store
@@ -77,6 +81,7 @@ class AssetService:
             "live_stream_id": d.get("live_stream_id"),
             "playback_ids": list(d.get("playback_ids", [])),
             "gaps": list(d.get("gaps", [])),
+            "warnings": list(d.get("warnings", [])),
             "progress": d.get("progress", 0 if d["status"] == "preparing" else 100),
             "mp4_status": d.get("mp4_status", "preparing"),
             "passthrough": d.get("passthrough"),
@@ -239,7 +244,7 @@ class AssetService:
         asset_id: str,
         *,
         duration_s: float,
-        gaps: list[dict[str, float]],
+        gaps: list[dict[str, Any]],
         events: tuple[str, ...] = (),
     ) -> dict[str, Any] | None:
         def mutate(data: dict[str, Any]) -> list[str]:
@@ -256,15 +261,31 @@ class AssetService:
         return await self.change(asset_id, mutate)
 
     async def mark_errored(
-        self, asset_id: str, reason: str, *, events: tuple[str, ...] = ()
+        self,
+        asset_id: str,
+        reason: str,
+        *,
+        events: tuple[str, ...] = (),
+        error_type: str = "invalid_input",
     ) -> dict[str, Any] | None:
         def mutate(data: dict[str, Any]) -> list[str]:
             if data["status"] != AssetStatus.PREPARING.value:
                 return []
             data.update(
-                status=AssetStatus.ERRORED.value, error={"type": "invalid_input", "message": reason}
+                status=AssetStatus.ERRORED.value, error={"type": error_type, "message": reason}
             )
             return [*events, "asset.errored"]
+
+        return await self.change(asset_id, mutate)
+
+    async def warn(self, asset_id: str, warning: dict[str, Any]) -> dict[str, Any] | None:
+        """Record a warning on the asset (the last `MAX_WARNINGS` are kept) and emit
+        ``asset.warning`` naming it, e.g. recording segments lost to storage."""
+        stamped = {**warning, "since": rfc3339(time.time())}
+
+        def mutate(data: dict[str, Any]) -> list[str]:
+            data["warnings"] = [*data.get("warnings", []), stamped][-MAX_WARNINGS:]
+            return ["asset.warning"]
 
         return await self.change(asset_id, mutate)
 
@@ -289,3 +310,14 @@ class AssetService:
                 continue
             return view
         raise Conflict(f"asset {asset_id} keeps changing")
+
+
+def recording_warnings(assets: AssetService, asset_id: str) -> WarningCallback:
+    """The recorder's losses, as ``asset.warning`` events on its asset."""
+
+    async def warn(w: RecordingWarning) -> None:
+        await assets.warn(
+            asset_id, {"type": w.kind, "message": w.message, "segments": list(w.msns)}
+        )
+
+    return warn

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from control.assets import AssetService, asset_prefix
+from control.assets import AssetService, asset_prefix, recording_warnings
 from control.live_streams import (
     COLLECTION as LIVE_STREAMS,
 )
@@ -49,9 +49,9 @@ from ingest.hub import Hub, HubObserver, Publication, Stream
 from ingest.ports import PublishGrant
 from realtime.hls.manager import LiveHlsManager
 from realtime.segments import SegmentSink
-from vod.blobstore import BlobStore
+from vod.blobstore import BlobError, BlobStore
 from vod.manifest import Manifest
-from vod.recorder import Recorder, finalize_recording
+from vod.recorder import Recorder, RecordingFailed, finalize_recording
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,10 @@ class LiveLifecycle(HubObserver):
         node_id: str,
         spawn: Callable[[Awaitable[Any]], Any],
         on_asset_ready: Callable[[str], Awaitable[None]] | None = None,
+        final_retry_s: float = 120.0,
     ) -> None:
         self.hub = hub
+        self.final_retry_s = final_retry_s
         self.store = store
         self.live_streams = live_streams
         self.assets = assets
@@ -181,7 +183,13 @@ class LiveLifecycle(HubObserver):
             if b.record and b.asset_id is None:
                 b.asset_id = await self.assets.create_for_live_stream(ls_id)
             if b.record and b.asset_id and b.recorder is None:
-                b.recorder = Recorder(self.blobs, asset_prefix(b.asset_id), kind="live")
+                b.recorder = Recorder(
+                    self.blobs,
+                    asset_prefix(b.asset_id),
+                    kind="live",
+                    on_warning=recording_warnings(self.assets, b.asset_id),
+                    final_retry_s=self.final_retry_s,
+                )
                 await b.recorder.start()
             await self.live_streams.apply(ls_id, Action.CONNECT)
             self._spawn(self._expect_publication(b, b.connects, b.publications))
@@ -283,17 +291,29 @@ class LiveLifecycle(HubObserver):
                 b.window.cancel()
             self.hls.finish(live_stream_id)
             manifest = None
-            if b.recorder is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(b.recorder.ended.wait(), 5.0)
-                manifest = await b.recorder.finalize()
-            elif b.asset_id is not None:
-                manifest = await finalize_recording(self.blobs, asset_prefix(b.asset_id))
+            failed: str | None = None
+            try:
+                if b.recorder is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(b.recorder.ended.wait(), 5.0)
+                    manifest = await b.recorder.finalize()
+                elif b.asset_id is not None:
+                    manifest = await finalize_recording(self.blobs, asset_prefix(b.asset_id))
+            except (RecordingFailed, BlobError, OSError) as exc:
+                failed = str(exc) or type(exc).__name__
             with contextlib.suppress(NotFoundError):
                 await self.live_streams.apply(live_stream_id, Action.IDLE)
             if b.asset_id is not None:
                 await self._retire_asset(live_stream_id, b.asset_id)
-                if manifest is not None and manifest.segments:
+                if failed is not None:
+                    # never `ready` without the VOD's ENDLIST
+                    await self.assets.mark_errored(
+                        b.asset_id,
+                        f"the recording could not be finalized: {failed}",
+                        events=("asset.live_stream_completed",),
+                        error_type="storage_failed",
+                    )
+                elif manifest is not None and manifest.segments:
                     await self.assets.mark_ready(
                         b.asset_id,
                         duration_s=manifest.duration_s,

@@ -133,6 +133,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         node_id=settings.node_id,
         spawn=lambda coro: tasks.spawn(cast(Coroutine[Any, Any, Any], coro)),
         on_asset_ready=on_asset_ready,
+        final_retry_s=settings.recording_final_retry_s,
     )
     rooms = RoomBroadcasts(
         store=store,

@@ -28,15 +28,15 @@ from typing import Any
 
 from aiohttp import web
 
-from control.assets import AssetService, asset_prefix
+from control.assets import AssetService, asset_prefix, recording_warnings
 from control.ids import new_id
 from control.store.base import Conflict, Put, Store
 from ingest.hub import HubObserver, Publication, Stream
 from realtime.hls.manager import LiveHlsManager
 from realtime.segments import SegmentSink
-from vod.blobstore import BlobStore
+from vod.blobstore import BlobError, BlobStore
 from vod.manifest import Manifest
-from vod.recorder import Recorder, finalize_recording
+from vod.recorder import Recorder, RecordingFailed, finalize_recording
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,14 @@ class RoomBroadcasts(HubObserver):
         if stream.id not in self._rooms:
             asset_id = new_id("as")
             b = _RoomBroadcast(
-                stream.id, asset_id, Recorder(self.blobs, asset_prefix(asset_id), kind="room")
+                stream.id,
+                asset_id,
+                Recorder(
+                    self.blobs,
+                    asset_prefix(asset_id),
+                    kind="room",
+                    on_warning=recording_warnings(self.assets, asset_id),
+                ),
             )
             self._rooms[stream.id] = b
             b.created = asyncio.get_running_loop().create_task(self._create_asset(b))
@@ -167,13 +174,23 @@ class RoomBroadcasts(HubObserver):
             self.hls.finish(room_id)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(b.recorder.ended.wait(), 5.0)
-            manifest = await b.recorder.finalize()
+            failed: str | None = None
+            try:
+                manifest = await b.recorder.finalize()
+            except (RecordingFailed, BlobError, OSError) as exc:
+                failed, manifest = str(exc) or type(exc).__name__, b.recorder.manifest
             if b.created is not None:
                 try:
                     await b.created
                 except Exception:
                     log.exception("room %s: creating its asset failed", room_id)
-            if manifest.segments:
+            if failed is not None:
+                await self.assets.mark_errored(
+                    b.asset_id,
+                    f"the room's recording could not be finalized: {failed}",
+                    error_type="storage_failed",
+                )
+            elif manifest.segments:
                 await self.assets.mark_ready(
                     b.asset_id,
                     duration_s=manifest.duration_s,

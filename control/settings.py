@@ -81,6 +81,9 @@ class Settings:
     """Deliver to endpoints on loopback, private, link-local and other non-public
     addresses (on-premises receivers, tests). Off: refused at creation and at
     every attempt, on the address actually connected to."""
+    recording_final_retry_s: float = 120.0
+    """How long the end of a recording retries its final manifest on failing
+    storage before the asset is `errored` (never `ready` without it)."""
     # --- connections ---
     max_connections: int = 0
     """Client connections (HTTP + RTMP) a node holds before it sheds new ones with

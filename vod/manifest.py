@@ -100,7 +100,13 @@ class SegmentEntry:
     program_date_time: float = 0.0
     start_pts: float = 0.0
     size: int = 0
+    gap: str | None = None
+    """Why a discontinuity sits before this segment: ``reconnect`` (the publisher
+    came back), ``storage`` (segments before it could not be stored) or
+    ``node_lost`` (the recording continued on another node, or after a crash)."""
 
+
+GAP_REASONS = ("reconnect", "storage", "node_lost")
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls)) for cls in (InitEntry, SegmentEntry)
@@ -113,9 +119,15 @@ class Gap:
     """Position in the asset's timeline (seconds from its start) where the gap sits."""
     duration_s: float
     """Wall-clock time missing there (0 if the reconnect was instant)."""
+    reason: str = "reconnect"
+    """`GAP_REASONS`: a reconnect, a storage failure, or a lost node."""
 
-    def to_dict(self) -> dict[str, float]:
-        return {"at_s": round(self.at_s, 3), "duration_s": round(self.duration_s, 3)}
+    def to_dict(self) -> dict[str, float | str]:
+        return {
+            "at_s": round(self.at_s, 3),
+            "duration_s": round(self.duration_s, 3),
+            "reason": self.reason,
+        }
 
 
 @dataclass(slots=True)
@@ -163,7 +175,7 @@ class Manifest:
         for seg in self.segments:
             if prev is not None and seg.discontinuity:
                 missing = seg.program_date_time - (prev.program_date_time + prev.duration)
-                out.append(Gap(at_s=t, duration_s=max(0.0, missing)))
+                out.append(Gap(t, max(0.0, missing), seg.gap or "reconnect"))
             t += seg.duration
             prev = seg
         return out

@@ -86,6 +86,6 @@ def render_multivariant_playlist(manifest: Manifest, media_uri: str, *, suffix: 
     )
 
 
-def gaps(manifest: Manifest) -> list[dict[str, float]]:
-    """The asset's ``gaps`` field: ``[{"at_s", "duration_s"}]`` at each discontinuity."""
+def gaps(manifest: Manifest) -> list[dict[str, float | str]]:
+    """The asset's ``gaps`` field: ``[{"at_s", "duration_s", "reason"}]`` at each discontinuity."""
     return [g.to_dict() for g in manifest.gaps()]

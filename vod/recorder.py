@@ -11,8 +11,16 @@ append to a bounded in-memory queue and return. One writer task drains it in
 order: segment blob first, then the manifest, so the manifest only ever names
 blobs that exist. If storage stalls, the queue is bounded (``max_pending``
 segments / ``max_pending_bytes``): further segments are dropped, counted
-(``stats.dropped``, ``manifest.dropped``, a warning in the log), and the next
-stored segment carries a discontinuity so playback stays correct.
+(``stats.dropped``, ``manifest.dropped``, a warning in the log and through
+``on_warning``), and the next stored segment carries a discontinuity whose
+reason is ``storage``, so playback stays correct and the asset says why.
+Discontinuities say why they are there (``SegmentEntry.gap``): ``reconnect``,
+``storage``, or ``node_lost`` (this recorder continues a manifest another
+process left: a failover or a restart).
+
+The final save (`finalize`) is retried for ``final_retry_s``; if storage is
+still failing then, `RecordingFailed` says so: a recording is never reported
+final without its manifest marked final (the VOD's ENDLIST).
 
 Generations are the recorder's own, counted from 0 per asset: a new init (a
 reconnect with a new segmenter, a codec change) or a recorder resumed on an
@@ -69,6 +77,27 @@ class RecordingProgress:
 ProgressCallback = Callable[[RecordingProgress], Awaitable[None] | None]
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingWarning:
+    """Segments the recording lost (reported at most every `WARNING_EVERY_S`)."""
+
+    prefix: str
+    kind: str
+    """``segments_dropped`` (storage too slow: the queue was full) or
+    ``segments_failed`` (every retry of the write failed)."""
+    msns: tuple[int, ...]
+    """The live media sequence numbers of the segments lost."""
+    message: str
+
+
+WarningCallback = Callable[[RecordingWarning], Awaitable[None] | None]
+WARNING_EVERY_S = 5.0
+
+
+class RecordingFailed(Exception):
+    """The recording's final manifest could not be stored: it is not a VOD."""
+
+
 @dataclass(slots=True)
 class RecorderStats:
     segments_written: int = 0
@@ -116,8 +145,19 @@ class Recorder:
         retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0),
         manifest_every: int = 8,
         manifest_max_age_s: float = 4.0,
+        on_warning: WarningCallback | None = None,
+        final_retry_s: float = 120.0,
     ) -> None:
         self.blobs = blobs
+        self.on_warning = on_warning
+        self.final_retry_s = final_retry_s
+        self._lost: dict[str, list[int]] = {}
+        """kind → msns lost since the last warning."""
+        self._warning_task: asyncio.Task[None] | None = None
+        self._resumed = False
+        """The manifest came from storage: the next generation continues a
+        recording another process was writing (``node_lost``)."""
+
         self.prefix = prefix.strip("/")
         join_key(self.prefix, "manifest.json")  # validate early
         self.on_progress = on_progress
@@ -167,6 +207,7 @@ class Recorder:
         ):
             self.stats.dropped += 1
             self._gap_pending = True
+            self._lose("segments_dropped", segment.msn)
             log.warning(
                 "recorder %s: storage stalled, dropped segment msn=%d (%d dropped so far)",
                 self.prefix,
@@ -219,6 +260,9 @@ class Recorder:
             await self._load()
         if self._unsaved or not self.manifest.segments:
             await self._save_manifest()
+        if self._warning_task is not None:
+            self._warning_task.cancel()
+        await self._flush_warnings()
         return self.manifest
 
     async def finalize(self, *, wait_for_end: float = 0.0) -> Manifest:
@@ -238,9 +282,16 @@ class Recorder:
         if not self.manifest.final:
             self.manifest.final = True
             self.manifest.finalized_at = time.time()
-            await self._retrying(
-                "manifest", lambda: save_manifest(self.blobs, self.prefix, self.manifest)
-            )
+            if not await self._retrying_for(
+                self.final_retry_s,
+                "final manifest",
+                lambda: save_manifest(self.blobs, self.prefix, self.manifest),
+            ):
+                self.manifest.final = False
+                raise RecordingFailed(
+                    f"the recording's final manifest could not be stored within "
+                    f"{self.final_retry_s:g} s (storage failing)"
+                )
         return self.manifest
 
     # -- the writer ----------------------------------------------------------------
@@ -266,6 +317,7 @@ class Recorder:
             existing.final = False
             existing.finalized_at = None
             self.manifest = existing
+            self._resumed = bool(existing.segments)
             self.stats.segments_written = 0
             self._current_gen = existing.last_generation
         self._loaded = True
@@ -371,6 +423,16 @@ class Recorder:
         discontinuity = bool(index) and (
             seg.discontinuity or item.after_gap or self._new_generation
         )
+        gap = None
+        if discontinuity:
+            if item.after_gap:
+                gap = "storage"
+            elif self._resumed and self._new_generation:
+                gap = "node_lost"
+            else:
+                gap = "reconnect"
+        if self._new_generation:
+            self._resumed = False
         self._new_generation = False
         self.manifest.segments.append(
             SegmentEntry(
@@ -383,6 +445,7 @@ class Recorder:
                 program_date_time=seg.program_date_time,
                 start_pts=seg.start_pts,
                 size=len(data),
+                gap=gap,
             )
         )
         self.stats.segments_written += 1
@@ -397,11 +460,51 @@ class Recorder:
     def _fail(self, seg: Segment) -> None:
         self.stats.failed += 1
         self._gap_pending = True
+        self._lose("segments_failed", seg.msn)
         # The next stored segment must show the hole.
         if self._queue and isinstance(self._queue[0], _SegmentItem):
             head = self._queue[0]
             self._queue[0] = _SegmentItem(head.segment, True)
         log.error("recorder %s: could not store segment msn=%d", self.prefix, seg.msn)
+
+    def _lose(self, kind: str, msn: int) -> None:
+        self._lost.setdefault(kind, []).append(msn)
+        if self.on_warning is None or self._warning_task is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._warning_task = loop.create_task(self._warn_while_losing())
+
+    async def _warn_while_losing(self) -> None:
+        """The first loss is told at once; later ones in one warning per few seconds."""
+        try:
+            while self._lost:
+                await self._flush_warnings()
+                await asyncio.sleep(WARNING_EVERY_S)
+        finally:
+            self._warning_task = None
+
+    async def _flush_warnings(self) -> None:
+        lost, self._lost = self._lost, {}
+        if self.on_warning is None:
+            return
+        for kind, msns in lost.items():
+            what = "could not be stored" if kind == "segments_failed" else "were dropped"
+            warning = RecordingWarning(
+                self.prefix,
+                kind,
+                tuple(msns),
+                f"{len(msns)} segment(s) of the recording {what} (storage failing or too "
+                "slow); the asset has a gap there",
+            )
+            try:
+                result = self.on_warning(warning)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("recorder %s: on_warning failed", self.prefix)
 
     def _request_save(self) -> None:
         self._save_timer = None
@@ -437,6 +540,26 @@ class Recorder:
                 await result
         except Exception:
             log.exception("recorder %s: on_progress failed", self.prefix)
+
+    async def _retrying_for(
+        self, budget_s: float, what: str, op: Callable[[], Awaitable[object]]
+    ) -> bool:
+        """`op` retried with backoff (capped at 5 s) until it succeeds or `budget_s` passed."""
+        deadline = time.monotonic() + budget_s
+        delay = self.retry_delays[0] if self.retry_delays else 0.2
+        while True:
+            try:
+                await op()
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("recorder %s: giving up on %s: %r", self.prefix, what, exc)
+                    return False
+                log.warning("recorder %s: %s failed (%r), retrying", self.prefix, what, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _retrying(self, what: str, op: Callable[[], Awaitable[object]]) -> bool:
         for attempt in range(len(self.retry_delays) + 1):

@@ -327,10 +327,28 @@ ASSET_SCHEMA: dict[str, Any] = {
         "playback_ids": {"type": "array", "items": ref("PlaybackId")},
         "gaps": {
             "type": "array",
-            "description": "Reconnect discontinuities in the recording",
+            "description": "Discontinuities in the recording and why they are there",
             "items": {
                 "type": "object",
-                "properties": {"at_s": {"type": "number"}, "duration_s": {"type": "number"}},
+                "properties": {
+                    "at_s": {"type": "number"},
+                    "duration_s": {"type": "number"},
+                    "reason": {"type": "string", "enum": ["reconnect", "storage", "node_lost"]},
+                },
+            },
+        },
+        "warnings": {
+            "type": "array",
+            "description": "What went wrong while the asset was made (e.g. recording "
+            "segments storage could not take); each one was also an asset.warning event",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "message": {"type": "string"},
+                    "since": DATETIME,
+                    "segments": {"type": "array", "items": {"type": "integer"}},
+                },
             },
         },
         "progress": {"type": "integer", "minimum": 0, "maximum": 100},

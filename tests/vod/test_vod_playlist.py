@@ -41,7 +41,10 @@ def test_target_duration_rounds_the_longest_segment() -> None:
 
 def test_gaps_are_wall_clock_holes_at_discontinuities() -> None:
     m = manifest_of([(0, 2, 100), (0, 2, 102), (1, 2, 110), (1, 2, 112), (2, 2, 114)])
-    assert gaps(m) == [{"at_s": 4.0, "duration_s": 6.0}, {"at_s": 8.0, "duration_s": 0.0}]
+    assert gaps(m) == [
+        {"at_s": 4.0, "duration_s": 6.0, "reason": "reconnect"},
+        {"at_s": 8.0, "duration_s": 0.0, "reason": "reconnect"},
+    ]
     assert m.summary()["gaps"] == gaps(m)
 
 

@@ -74,7 +74,7 @@ async def test_reconnect_gives_one_discontinuity_a_new_map_and_one_gap(blobs: Bl
     m = await rec.finalize()
     assert [s.generation for s in m.segments] == [0, 0, 0, 1, 1]
     assert [s.discontinuity for s in m.segments] == [False, False, False, True, False]
-    assert gaps(m) == [{"at_s": 6.0, "duration_s": 7.0}]
+    assert gaps(m) == [{"at_s": 6.0, "duration_s": 7.0, "reason": "reconnect"}]
     text = render_media_playlist(m)
     assert text.count("#EXT-X-DISCONTINUITY\n") == 1
     assert text.count("#EXT-X-MAP:") == 2
@@ -101,6 +101,8 @@ async def test_a_resumed_recorder_continues_the_same_asset(blobs: BlobStore) -> 
         "seg000003-g1.m4s",
     ]
     assert [s.discontinuity for s in m.segments] == [False, False, True, False]
+    # the second process continued what the first left: the gap says a node was lost
+    assert [g["reason"] for g in gaps(m)] == ["node_lost"]
 
 
 class StallingStore:
@@ -139,6 +141,7 @@ async def test_a_stalled_store_keeps_memory_bounded_and_reports_drops(
     assert [s.msn for s in m.segments] == [0, 1, 2, 10] and m.dropped == 7
     # The hole left by the dropped segments shows as a discontinuity.
     assert [s.discontinuity for s in m.segments] == [False, False, False, True]
+    assert [g["reason"] for g in gaps(m)] == ["storage"]
 
 
 async def test_storage_errors_are_retried(local_blobs: BlobStore) -> None:
@@ -204,3 +207,72 @@ async def test_crash_recovery_finalises_from_the_blobs_alone(blobs: BlobStore, h
     again = await finalize_recording(blobs, "assets/crash")  # idempotent
     assert again.to_json() == m.to_json()
     assert "#EXT-X-ENDLIST" in render_media_playlist(await load_manifest(blobs, "assets/crash"))
+
+
+class BrokenStore:
+    """Wraps a store; puts of keys matching `failing` raise while `broken`."""
+
+    def __init__(self, inner: BlobStore, failing: str) -> None:
+        self.inner = inner
+        self.failing = failing
+        self.broken = True
+
+    async def put(self, key: str, data: bytes, content_type: str = "") -> None:
+        if self.broken and self.failing in key:
+            raise OSError(28, "No space left on device")
+        await self.inner.put(key, data, content_type)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_lost_segments_are_told_as_warnings_and_gaps(local_blobs: BlobStore) -> None:
+    from vod.recorder import RecordingWarning
+
+    store = BrokenStore(local_blobs, ".m4s")
+    warnings: list[RecordingWarning] = []
+    rec = Recorder(
+        store,  # type: ignore[arg-type]
+        "assets/a7",
+        retry_delays=(0.01,),
+        on_warning=warnings.append,
+    )
+    init, segs = synthetic(6)
+    rec.on_init(init)
+    for s in segs[:3]:
+        rec.on_segment(s)
+    await rec.flush()
+    store.broken = False
+    for s in segs[3:]:
+        rec.on_segment(s)
+    m = await rec.finalize()
+    assert [s.msn for s in m.segments] == [3, 4, 5]
+    assert warnings and warnings[0].kind == "segments_failed"
+    assert sorted(msn for w in warnings for msn in w.msns) == [0, 1, 2]
+    assert "gap" in warnings[0].message
+    assert m.final and m.dropped == 3
+
+
+async def test_a_final_save_that_keeps_failing_is_not_final(local_blobs: BlobStore) -> None:
+    import pytest
+
+    from vod.recorder import RecordingFailed
+
+    store = BrokenStore(local_blobs, "manifest.json")
+    store.broken = False
+    rec = Recorder(store, "assets/a8", retry_delays=(0.01,), final_retry_s=0.3)  # type: ignore[arg-type]
+    init, segs = synthetic(2)
+    rec.on_init(init)
+    for s in segs:
+        rec.on_segment(s)
+    await rec.flush()
+    store.broken = True
+    with pytest.raises(RecordingFailed):
+        await rec.finalize()
+    assert not rec.manifest.final
+    stored = await load_manifest(local_blobs, "assets/a8")
+    assert not stored.final, "no ENDLIST for a recording whose end was never stored"
+    # storage back: the same recorder finishes the job
+    store.broken = False
+    assert (await rec.finalize()).final
+    assert (await load_manifest(local_blobs, "assets/a8")).final
