@@ -11,7 +11,7 @@ the record is only what the API shows and what playback needs to find it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -61,6 +61,25 @@ def asset_prefix(asset_id: str) -> str:
 
 
 MAX_WARNINGS = 20
+UPLOADS = "uploads"
+"""Upload records: ``waiting`` → ``uploading`` (the body is arriving) →
+``asset_created``; ``errored`` when the reconciler found one interrupted."""
+
+
+def upload_put(upload_id: str, data: dict[str, Any], expect_version: int) -> Put:
+    """The compare-and-set put of an upload record, listed by its status."""
+    return Put(
+        UPLOADS, upload_id, data, expect_version=expect_version, tags={"status": data["status"]}
+    )
+
+
+def _tags(data: dict[str, Any]) -> dict[str, str]:
+    """What assets are listed by: their live stream, and their status and MP4
+    status (the reconciler lists what is still preparing)."""
+    tags = {"status": str(data["status"]), "mp4_status": str(data.get("mp4_status", ""))}
+    if data.get("live_stream_id"):
+        tags["live_stream_id"] = str(data["live_stream_id"])
+    return tags
 
 
 class AssetService:
@@ -127,9 +146,8 @@ class AssetService:
             "updated_at": now,
             **(extra or {}),
         }
-        tags = {"live_stream_id": live_stream_id} if live_stream_id else {}
         ops: list[Op] = [
-            Put(COLLECTION, asset_id, data, expect_version=0, tags=tags),
+            Put(COLLECTION, asset_id, data, expect_version=0, tags=_tags(data)),
             Put(
                 PLAYBACK_IDS,
                 playback["id"],
@@ -149,8 +167,11 @@ class AssetService:
         extra: dict[str, Any] | None = None,
         extra_events: tuple[str, ...] = (),
         asset_id: str | None = None,
+        with_ops: Sequence[Op] = (),
     ) -> dict[str, Any]:
-        """A new `preparing` asset (upload, clip, room) and its `asset.created` event."""
+        """A new `preparing` asset (upload, clip, room) and its `asset.created`
+        event, committed with `with_ops` (the job that will process it, the
+        record that points at it) in one transaction."""
         asset_id = asset_id or new_id("as")
         ops, data, now = self._new_record_ops(
             asset_id, source=source, policy=policy, passthrough=passthrough, extra=extra
@@ -158,7 +179,7 @@ class AssetService:
         view = self.to_json(Record(COLLECTION, asset_id, 1, now, data))
         events = [EventDraft("asset.created", asset_id, view)]
         events += [EventDraft(t, asset_id, view) for t in extra_events]
-        await self.commit(ops, events)
+        await self.commit([*ops, *with_ops], events)
         return view
 
     async def create_for_live_stream(self, live_stream_id: str) -> str:
@@ -205,8 +226,16 @@ class AssetService:
         self,
         asset_id: str,
         mutate: Callable[[dict[str, Any]], list[str]],
+        *,
+        then: Sequence[Op] = (),
+        also: Callable[[], Awaitable[Sequence[Op]]] | None = None,
     ) -> dict[str, Any] | None:
-        """CAS-apply `mutate` (returns the event types to emit). None if gone."""
+        """CAS-apply `mutate` (returns the event types to emit). None if gone.
+
+        `then`: ops committed with the change when there is one (the job a new
+        state calls for). `also`: read-modify-write ops on other records,
+        produced again on every attempt and committed with it whatever the change
+        (a whole flow in one transaction; a conflict on any retries them all)."""
         for _ in range(8):
             rec = await self.store.get(COLLECTION, asset_id)
             if rec is None:
@@ -215,14 +244,23 @@ class AssetService:
             before = AssetStatus(data["status"])
             event_types = mutate(data)
             check_transition(before, AssetStatus(data["status"]))
+            others = list(await also()) if also is not None else []
             if data == rec.data:
+                if others:
+                    try:
+                        await self.commit(others, [])
+                    except Conflict:
+                        continue
                 return self.to_json(rec)
             data["updated_at"] = time.time()
             view = self.to_json(Record(COLLECTION, rec.id, rec.version + 1, rec.created_at, data))
-            tags = {"live_stream_id": data["live_stream_id"]} if data.get("live_stream_id") else {}
             try:
                 await self.commit(
-                    [Put(COLLECTION, rec.id, data, expect_version=rec.version, tags=tags)],
+                    [
+                        Put(COLLECTION, rec.id, data, expect_version=rec.version, tags=_tags(data)),
+                        *others,
+                        *then,
+                    ],
                     [EventDraft(t, rec.id, view) for t in event_types],
                 )
             except Conflict:
@@ -246,6 +284,8 @@ class AssetService:
         duration_s: float,
         gaps: list[dict[str, Any]],
         events: tuple[str, ...] = (),
+        then: Sequence[Op] = (),
+        also: Callable[[], Awaitable[Sequence[Op]]] | None = None,
     ) -> dict[str, Any] | None:
         def mutate(data: dict[str, Any]) -> list[str]:
             if data["status"] != AssetStatus.PREPARING.value:
@@ -258,7 +298,7 @@ class AssetService:
             )
             return [*events, "asset.ready"]
 
-        return await self.change(asset_id, mutate)
+        return await self.change(asset_id, mutate, then=then, also=also)
 
     async def mark_errored(
         self,
@@ -267,6 +307,7 @@ class AssetService:
         *,
         events: tuple[str, ...] = (),
         error_type: str = "invalid_input",
+        also: Callable[[], Awaitable[Sequence[Op]]] | None = None,
     ) -> dict[str, Any] | None:
         def mutate(data: dict[str, Any]) -> list[str]:
             if data["status"] != AssetStatus.PREPARING.value:
@@ -276,7 +317,7 @@ class AssetService:
             )
             return [*events, "asset.errored"]
 
-        return await self.change(asset_id, mutate)
+        return await self.change(asset_id, mutate, also=also)
 
     async def warn(self, asset_id: str, warning: dict[str, Any]) -> dict[str, Any] | None:
         """Record a warning on the asset (the last `MAX_WARNINGS` are kept) and emit

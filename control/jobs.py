@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.ids import new_id
-from control.store.base import Put, Store, Task
+from control.store.base import Enqueue, Put, Store, Task
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,14 @@ async def enqueue_job(
     jid = job_id or new_id("job")
     await store.enqueue(queue, jid, {"kind": kind, "payload": payload}, run_at=run_at)
     return jid
+
+
+def job_op(
+    kind: str, payload: dict[str, Any], *, job_id: str, queue: str = DEFAULT_QUEUE
+) -> Enqueue:
+    """The job as an op of a `Store.commit`: queued in the same transaction as the
+    records it is about, so a crash cannot leave one without the other."""
+    return Enqueue(queue, job_id, {"kind": kind, "payload": payload})
 
 
 ProgressHook = Callable[["JobContext", float, dict[str, Any]], Awaitable[None]]

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.assets import AssetService, asset_prefix, recording_warnings
+from control.faults import fault_point
 from control.live_streams import (
     COLLECTION as LIVE_STREAMS,
 )
@@ -44,7 +45,7 @@ from control.live_streams import (
     NotFoundError,
 )
 from control.publish_authority import StoreAuthority
-from control.store.base import Record, Store
+from control.store.base import Op, Record, Store
 from ingest.hub import Hub, HubObserver, Publication, Stream
 from ingest.ports import PublishGrant
 from realtime.hls.manager import LiveHlsManager
@@ -96,7 +97,8 @@ class LiveLifecycle(HubObserver):
         blobs: BlobStore,
         node_id: str,
         spawn: Callable[[Awaitable[Any]], Any],
-        on_asset_ready: Callable[[str], Awaitable[None]] | None = None,
+        ready_jobs: Callable[[str], Sequence[Op]] = lambda _asset_id: (),
+        jobs_queued: Callable[[], None] = lambda: None,
         final_retry_s: float = 120.0,
     ) -> None:
         self.hub = hub
@@ -110,7 +112,9 @@ class LiveLifecycle(HubObserver):
         self._spawn = spawn
         self._authority = StoreAuthority(store)
         self._broadcasts: dict[str, _Broadcast] = {}
-        self._on_asset_ready = on_asset_ready
+        self._ready_jobs = ready_jobs
+        """The jobs a ready asset needs (its MP4), committed with it becoming ready."""
+        self._jobs_queued = jobs_queued
         self._background: asyncio.Task[None] | None = None
         self._waiting: dict[str, float] = {}
         """Orphan candidates whose lease another node held when seen (id → first seen)."""
@@ -303,44 +307,60 @@ class LiveLifecycle(HubObserver):
                 failed = str(exc) or type(exc).__name__
             with contextlib.suppress(NotFoundError):
                 await self.live_streams.apply(live_stream_id, Action.IDLE)
+            fault_point("finish.finalized")
             if b.asset_id is not None:
-                await self._retire_asset(live_stream_id, b.asset_id)
-                if failed is not None:
-                    # never `ready` without the VOD's ENDLIST
-                    await self.assets.mark_errored(
-                        b.asset_id,
-                        f"the recording could not be finalized: {failed}",
-                        events=("asset.live_stream_completed",),
-                        error_type="storage_failed",
-                    )
-                elif manifest is not None and manifest.segments:
-                    await self.assets.mark_ready(
-                        b.asset_id,
-                        duration_s=manifest.duration_s,
-                        gaps=[g.to_dict() for g in manifest.gaps()],
-                        events=("asset.live_stream_completed",),
-                    )
-                    if self._on_asset_ready is not None:
-                        await self._on_asset_ready(b.asset_id)
-                else:
-                    await self.assets.mark_errored(
-                        b.asset_id,
-                        "the broadcast ended before any media was recorded",
-                        events=("asset.live_stream_completed",),
-                    )
+                await self._complete_asset(live_stream_id, b.asset_id, manifest, failed)
+                fault_point("finish.committed")
             self._broadcasts.pop(live_stream_id, None)
             await self.store.release_lease(self._lease(live_stream_id), self.node_id)
 
-    async def _retire_asset(self, live_stream_id: str, asset_id: str) -> None:
-        def change(data: dict[str, Any]) -> str | None:
+    async def _complete_asset(
+        self,
+        live_stream_id: str,
+        asset_id: str,
+        manifest: Manifest | None,
+        failed: str | None,
+    ) -> None:
+        """The broadcast's asset ready (with its MP4 job) or errored, and the stream
+        no longer pointing at it as active: one commit, so a crash cannot leave a
+        stream without its asset or a ready asset whose MP4 never comes."""
+
+        def retire(data: dict[str, Any]) -> None:
             if data.get("active_asset_id") == asset_id:
                 data["active_asset_id"] = None
             recent = [a for a in data.get("recent_asset_ids", []) if a != asset_id]
             data["recent_asset_ids"] = [asset_id, *recent][:10]
-            return None
 
-        with contextlib.suppress(NotFoundError):
-            await self.live_streams.mutate(live_stream_id, change)
+        async def also() -> list[Op]:
+            return await self.live_streams.staged(live_stream_id, retire)
+
+        completed = ("asset.live_stream_completed",)
+        if failed is not None:
+            # never `ready` without the VOD's ENDLIST
+            await self.assets.mark_errored(
+                asset_id,
+                f"the recording could not be finalized: {failed}",
+                events=completed,
+                error_type="storage_failed",
+                also=also,
+            )
+        elif manifest is not None and manifest.segments:
+            await self.assets.mark_ready(
+                asset_id,
+                duration_s=manifest.duration_s,
+                gaps=[g.to_dict() for g in manifest.gaps()],
+                events=completed,
+                then=self._ready_jobs(asset_id),
+                also=also,
+            )
+            self._jobs_queued()
+        else:
+            await self.assets.mark_errored(
+                asset_id,
+                "the broadcast ended before any media was recorded",
+                events=completed,
+                also=also,
+            )
 
     # ------------------------------------------------------- durability
     @staticmethod

@@ -279,6 +279,29 @@ class LiveStreamService:
                 log.exception("kick failed", extra={"live_stream_id": live_stream_id})
         return self.with_key(view, data)
 
+    async def staged(
+        self, live_stream_id: str, change: Callable[[dict[str, Any]], object]
+    ) -> list[Op]:
+        """The compare-and-set put of `change` applied to the stream as it is now,
+        for a commit that spans other records (no event); [] when gone or unchanged."""
+        rec = await self.store.get(COLLECTION, live_stream_id)
+        if rec is None:
+            return []
+        data = dict(rec.data)
+        change(data)
+        if data == rec.data:
+            return []
+        data["updated_at"] = time.time()
+        return [
+            Put(
+                COLLECTION,
+                rec.id,
+                data,
+                expect_version=rec.version,
+                unique={STREAM_KEY_INDEX: data["stream_key"]},
+            )
+        ]
+
     async def apply(
         self, live_stream_id: str, action: Action, *, kick: str | None = None
     ) -> dict[str, Any]:

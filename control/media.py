@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from aiohttp import web
@@ -21,8 +21,10 @@ from control import appkeys
 from control.assets import AssetService
 from control.live import LiveLifecycle
 from control.playback import Playback
+from control.reconciler import Reconciler
 from control.room_broadcasts import ROOM_BROADCASTS, HubDispatch, RoomBroadcasts
 from control.settings import Settings
+from control.store.base import Op
 from control.vod_jobs import MP4, AssetJobs
 from ingest.ports import PublishGrant
 from ingest.rtmp.server import RtmpLimits, RtmpServer
@@ -120,8 +122,8 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[appkeys.HUB]
     hls = LiveHlsManager(hub)
 
-    async def on_asset_ready(asset_id: str) -> None:
-        await asset_jobs.enqueue(MP4, {"asset_id": asset_id})
+    def ready_jobs(asset_id: str) -> Sequence[Op]:
+        return [asset_jobs.op(MP4, {"asset_id": asset_id})]
 
     lifecycle = LiveLifecycle(
         hub,
@@ -132,7 +134,8 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         blobs=blobs,
         node_id=settings.node_id,
         spawn=lambda coro: tasks.spawn(cast(Coroutine[Any, Any, Any], coro)),
-        on_asset_ready=on_asset_ready,
+        ready_jobs=ready_jobs,
+        jobs_queued=asset_jobs.notify,
         final_retry_s=settings.recording_final_retry_s,
     )
     rooms = RoomBroadcasts(
@@ -141,7 +144,8 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         hls=hls,
         blobs=blobs,
         spawn=lambda coro: tasks.spawn(cast(Coroutine[Any, Any, Any], coro)),
-        on_asset_ready=on_asset_ready,
+        ready_jobs=ready_jobs,
+        jobs_queued=asset_jobs.notify,
     )
     hub.observer = HubDispatch(lifecycle, rooms)
     app[ROOM_BROADCASTS] = rooms
@@ -188,12 +192,22 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         conn_limits=app[appkeys.STATE].conn_limits,
     )
     app[appkeys.RTMP] = rtmp
+    reconciler = Reconciler(
+        store,
+        settings,
+        assets=assets,
+        jobs=asset_jobs,
+        blobs=blobs,
+        owner=f"{settings.node_id}:reconciler",
+    )
     await lifecycle.start()
     await rtmp.start()
+    reconciler.start()
     log.info("rtmp listening", extra={"port": rtmp.port})
     try:
         yield
     finally:
+        await reconciler.stop()
         await rtmp.stop()
         await rooms.close()
         await lifecycle.stop()

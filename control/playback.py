@@ -34,7 +34,7 @@ from control.assets import COLLECTION as ASSETS
 from control.assets import asset_prefix
 from control.live_streams import COLLECTION as LIVE_STREAMS
 from control.live_streams import PLAYBACK_IDS
-from control.store.base import Delete, Op, Record, Store
+from control.store.base import Delete, Enqueue, Op, Record, Store
 from realtime.hls import http as live_http
 from realtime.hls.edge import EdgeRoute
 from realtime.hls.manager import LiveHlsManager
@@ -220,7 +220,8 @@ class Playback:
     def forget_grants_after(self, ops: Sequence[Op]) -> None:
         """Drop the edge's cached grants when a commit may have revoked one."""
         if self._edge_cache and any(
-            op.collection in _GRANT_COLLECTIONS
+            not isinstance(op, Enqueue)
+            and op.collection in _GRANT_COLLECTIONS
             and (isinstance(op, Delete) or op.collection in _GRANT_DEFINING)
             for op in ops
         ):

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from control.assets import AssetService, asset_prefix, recording_warnings
 from control.ids import new_id
-from control.store.base import Conflict, Put, Store
+from control.store.base import Conflict, Op, Put, Store
 from ingest.hub import HubObserver, Publication, Stream
 from realtime.hls.manager import LiveHlsManager
 from realtime.segments import SegmentSink
@@ -64,14 +64,17 @@ class RoomBroadcasts(HubObserver):
         hls: LiveHlsManager,
         blobs: BlobStore,
         spawn: Callable[[Awaitable[Any]], Any],
-        on_asset_ready: Callable[[str], Awaitable[None]] | None = None,
+        ready_jobs: Callable[[str], Sequence[Op]] = lambda _asset_id: (),
+        jobs_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.assets = assets
         self.hls = hls
         self.blobs = blobs
         self._spawn = spawn
-        self._on_asset_ready = on_asset_ready
+        self._ready_jobs = ready_jobs
+        """The jobs a ready asset needs (its MP4), committed with it becoming ready."""
+        self._jobs_queued = jobs_queued
         self._rooms: dict[str, _RoomBroadcast] = {}
         # `spawn` is kept for the constructor's signature; finishing a recording
         # runs in tasks of this object instead (awaited by `close()`), because the
@@ -143,9 +146,9 @@ class RoomBroadcasts(HubObserver):
                     asset_id,
                     duration_s=manifest.duration_s,
                     gaps=[g.to_dict() for g in manifest.gaps()],
+                    then=self._ready_jobs(asset_id),
                 )
-                if self._on_asset_ready is not None:
-                    await self._on_asset_ready(asset_id)
+                self._jobs_queued()
             else:
                 await self.assets.mark_errored(
                     asset_id, "the room's node stopped before anything was recorded"
@@ -195,12 +198,9 @@ class RoomBroadcasts(HubObserver):
                     b.asset_id,
                     duration_s=manifest.duration_s,
                     gaps=[g.to_dict() for g in manifest.gaps()],
+                    then=self._ready_jobs(b.asset_id),
                 )
-                if self._on_asset_ready is not None:
-                    try:
-                        await self._on_asset_ready(b.asset_id)
-                    except Exception:
-                        log.exception("room %s: post-processing not queued", room_id)
+                self._jobs_queued()
             else:
                 await self.assets.mark_errored(
                     b.asset_id, "the room ended before anything was recorded"

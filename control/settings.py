@@ -84,6 +84,10 @@ class Settings:
     recording_final_retry_s: float = 120.0
     """How long the end of a recording retries its final manifest on failing
     storage before the asset is `errored` (never `ready` without it)."""
+    reconcile_after_s: float = 900.0
+    """A multi-step flow (upload, clip, a broadcast's end, an MP4) that has not
+    moved for this long is repaired by the reconciler."""
+    reconcile_every_s: float = 60.0
     # --- connections ---
     max_connections: int = 0
     """Client connections (HTTP + RTMP) a node holds before it sheds new ones with

@@ -17,8 +17,15 @@ from collections.abc import Awaitable
 from typing import Any
 
 from control.assets import AssetService, asset_prefix
-from control.jobs import DEFAULT_QUEUE, JobContext, JobRunner, PermanentJobError, enqueue_job
-from control.store.base import Store
+from control.jobs import (
+    DEFAULT_QUEUE,
+    JobContext,
+    JobRunner,
+    PermanentJobError,
+    enqueue_job,
+    job_op,
+)
+from control.store.base import Enqueue, Store
 from vod import jobs as vod_jobs
 from vod.jobs import VodContext
 
@@ -58,6 +65,15 @@ class AssetJobs:
             await self._failed(job, error)
 
         self.runner.on_failure = on_failure
+
+    @staticmethod
+    def op(kind: str, payload: dict[str, Any]) -> Enqueue:
+        """This asset job as an op for the commit that makes it due (one per asset
+        and kind); `notify()` after the commit."""
+        return job_op(kind, payload, job_id=f"{kind}:{payload['asset_id']}", queue=DEFAULT_QUEUE)
+
+    def notify(self) -> None:
+        self.runner.notify()
 
     async def enqueue(
         self, kind: str, payload: dict[str, Any], *, max_depth: int | None = None
@@ -139,8 +155,9 @@ class AssetJobs:
                 asset_id,
                 duration_s=float(result.get("duration_s") or 0.0),
                 gaps=list(result.get("gaps") or []),
+                then=[self.op(MP4, {"asset_id": asset_id})],
             )
-            await self.enqueue(MP4, {"asset_id": asset_id})
+            self.notify()
         else:
             await self.assets.mark_errored(
                 asset_id, str(result.get("error") or "processing failed")

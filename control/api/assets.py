@@ -37,17 +37,17 @@ from control.api import (
     ref,
     resp,
 )
-from control.assets import COLLECTION, AssetStatus
+from control.assets import COLLECTION, UPLOADS, AssetStatus, upload_put
+from control.faults import fault_point
 from control.ids import new_id
 from control.jobs import QueueFull
 from control.live_streams import NotFoundError, rfc3339
 from control.middleware import no_body_limit, requires
-from control.store.base import Put, Record
+from control.store.base import Record
 from control.validation import ApiError, F, Obj, not_found, read_json
 from control.vod_jobs import CLIP, UPLOAD
 from vod.uploads import EmptyUpload, UploadTooLarge, receive_upload
 
-UPLOADS = "uploads"
 _POLICY = F(str, enum=("public", "signed"), default="public")
 _PASSTHROUGH = F(str, nullable=True, max_length=1024)
 CLIP_INPUT = Obj(
@@ -156,25 +156,23 @@ async def create(request: web.Request) -> web.Response:
     if depth >= settings.max_queued_jobs:
         raise _queue_full(QueueFull("jobs", depth))
     inherited = (source.data.get("playback_ids") or [{}])[0].get("policy", "public")
+    asset_id = new_id("as")
+    job = {
+        "asset_id": asset_id,
+        "source_asset_id": clip["asset_id"],
+        "start_s": clip["start_s"],
+        "end_s": min(clip["end_s"], duration),
+    }
     view = await assets.create(
+        asset_id=asset_id,
         source="clip",
         policy=fields.get("playback_policy") or inherited,
         passthrough=fields.get("passthrough"),
         extra={"input": {**clip}},
+        with_ops=[jobs.op(CLIP, job)],
     )
-    try:
-        await jobs.enqueue(
-            CLIP,
-            {
-                "asset_id": view["id"],
-                "source_asset_id": clip["asset_id"],
-                "start_s": clip["start_s"],
-                "end_s": min(clip["end_s"], duration),
-            },
-        )
-    except QueueFull as exc:
-        await assets.mark_errored(view["id"], "the processing queue was full")
-        raise _queue_full(exc) from None
+    jobs.notify()
+    fault_point("clip.committed")
     return web.json_response(view, status=201, headers={"Location": f"/v1/assets/{view['id']}"})
 
 
@@ -220,7 +218,7 @@ async def create_upload(request: web.Request) -> web.Response:
         "passthrough": fields.get("passthrough"),
         "expires_at": now + 24 * 3600,
     }
-    await request.app[appkeys.OUTBOX].commit([Put(UPLOADS, upload_id, data, expect_version=0)])
+    await request.app[appkeys.OUTBOX].commit([upload_put(upload_id, data, 0)])
     rec = await request.app[appkeys.STORE].get(UPLOADS, upload_id)
     assert rec is not None
     return web.json_response(_upload_json(request, rec, token), status=201)
@@ -254,9 +252,9 @@ async def put_upload(request: web.Request) -> web.Response:
     if depth >= settings.max_queued_jobs:
         raise _queue_full(QueueFull("jobs", depth))
     # Claim the upload before reading the body: a second PUT gets 409, not a race.
-    claimed = dict(rec.data, status="uploading")
+    claimed = dict(rec.data, status="uploading", claimed_at=time.time())
     try:
-        await store.commit([Put(UPLOADS, rec.id, claimed, expect_version=rec.version)])
+        await store.commit([upload_put(rec.id, claimed, rec.version)])
     except Exception:
         raise ApiError(409, "invalid_state", "this upload is already in progress") from None
     version = rec.version + 1
@@ -272,29 +270,30 @@ async def put_upload(request: web.Request) -> web.Response:
         )
     except (UploadTooLarge, EmptyUpload) as exc:
         failed = dict(claimed, status="waiting")
-        await store.commit([Put(UPLOADS, rec.id, failed, expect_version=version)])
+        await store.commit([upload_put(rec.id, failed, version)])
         status = 413 if isinstance(exc, UploadTooLarge) else 400
         raise ApiError(status, "upload_rejected", str(exc)) from None
     except BaseException:
-        await store.commit(
-            [Put(UPLOADS, rec.id, dict(claimed, status="waiting"), expect_version=version)]
-        )
+        await store.commit([upload_put(rec.id, dict(claimed, status="waiting"), version)])
         raise
-    assets = request.app[appkeys.ASSETS]
-    view = await assets.create(
+    fault_point("upload.received")
+    # the asset, the upload pointing at it and the job that processes it: one commit
+    asset_id = new_id("as")
+    done = dict(claimed, status="asset_created", asset_id=asset_id)
+    view = await request.app[appkeys.ASSETS].create(
+        asset_id=asset_id,
         source="upload",
         policy=rec.data["playback_policy"],
         passthrough=rec.data.get("passthrough"),
         extra={"upload_id": rec.id, "source_bytes": size},
         extra_events=("upload.asset_created",),
+        with_ops=[
+            upload_put(rec.id, done, version),
+            jobs.op(UPLOAD, {"asset_id": asset_id, "source_key": source_key}),
+        ],
     )
-    done = dict(claimed, status="asset_created", asset_id=view["id"])
-    await store.commit([Put(UPLOADS, rec.id, done, expect_version=version)])
-    try:
-        await jobs.enqueue(UPLOAD, {"asset_id": view["id"], "source_key": source_key})
-    except QueueFull as exc:
-        await assets.mark_errored(view["id"], "the processing queue was full")
-        raise _queue_full(exc) from None
+    jobs.notify()
+    fault_point("upload.committed")
     return web.json_response(
         {"upload_id": rec.id, "asset_id": view["id"], "bytes": size}, status=200
     )
@@ -369,7 +368,11 @@ UPLOAD_SCHEMA: dict[str, Any] = {
     "properties": {
         "id": {"type": "string"},
         "object": {"type": "string", "enum": ["upload"]},
-        "status": {"type": "string", "enum": ["waiting", "uploading", "asset_created"]},
+        "status": {
+            "type": "string",
+            "enum": ["waiting", "uploading", "asset_created", "errored"],
+            "description": "errored: the upload was interrupted (see error); make a new one",
+        },
         "url": {"type": "string", "description": "PUT the file here (shown once)"},
         "asset_id": NULLABLE_STR,
         "max_bytes": {"type": "integer"},

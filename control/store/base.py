@@ -69,7 +69,20 @@ class Delete:
     expect_version: int | None = None
 
 
-Op = Put | Delete
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """Add a task to a queue in the same transaction as the rest of a commit (a
+    record and the job that processes it never part). Like `Store.enqueue`, a
+    task with that id already queued is left as it is."""
+
+    queue: str
+    id: str
+    payload: dict[str, Any]
+    run_at: float | None = None
+    """None: due now (the commit's time)."""
+
+
+Op = Put | Delete | Enqueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +144,9 @@ class Store(Protocol):
 
     # -- records ----------------------------------------------------------------
     async def commit(self, ops: Sequence[Op], events: Sequence[EventDraft] = ()) -> list[Event]:
-        """Apply every op and append every event atomically, or nothing.
-        Raises `Conflict` on a version mismatch or a taken unique value."""
+        """Apply every op (puts, deletes, enqueues) and append every event
+        atomically, or nothing. Raises `Conflict` on a version mismatch or a taken
+        unique value."""
         ...
 
     async def get(self, collection: str, id: str) -> Record | None: ...

@@ -40,6 +40,7 @@ from control.store._common import bucket_result, dumps, loads
 from control.store.base import (
     Conflict,
     Delete,
+    Enqueue,
     Event,
     EventDraft,
     Op,
@@ -84,8 +85,9 @@ local function holder(c, name, value)
   return k, h
 end
 
--- phase 1: validate against an overlay
+-- phase 1: validate against an overlay (enqueues cannot conflict)
 for i, op in ipairs(ops) do
+  if op.k ~= 'enq' then
   local k = load(op.c, op.id)
   local cur = ver[k]
   if op.ev ~= cjson.null and op.ev ~= cur then
@@ -108,10 +110,21 @@ for i, op in ipairs(ops) do
   else
     ver[k] = 0; uniq[k] = {}
   end
+  end
 end
 
 -- phase 2: apply
 for i, op in ipairs(ops) do
+  if op.k == 'enq' then
+    local q = P .. 'q:' .. op.q
+    local h = q .. ':' .. op.id
+    if redis.call('EXISTS', h) == 0 then
+      local run = op.r
+      if run == cjson.null then run = now end
+      redis.call('HSET', h, 'p', op.p, 'a', 0, 'r', run)
+      redis.call('ZADD', q, run, op.id)
+    end
+  else
   local k = rkey(op.c, op.id)
   local h = redis.call('HMGET', k, 'v', 'c', 'u', 't')
   local created = now
@@ -138,6 +151,7 @@ for i, op in ipairs(ops) do
   else
     redis.call('DEL', k)
     redis.call('ZREM', P .. 'c:' .. op.c, op.id)
+  end
   end
 end
 
@@ -506,6 +520,16 @@ class RedisStore:
             elif isinstance(op, Delete):
                 wire_ops.append(
                     {"k": "del", "c": op.collection, "id": op.id, "ev": op.expect_version}
+                )
+            elif isinstance(op, Enqueue):
+                wire_ops.append(
+                    {
+                        "k": "enq",
+                        "q": op.queue,
+                        "id": op.id,
+                        "p": dumps(op.payload),
+                        "r": None if op.run_at is None else _f(op.run_at),
+                    }
                 )
             else:  # pragma: no cover - defensive
                 raise TypeError(f"not an op: {op!r}")

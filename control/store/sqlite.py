@@ -31,6 +31,7 @@ from control.store._common import bucket_result, dumps, loads, refill
 from control.store.base import (
     Conflict,
     Delete,
+    Enqueue,
     Event,
     EventDraft,
     Op,
@@ -280,6 +281,8 @@ class SqliteStore:
         return [
             (op, dumps(op.data), dumps(dict(op.unique)), dumps(dict(op.tags)))
             if isinstance(op, Put)
+            else (op, dumps(op.payload), "", "")
+            if isinstance(op, Enqueue)
             else (op, "", "", "")
             for op in ops
         ]
@@ -292,6 +295,14 @@ class SqliteStore:
         now: float,
     ) -> list[Event]:
         for op, data, uniques, tags in ops:
+            if isinstance(op, Enqueue):
+                run_at = now if op.run_at is None else op.run_at
+                db.execute(
+                    "INSERT OR IGNORE INTO tasks (queue, id, payload, run_at, due_at)"
+                    " VALUES (?,?,?,?,?)",
+                    (op.queue, op.id, data, run_at, run_at),
+                )
+                continue
             row = db.execute(
                 "SELECT version, created_at, uniques, tags FROM records"
                 " WHERE collection=? AND id=?",

@@ -620,3 +620,27 @@ async def test_sweep_expired_drops_idle_token_buckets(store: Store, clock: TestC
     # a swept bucket starts full again: exactly what an idle bucket had refilled to
     result = await store.take_token("ip:0", 1.0, 10)
     assert result.allowed and result.remaining == 9
+
+
+async def test_enqueue_in_a_commit_is_part_of_its_transaction(
+    store: Store, clock: TestClock
+) -> None:
+    from control.store.base import Enqueue
+
+    await store.commit([Put(C, "a", {}), Enqueue("jobs", "job:a", {"n": 1})])
+    assert await store.queue_depth("jobs") == 1
+    # a failing op takes its enqueue with it
+    with pytest.raises(Conflict):
+        await store.commit([Enqueue("jobs", "job:b", {"n": 2}), Put(C, "a", {}, expect_version=0)])
+    assert await store.queue_depth("jobs") == 1
+    # an id already queued is left as it is, like Store.enqueue
+    await store.commit([Put(C, "c", {}), Enqueue("jobs", "job:a", {"n": 99})])
+    later = clock() + 60
+    await store.commit([Enqueue("jobs", "job:later", {"n": 3}, run_at=later)])
+    (task,) = await store.lease("jobs", "w", 30)
+    assert (task.id, task.payload, task.attempts) == ("job:a", {"n": 1}, 0)
+    assert await store.next_due("jobs") is not None
+    assert await store.complete("jobs", "job:a", "w")
+    clock.advance(61)
+    (due,) = await store.lease("jobs", "w", 30)
+    assert due.id == "job:later" and abs(due.run_at - later) < 1e-3
