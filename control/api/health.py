@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from control import appkeys
-from control.api import resp
+from control.api import ref, resp
 from control.metrics import CONTENT_TYPE
 
 STARTED = time.time()
@@ -160,7 +160,11 @@ OPENAPI: dict[str, Any] = {
                     "200": {
                         "description": "Metrics",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "401": resp("ONAIR_METRICS_TOKEN is set and was not sent", ref("Error")),
+                    "404": resp(
+                        "ONAIR_METRICS_PORT is set: /metrics is served there", ref("Error")
+                    ),
                 },
             }
         },

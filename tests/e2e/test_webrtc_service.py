@@ -308,14 +308,18 @@ async def test_refusals_do_not_disturb_a_live_broadcast(
     assert "live_stream.disconnected" not in types, types
 
 
-async def _session_exists(location: str) -> bool:
-    """PATCH answers 501 (no trickle ICE) for a live WHIP session, 404 once it is gone."""
+async def _session_exists(location: str, key: str) -> bool:
+    """PATCH (with the key that made the session) answers 501 (no trickle ICE) for a
+    live WHIP session, 404 once it is gone."""
     async with (
         aiohttp.ClientSession() as http,
         http.patch(
             location,
             data="a=end-of-candidates\r\n",
-            headers={"Content-Type": "application/trickle-ice-sdpfrag"},
+            headers={
+                "Content-Type": "application/trickle-ice-sdpfrag",
+                "Authorization": f"Bearer {key}",
+            },
         ) as r,
     ):
         assert r.status in (404, 501), r.status
@@ -337,15 +341,19 @@ async def test_whip_takeover_keeps_the_broadcast_and_a_key_reset_kicks_the_publi
         second_pc, second = await whip_publish(
             whip, ls["stream_key"], [PatternVideoTrack()], CLIENT_CONFIG
         )
-        await poll(lambda: _session_exists(first), lambda alive: not alive, within=10)
-        assert await _session_exists(second)
+        await poll(
+            lambda: _session_exists(first, ls["stream_key"]), lambda alive: not alive, within=10
+        )
+        assert await _session_exists(second, ls["stream_key"])
         during = await api.ok("GET", f"/v1/live-streams/{ls['id']}")
         assert during["status"] == "active"
         assert during["active_asset_id"] == live["active_asset_id"]
 
         reset = await api.ok("POST", f"/v1/live-streams/{ls['id']}/reset-stream-key")
         assert reset["stream_key"] != ls["stream_key"]
-        await poll(lambda: _session_exists(second), lambda alive: not alive, within=10)
+        await poll(
+            lambda: _session_exists(second, ls["stream_key"]), lambda alive: not alive, within=10
+        )
         status, _, body = await post_sdp(whip, await sdp_offer(), token=ls["stream_key"])
         assert status == 401, body
     finally:
