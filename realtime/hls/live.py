@@ -242,13 +242,29 @@ class LiveHls:
             return seg.parts[index]
         return None
 
+    def hinted_successor(self, msn: int, index: int) -> Part | None:
+        """The part a preload hint for (`msn`, `index`) turned out to be.
+
+        The hint names the next part of the open segment, but a keyframe may close
+        that segment first and the next part is then the new segment's first. A
+        hinted URI must come to exist (RFC 8216bis §4.4.5.3), so (msn, len(parts))
+        of a closed segment answers with (msn + 1, 0): the very bytes that came next."""
+        seg = self._by_msn.get(msn)
+        if seg is None or index != len(seg.parts):
+            return None
+        return self.get_part(msn + 1, 0)
+
     def part_may_come(self, msn: int, index: int) -> bool:
         """False once the part can no longer appear (its segment closed without it,
         it left the window, the stream ended)."""
         if self.ended or (msn < self.first_msn and self.has_media):
             return False
-        if msn in self._by_msn:
-            return False
+        seg = self._by_msn.get(msn)
+        if seg is not None:
+            # only the hinted position just past its end: it is the next segment's first
+            return index == len(seg.parts) and self.get_part(msn + 1, 0) is None and (
+                self._open_msn <= msn + 1
+            )
         return msn >= self._open_msn
 
     def segment_may_come(self, msn: int) -> bool:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from realtime.hls.live import LiveHls
+from realtime.segments import Part
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 INIT_TYPE = "video/mp4"
@@ -203,15 +204,20 @@ def init(live: LiveHls, generation: int) -> Reply:
 
 
 def part(live: LiveHls, msn: int, index: int) -> Step:
-    """A part; a part that may still come (the preload hint) blocks until it exists."""
-    found = live.get_part(msn, index)
-    if found is not None:
-        return Reply(200, MEDIA_TYPE, IMMUTABLE, found.data)
+    """A part; a part that may still come (the preload hint) blocks until it exists.
+    A hint that a keyframe overtook is answered with the part that came instead."""
+
+    def found() -> Part | None:
+        return live.get_part(msn, index) or live.hinted_successor(msn, index)
+
+    got = found()
+    if got is not None:
+        return Reply(200, MEDIA_TYPE, IMMUTABLE, got.data)
     if not live.part_may_come(msn, index) or msn > live.open_msn + 1:
         return error(404, "no such part")
 
     def answer() -> Step:
-        got = live.get_part(msn, index)
+        got = found()
         if got is not None:
             return Reply(200, MEDIA_TYPE, IMMUTABLE, got.data)
         if live.part_may_come(msn, index):
@@ -220,7 +226,7 @@ def part(live: LiveHls, msn: int, index: int) -> Step:
 
     return wait_until(
         live,
-        lambda: live.get_part(msn, index) is not None or not live.part_may_come(msn, index),
+        lambda: found() is not None or not live.part_may_come(msn, index),
         _now() + live.blocking_timeout(),
         answer,
     )

@@ -169,12 +169,11 @@ async def test_preload_hinted_part_blocks_until_it_exists(env: Env) -> None:
     msn, part = (int(x) for x in hint.split(".")[:2])
     assert live.get_part(msn, part) is None
     status, headers, body = await env.get(f"/play/s/{hint}")
-    if status == 404:  # the hinted part never came: its segment closed at a keyframe
-        assert live.get_segment(msn) is not None and len(live.get_segment(msn).parts) == part  # type: ignore[union-attr]
-    else:
-        assert status == 200 and body == live.get_part(msn, part).data  # type: ignore[union-attr]
-        assert headers["Cache-Control"] == IMMUTABLE
-        assert headers["Content-Type"] == "video/iso.segment"
+    assert status == 200, "a hinted part always comes to exist"
+    came = live.get_part(msn, part) or live.get_part(msn + 1, 0)  # a keyframe may overtake it
+    assert came is not None and body == came.data
+    assert headers["Cache-Control"] == IMMUTABLE
+    assert headers["Content-Type"] == "video/iso.segment"
     # far in the future, or malformed: 404 at once
     t0 = time.monotonic()
     assert (await env.get(f"/play/s/{live.open_msn + 5}.0.m4s"))[0] == 404

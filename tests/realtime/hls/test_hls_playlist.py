@@ -3,6 +3,7 @@ every RFC 8216bis tag the players rely on."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -212,3 +213,46 @@ def test_render_functions_are_pure() -> None:
     assert re.findall(r'#EXT-X-MAP:URI="([^"]+)"', text) == ["init-3.mp4", "init-4.mp4"]
     assert text.index("#EXT-X-DISCONTINUITY\n") < text.index('URI="8.0.m4s"')
     assert format_pdt(1_700_000_001.25) == "2023-11-14T22:13:21.250Z"
+
+
+async def test_every_preload_hint_comes_to_exist_even_when_a_keyframe_overtakes_it() -> None:
+    """RFC 8216bis: a client requests the hinted part and expects it. The hint names
+    the open segment's next part; when a keyframe closes that segment first, the
+    hinted URI answers with the part that came instead (the next segment's first)."""
+    from realtime.hls import responder
+    from realtime.hls.responder import Pending, Reply
+
+    live = LiveHls("s", latency_mode="low")
+    seg = Segmenter(
+        None, live, part_target_s=live.part_target_s, segment_target_s=live.segment_target_s
+    )
+    seg.feed(PublicationStarted(1, synthetic_tracks(), "test", 0.0))
+    waiting: dict[tuple[int, int], Pending] = {}
+    answered: dict[tuple[int, int], Reply] = {}
+    overtaken = 0
+    for u in synthetic_units(6.0, gop_s=1.0):
+        seg.feed(u)
+        await asyncio.sleep(0)  # futures completed by the feed run their callbacks
+        for key, pending in list(waiting.items()):
+            if pending.future.done():
+                step = pending.resume(False)
+                if isinstance(step, Reply):
+                    answered[key] = step
+                    del waiting[key]
+                else:
+                    waiting[key] = step
+        hint = live.next_part()
+        if hint not in waiting and hint not in answered:
+            step = responder.part(live, *hint)
+            if isinstance(step, Reply):
+                answered[hint] = step
+            else:
+                waiting[hint] = step
+    for (msn, index), reply in answered.items():
+        assert reply.status == 200, f"hinted {msn}.{index}.m4s answered {reply.status}"
+        closed = live.get_segment(msn)
+        if closed is not None and index == len(closed.parts):
+            overtaken += 1
+            assert reply.body == live.get_part(msn + 1, 0).data  # type: ignore[union-attr]
+    assert overtaken >= 3, "the feed never had a keyframe overtake a hint"
+    assert len(answered) > 20
