@@ -262,8 +262,10 @@ class LiveHls:
         seg = self._by_msn.get(msn)
         if seg is not None:
             # only the hinted position just past its end: it is the next segment's first
-            return index == len(seg.parts) and self.get_part(msn + 1, 0) is None and (
-                self._open_msn <= msn + 1
+            return (
+                index == len(seg.parts)
+                and self.get_part(msn + 1, 0) is None
+                and (self._open_msn <= msn + 1)
             )
         return msn >= self._open_msn
 
