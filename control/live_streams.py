@@ -255,18 +255,7 @@ class LiveStreamService:
             view = self._view(rec.id, rec.created_at, data, rec.version + 1)
             events = [EventDraft(event_type, rec.id, view)] if event_type else []
             try:
-                await self.commit(
-                    [
-                        Put(
-                            COLLECTION,
-                            rec.id,
-                            data,
-                            expect_version=rec.version,
-                            unique={STREAM_KEY_INDEX: data["stream_key"]},
-                        )
-                    ],
-                    events,
-                )
+                await self.commit([self._put(rec, data)], events)
             except Conflict:
                 continue
             break
@@ -292,15 +281,18 @@ class LiveStreamService:
         if data == rec.data:
             return []
         data["updated_at"] = time.time()
-        return [
-            Put(
-                COLLECTION,
-                rec.id,
-                data,
-                expect_version=rec.version,
-                unique={STREAM_KEY_INDEX: data["stream_key"]},
-            )
-        ]
+        return [self._put(rec, data)]
+
+    @staticmethod
+    def _put(rec: Record, data: dict[str, Any]) -> Put:
+        """The compare-and-set put of a stream's new data, with its unique stream key."""
+        return Put(
+            COLLECTION,
+            rec.id,
+            data,
+            expect_version=rec.version,
+            unique={STREAM_KEY_INDEX: data["stream_key"]},
+        )
 
     async def apply(
         self, live_stream_id: str, action: Action, *, kick: str | None = None

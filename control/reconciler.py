@@ -21,7 +21,6 @@ older version left:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -38,6 +37,7 @@ from control.assets import (
     asset_prefix,
     upload_put,
 )
+from control.leased_loop import LeasedLoop
 from control.live_streams import COLLECTION as LIVE_STREAMS
 from control.settings import Settings
 from control.store.base import Conflict, Record, Store
@@ -69,7 +69,7 @@ class Reconciler:
         self.blobs = blobs
         self.owner = owner
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._loop: LeasedLoop | None = None
 
     async def _all(self, collection: str, tag: str, value: str) -> list[Record]:
         out: list[Record] = []
@@ -183,25 +183,11 @@ class Reconciler:
 
     # -- the loop ----------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="reconciler")
+        self._loop = LeasedLoop(
+            self.store, LEASE, self.owner, self.settings.reconcile_every_s, self.run_once
+        )
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(Exception):
-            await self.store.release_lease(LEASE, self.owner)
-
-    async def _run(self) -> None:
-        interval = self.settings.reconcile_every_s
-        while True:
-            try:
-                if await self.store.acquire_lease(LEASE, self.owner, interval * 3):
-                    await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reconciler round failed")
-            await asyncio.sleep(interval)
+        if self._loop is not None:
+            await self._loop.stop()

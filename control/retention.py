@@ -15,13 +15,13 @@ and removes what it must no longer hold.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from control.jobs import FAILED_JOBS
+from control.leased_loop import LeasedLoop
 from control.settings import Settings
 from control.store.base import Conflict, Event, Put, Store
 from control.webhooks.model import DELIVERIES
@@ -57,7 +57,7 @@ class Retention:
         self.settings = settings
         self.owner = owner
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._loop: LeasedLoop | None = None
 
     def delivery_cutoff(self, now: float) -> float:
         # a delivery still being retried is never swept, whatever the retention
@@ -144,28 +144,16 @@ class Retention:
 
     # -- the loop ----------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="retention")
+        self._loop = LeasedLoop(
+            self.store,
+            LEASE,
+            self.owner,
+            self.settings.retention_sweep_s,
+            self.sweep_once,
+            first=self.scrub,
+        )
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(Exception):
-            await self.store.release_lease(LEASE, self.owner)
-
-    async def _run(self) -> None:
-        interval = self.settings.retention_sweep_s
-        scrubbed = False
-        while True:
-            try:
-                if not scrubbed:
-                    scrubbed = await self.scrub()
-                if await self.store.acquire_lease(LEASE, self.owner, interval * 3):
-                    await self.sweep_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("retention sweep failed")
-            await asyncio.sleep(interval)
+        if self._loop is not None:
+            await self._loop.stop()

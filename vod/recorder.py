@@ -282,10 +282,10 @@ class Recorder:
         if not self.manifest.final:
             self.manifest.final = True
             self.manifest.finalized_at = time.time()
-            if not await self._retrying_for(
-                self.final_retry_s,
+            if not await self._retrying(
                 "final manifest",
                 lambda: save_manifest(self.blobs, self.prefix, self.manifest),
+                budget_s=self.final_retry_s,
             ):
                 self.manifest.final = False
                 raise RecordingFailed(
@@ -541,11 +541,13 @@ class Recorder:
         except Exception:
             log.exception("recorder %s: on_progress failed", self.prefix)
 
-    async def _retrying_for(
-        self, budget_s: float, what: str, op: Callable[[], Awaitable[object]]
+    async def _retrying(
+        self, what: str, op: Callable[[], Awaitable[object]], *, budget_s: float | None = None
     ) -> bool:
-        """`op` retried with backoff (capped at 5 s) until it succeeds or `budget_s` passed."""
-        deadline = time.monotonic() + budget_s
+        """`op` until it succeeds: retried after each of `retry_delays`, or with
+        backoff (capped at 5 s) for `budget_s` when given. False when it never did."""
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        delays = iter(self.retry_delays)
         delay = self.retry_delays[0] if self.retry_delays else 0.2
         while True:
             try:
@@ -554,27 +556,16 @@ class Recorder:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if time.monotonic() + delay > deadline:
+                if deadline is None:
+                    wait = next(delays, None)
+                else:
+                    wait = delay if time.monotonic() + delay <= deadline else None
+                    delay = min(delay * 2, 5.0)
+                if wait is None:
                     log.error("recorder %s: giving up on %s: %r", self.prefix, what, exc)
                     return False
                 log.warning("recorder %s: %s failed (%r), retrying", self.prefix, what, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def _retrying(self, what: str, op: Callable[[], Awaitable[object]]) -> bool:
-        for attempt in range(len(self.retry_delays) + 1):
-            try:
-                await op()
-                return True
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if attempt == len(self.retry_delays):
-                    log.error("recorder %s: giving up on %s: %r", self.prefix, what, exc)
-                    return False
-                log.warning("recorder %s: %s failed (%r), retrying", self.prefix, what, exc)
-                await asyncio.sleep(self.retry_delays[attempt])
-        return False
+                await asyncio.sleep(wait)
 
 
 async def finalize_recording(blobs: BlobStore, prefix: str) -> Manifest:
