@@ -45,6 +45,7 @@ def banner(settings: Settings, admin_key: str | None) -> str:
         f"  Dashboard:    {settings.dashboard_url}",
         f"  API:          {settings.api_url}   (docs: {settings.api_url}/docs)",
         f"  RTMP ingest:  {settings.rtmp_url}   (stream key from POST /v1/live-streams)",
+        *([f"  RTMPS ingest: {settings.rtmps_url}"] if settings.rtmps_url else []),
         f"  WHIP ingest:  {settings.whip_url}",
         f"  Data:         {settings.redis_url or os.path.abspath(settings.data_dir)}",
     ]

@@ -148,6 +148,12 @@ class LiveStreamService:
         self.settings = settings
         self.commit = commit
         self.live_control: LiveControl = live_control or NoLiveControl()
+        self._ingest: dict[str, str] = {
+            "rtmp_url": settings.rtmp_url,
+            "whip_url": settings.whip_url,
+        }
+        if settings.rtmps_url:
+            self._ingest["rtmps_url"] = settings.rtmps_url
 
     # ------------------------------------------------------------- views
     def to_json(self, record: Record, *, with_key: bool = False) -> dict[str, Any]:
@@ -165,7 +171,7 @@ class LiveStreamService:
             "record": d["record"],
             "passthrough": d.get("passthrough"),
             "playback_ids": list(d.get("playback_ids", [])),
-            "ingest": {"rtmp_url": self.settings.rtmp_url, "whip_url": self.settings.whip_url},
+            "ingest": dict(self._ingest),
             "active_asset_id": d.get("active_asset_id"),
             "recent_asset_ids": list(d.get("recent_asset_ids", [])),
             "created_at": rfc3339(d.get("created_at", record.created_at)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 
@@ -85,6 +86,17 @@ def webrtc_config(settings: Settings) -> WebRtcConfig:
             "1" if settings.webrtc_allow_private_candidates else "0"
         )
     return WebRtcConfig.from_env(env)
+
+
+def rtmps_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server side of RTMPS, from ONAIR_TLS_CERT_FILE / ONAIR_TLS_KEY_FILE."""
+    if not settings.rtmps_enabled:
+        return None
+    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
 
 
 class MediaKick:
@@ -190,6 +202,8 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
             max_connections_per_client=settings.rtmp_max_connections_per_ip,
         ),
         conn_limits=app[appkeys.STATE].conn_limits,
+        tls=rtmps_context(settings),
+        tls_port=settings.rtmps_port if settings.rtmps_enabled else None,
     )
     app[appkeys.RTMP] = rtmp
     reconciler = Reconciler(

@@ -191,6 +191,20 @@ class Settings:
         return f"rtmp://{host}:{self.rtmp_port}/live"
 
     @property
+    def rtmps_enabled(self) -> bool:
+        return bool(self.rtmps_port and self.tls_cert_file and self.tls_key_file)
+
+    @property
+    def rtmps_url(self) -> str | None:
+        """rtmps://HOST:PORT/live when RTMPS is configured (port and certificate)."""
+        if not self.rtmps_enabled:
+            return None
+        host = self.public_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"rtmps://{host}:{self.rtmps_port}/live"
+
+    @property
     def whip_url(self) -> str:
         return f"{self.base_url}/v1/whip"
 

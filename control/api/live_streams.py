@@ -176,6 +176,11 @@ LIVE_STREAM_SCHEMA: dict[str, Any] = {
             "required": ["rtmp_url", "whip_url"],
             "properties": {
                 "rtmp_url": {"type": "string", "description": "rtmp://HOST:1935/live"},
+                "rtmps_url": {
+                    "type": "string",
+                    "description": "rtmps://HOST:PORT/live, when ONAIR_RTMPS_PORT and a "
+                    "certificate are configured",
+                },
                 "whip_url": {"type": "string"},
             },
         },

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -626,8 +627,16 @@ class RtmpServer:
         port: int,
         limits: RtmpLimits | None = None,
         conn_limits: ConnectionLimits | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_port: int | None = None,
     ) -> None:
         self.hub = hub
+        self.tls = tls
+        """RTMPS: asyncio's TLS in front of the same RTMP sessions, on `tls_port`."""
+        self._requested_tls_port = tls_port
+        self.tls_port: int | None = None
+        """The bound RTMPS port, valid after `start()` when `tls` is given."""
+        self._tls_server: asyncio.Server | None = None
         self.conn_limits = conn_limits
         """The node's caps on accepted sockets, shared with the HTTP listener."""
         self.authority = authority
@@ -716,8 +725,23 @@ class RtmpServer:
         sock = self._server.sockets[0]
         self.port = int(sock.getsockname()[1])
         log.info("rtmp listening on %s:%d", self.host, self.port)
+        if self.tls is not None and self._requested_tls_port is not None:
+            self._tls_server = await loop.create_server(
+                lambda: RtmpConnection(self),
+                self.host,
+                self._requested_tls_port,
+                ssl=self.tls,
+                ssl_handshake_timeout=self.limits.handshake_timeout,
+                reuse_address=True,
+                backlog=512,
+            )
+            self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])
+            log.info("rtmps listening on %s:%d", self.host, self.tls_port)
 
     async def stop(self) -> None:
+        tls_server, self._tls_server = self._tls_server, None
+        if tls_server is not None:
+            tls_server.close()
         server, self._server = self._server, None
         if server is None:
             return
@@ -728,4 +752,6 @@ class RtmpServer:
         for conn in list(self._connections):
             conn.abort("server stopping")
         await server.wait_closed()
+        if tls_server is not None:
+            await tls_server.wait_closed()
         await asyncio.sleep(0)
