@@ -66,6 +66,16 @@ UPLOADS = "uploads"
 ``asset_created``; ``errored`` when the reconciler found one interrupted."""
 
 
+UPLOAD_ALIVE_TTL_S = 120.0
+"""An upload's body is arriving while its alive key (refreshed every quarter of
+this, or of ONAIR_RECONCILE_AFTER_S when shorter) exists; the reconciler leaves
+such an upload alone however long it takes."""
+
+
+def upload_alive_key(upload_id: str) -> str:
+    return f"upload_alive:{upload_id}"
+
+
 def upload_put(upload_id: str, data: dict[str, Any], expect_version: int) -> Put:
     """The compare-and-set put of an upload record, listed by its status."""
     return Put(

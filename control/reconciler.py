@@ -8,8 +8,9 @@ record and job; a clip and its job; a broadcast's asset ready with its MP4
 job), so what is left to repair is what cannot be one transaction, or what an
 older version left:
 
-* an upload ``uploading`` whose body never finished (the node died while it
-  arrived) → ``errored`` (``interrupted``), its partial source deleted;
+* an upload ``uploading`` whose body stopped arriving (the node died while it
+  arrived: its alive key expired) → ``errored`` (``interrupted``), its partial
+  source deleted;
 * an asset ``preparing`` from an upload or a clip → its job queued again (one
   id per asset and kind: a job still queued or running is left alone; a gone
   source makes the job fail, and the asset says why);
@@ -35,6 +36,7 @@ from control.assets import (
     AssetService,
     AssetStatus,
     asset_prefix,
+    upload_alive_key,
     upload_put,
 )
 from control.leased_loop import LeasedLoop
@@ -90,7 +92,9 @@ class Reconciler:
     async def run_once(self) -> dict[str, int]:
         repaired = {"uploads": 0, "jobs": 0, "recordings": 0, "mp4": 0}
         for rec in await self._all(UPLOADS, "status", "uploading"):
-            if self._stuck(rec.data, "claimed_at"):
+            if self._stuck(rec.data, "claimed_at") and not await self.store.kv_get(
+                upload_alive_key(rec.id)
+            ):
                 repaired["uploads"] += await self._interrupted_upload(rec)
         for rec in await self._all(ASSETS, "status", AssetStatus.PREPARING.value):
             if not self._stuck(rec.data):

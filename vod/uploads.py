@@ -10,7 +10,7 @@ raises ``EmptyUpload``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from vod.blobstore import BlobStore
@@ -49,10 +49,12 @@ async def receive_upload(
     *,
     content_type: str = "application/octet-stream",
     declared_length: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Stream ``reader`` to ``blobs[key]``; returns the number of bytes stored.
 
     ``declared_length`` (Content-Length) over the limit is refused before reading.
+    ``on_progress(received)`` is called after each chunk (it must not block).
     """
     if declared_length is not None and declared_length > max_bytes:
         raise UploadTooLarge(max_bytes)
@@ -67,6 +69,8 @@ async def receive_upload(
             received += len(chunk)
             if received > max_bytes:
                 raise UploadTooLarge(max_bytes)
+            if on_progress is not None:
+                on_progress(received)
             yield chunk
 
     size = await blobs.put_stream(key, chunks(), content_type)

@@ -37,7 +37,14 @@ from control.api import (
     ref,
     resp,
 )
-from control.assets import COLLECTION, UPLOADS, AssetStatus, upload_put
+from control.assets import (
+    COLLECTION,
+    UPLOAD_ALIVE_TTL_S,
+    UPLOADS,
+    AssetStatus,
+    upload_alive_key,
+    upload_put,
+)
 from control.faults import fault_point
 from control.ids import new_id
 from control.jobs import QueueFull
@@ -259,6 +266,19 @@ async def put_upload(request: web.Request) -> web.Response:
         raise ApiError(409, "invalid_state", "this upload is already in progress") from None
     version = rec.version + 1
     source_key = f"uploads/{rec.id}/source"
+    # while bytes arrive, the upload says it is alive: the reconciler errors only
+    # uploads whose receiver stopped (a slow 4 GB upload is not interrupted)
+    alive = upload_alive_key(rec.id)
+    alive_ttl = min(UPLOAD_ALIVE_TTL_S, settings.reconcile_after_s)
+    await store.kv_set(alive, "1", ttl_s=alive_ttl)
+    beat = time.monotonic()
+
+    def progress(_received: int) -> None:
+        nonlocal beat
+        if time.monotonic() - beat >= alive_ttl / 4:
+            beat = time.monotonic()
+            request.app[appkeys.TASKS].spawn(store.kv_set(alive, "1", ttl_s=alive_ttl))
+
     try:
         size = await receive_upload(
             request.content,
@@ -267,6 +287,7 @@ async def put_upload(request: web.Request) -> web.Response:
             int(rec.data["max_bytes"]),
             content_type=request.content_type or "application/octet-stream",
             declared_length=request.content_length,
+            on_progress=progress,
         )
     except (UploadTooLarge, EmptyUpload) as exc:
         failed = dict(claimed, status="waiting")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from control.assets import COLLECTION as ASSETS
-from control.assets import UPLOADS, AssetService, upload_put
+from control.assets import UPLOADS, AssetService, upload_alive_key, upload_put
 from control.jobs import JobRunner
 from control.live_streams import LiveStreamService
 from control.reconciler import Reconciler
@@ -63,6 +63,10 @@ async def test_an_interrupted_upload_is_errored_with_a_reason(store: Store, tmp_
             "claimed_at": time.time()}  # fmt: skip
     await store.commit([upload_put("up_1", data, 0)])
     assert (await reconciler(store, tmp_path).run_once())["uploads"] == 0, "not stuck yet"
+    # a slow upload whose bytes still arrive is left alone, however old its claim
+    await store.kv_set(upload_alive_key("up_1"), "1", ttl_s=60)
+    assert (await reconciler(store, tmp_path, later_s=120).run_once())["uploads"] == 0
+    await store.kv_delete(upload_alive_key("up_1"))
     assert (await reconciler(store, tmp_path, later_s=120).run_once())["uploads"] == 1
     rec = await store.get(UPLOADS, "up_1")
     assert rec is not None and rec.data["status"] == "errored"
