@@ -234,7 +234,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     "connections_opened": flood.opened,
                     "connections_refused": dict(flood.refused),
                     "dripping_cut": flood.cut,
-                    "held_at_end": flood.open_now,
+                    "held_at_end": flood.held_now,
                     "thumbnail_answers": {str(k): v for k, v in thumbs.statuses.items()},
                 }
                 await thumbs.stop()

@@ -33,7 +33,11 @@ class ConnectionFlood:
     cut: int = 0
     """Dripping connections the server closed while their head was incomplete."""
     open_now: int = 0
+    held_now: int = 0
+    """Connections open now that the server accepted (no answer within a drip
+    interval), i.e. what this address holds on the server."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopping: bool = False
 
     async def start(self, ramp_s: float = 2.0) -> None:
         for i in range(self.connections):
@@ -43,14 +47,19 @@ class ConnectionFlood:
                 await asyncio.sleep(ramp_s * 50 / self.connections)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Python 3.11's wait_for can swallow a cancellation that races a result:
+        # the flag ends every loop anyway, and stragglers are cancelled again
+        self._stopping = True
+        pending = set(self._tasks)
+        while pending:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=2)
         self._tasks.clear()
 
     async def _hold(self, drip: bool) -> None:
         head = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4096
-        while True:
+        while not self._stopping:
             try:
                 reader, writer = await asyncio.open_connection(
                     self.host, self.port, local_addr=(self.source, 0)
@@ -61,13 +70,17 @@ class ConnectionFlood:
                 continue
             self.opened += 1
             self.open_now += 1
+            held = False
             try:
                 sent = 0
-                while True:
+                while not self._stopping:
                     try:
                         line = await asyncio.wait_for(reader.readline(), self.drip_every_s)
                     except TimeoutError:
                         line = None
+                        if not held:
+                            held = True
+                            self.held_now += 1
                     if line is not None:
                         # answered or closed by the server
                         status = line.split()[1].decode() if line.startswith(b"HTTP/") else ""
@@ -88,6 +101,7 @@ class ConnectionFlood:
                     self.cut += 1
             finally:
                 self.open_now -= 1
+                self.held_now -= held
                 writer.close()
             await asyncio.sleep(0.5)
 
@@ -102,6 +116,7 @@ class ThumbnailFlood:
     statuses: Counter[int] = field(default_factory=Counter)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _session: aiohttp.ClientSession | None = None
+    _stopping: bool = False
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(local_addr=(self.source, 0), limit=self.workers)
@@ -109,16 +124,19 @@ class ThumbnailFlood:
         self._tasks = [asyncio.ensure_future(self._ask()) for _ in range(self.workers)]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopping = True
+        pending = set(self._tasks)
+        while pending:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=2)
         if self._session is not None:
             await self._session.close()
 
     async def _ask(self) -> None:
         assert self._session is not None
         rng = random.Random()
-        while True:
+        while not self._stopping:
             t = rng.uniform(0, self.duration_s)
             url = f"{self.base_url}/thumb/{self.playback_id}.jpg?time={t:.3f}"
             try:
