@@ -40,6 +40,7 @@ async def died(svc: ServiceProcess, within: float = 30) -> None:
     assert svc.proc is not None
     code = await asyncio.to_thread(svc.proc.wait, within)
     assert code == -9, f"exit {code}, not SIGKILL"
+    svc.reap(svc.proc)
     svc.proc = None
 
 

@@ -8,6 +8,7 @@ svc.kill()             # SIGKILL, or svc.stop() for SIGTERM (graceful)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -65,12 +66,15 @@ class ServiceProcess:
         self.stdout_path = self.data_dir.parent / f"serve-{self.runs}.out"
         self.stderr_path = self.data_dir.parent / f"serve-{self.runs}.err"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            # its own process group: a SIGKILL of the service leaves its media
+            # pool (forkserver + workers) behind, and `kill` takes the group
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "control.cli", "serve"],
                 stdout=out,
                 stderr=err,
                 env=self._env(),
                 cwd=str(self.data_dir.parent),
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -98,15 +102,23 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
+        self.reap(self.proc)
         self.proc = None
         return code
 
     def kill(self) -> None:
-        """SIGKILL: no cleanup at all."""
+        """SIGKILL: no cleanup at all (of the service and of what it started)."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+            self.reap(self.proc)
             self.proc = None
+
+    @staticmethod
+    def reap(proc: subprocess.Popen[bytes]) -> None:
+        """Kill what a dead service left in its process group (its media pool)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     def logs(self) -> str:
         return self.stderr_path.read_text() if hasattr(self, "stderr_path") else ""
