@@ -42,7 +42,7 @@ from control.assets import (
 from control.leased_loop import LeasedLoop
 from control.live_streams import COLLECTION as LIVE_STREAMS
 from control.settings import Settings
-from control.store.base import Conflict, Record, Store
+from control.store.base import Conflict, Record, Store, list_all
 from control.vod_jobs import CLIP, MP4, UPLOAD, AssetJobs
 from vod.blobstore import BlobError, BlobStore
 from vod.recorder import finalize_recording
@@ -74,16 +74,7 @@ class Reconciler:
         self._loop: LeasedLoop | None = None
 
     async def _all(self, collection: str, tag: str, value: str) -> list[Record]:
-        out: list[Record] = []
-        after: str | None = None
-        while True:
-            page = await self.store.list(
-                collection, limit=100, starting_after=after, where=(tag, value)
-            )
-            out += page.data
-            if not page.has_more or not page.data:
-                return out
-            after = page.data[-1].id
+        return await list_all(self.store, collection, where=(tag, value))
 
     def _stuck(self, data: dict[str, Any], field: str = "updated_at") -> bool:
         moved = data.get(field) or data.get("updated_at") or 0.0

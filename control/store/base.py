@@ -265,3 +265,17 @@ class Store(Protocol):
         `idle_bucket_s` (full again by then; a bucket per client address must not
         grow without end). Returns how many rows or keys went."""
         ...
+
+
+async def list_all(
+    store: Store, collection: str, *, where: tuple[str, str] | None = None
+) -> builtins.list[Record]:
+    """Every record of `collection` (with the tag `where`), page by page."""
+    out: builtins.list[Record] = []
+    after: str | None = None
+    while True:
+        page = await store.list(collection, limit=100, starting_after=after, where=where)
+        out += page.data
+        if not page.has_more or not page.data:
+            return out
+        after = page.data[-1].id

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from control.store.base import Conflict, Event, Put, Record, Store
+from control.store.base import Conflict, Event, Put, Record, Store, list_all
 from control.webhooks.model import (
     CURSOR_ID,
     DELIVERIES,
@@ -38,14 +38,7 @@ log = logging.getLogger(__name__)
 
 
 async def all_endpoints(store: Store) -> list[Record]:
-    out: list[Record] = []
-    after: str | None = None
-    while True:
-        page = await store.list(ENDPOINTS, limit=100, starting_after=after)
-        out.extend(page.data)
-        if not page.has_more or not page.data:
-            return out
-        after = page.data[-1].id
+    return await list_all(store, ENDPOINTS)
 
 
 class Dispatcher:

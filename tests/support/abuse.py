@@ -20,6 +20,17 @@ from dataclasses import dataclass, field
 import aiohttp
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` until they are all done. Python 3.11's wait_for can swallow a
+    cancellation that races a result, so stragglers are cancelled again (the
+    floods' `_stopping` flag ends their loops in any case)."""
+    pending = set(tasks)
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=2)
+
+
 @dataclass
 class ConnectionFlood:
     host: str
@@ -47,14 +58,8 @@ class ConnectionFlood:
                 await asyncio.sleep(ramp_s * 50 / self.connections)
 
     async def stop(self) -> None:
-        # Python 3.11's wait_for can swallow a cancellation that races a result:
-        # the flag ends every loop anyway, and stragglers are cancelled again
         self._stopping = True
-        pending = set(self._tasks)
-        while pending:
-            for t in pending:
-                t.cancel()
-            _, pending = await asyncio.wait(pending, timeout=2)
+        await cancel_all(self._tasks)
         self._tasks.clear()
 
     async def _hold(self, drip: bool) -> None:
@@ -125,11 +130,7 @@ class ThumbnailFlood:
 
     async def stop(self) -> None:
         self._stopping = True
-        pending = set(self._tasks)
-        while pending:
-            for t in pending:
-                t.cancel()
-            _, pending = await asyncio.wait(pending, timeout=2)
+        await cancel_all(self._tasks)
         if self._session is not None:
             await self._session.close()
 
