@@ -9,7 +9,12 @@ Layout under ``prefix`` (see ``vod.manifest``)::
 The segmenter calls ``on_init``/``on_segment`` on the event loop; they only
 append to a bounded in-memory queue and return. One writer task drains it in
 order: segment blob first, then the manifest, so the manifest only ever names
-blobs that exist. If storage stalls, the queue is bounded (``max_pending``
+blobs that exist. A store that cannot be reached (`BlobUnavailable`: an S3
+endpoint refusing connections, timing out, answering 5xx) is waited for: the
+head of the queue is retried with backoff for as long as it takes while later
+segments wait behind it, so an outage shorter than the queue loses nothing. A
+store that refuses the write itself (a full disk) gets ``retry_delays`` and then
+the segment is counted lost. Either way the queue is bounded (``max_pending``
 segments / ``max_pending_bytes``): further segments are dropped, counted
 (``stats.dropped``, ``manifest.dropped``, a warning in the log and through
 ``on_warning``), and the next stored segment carries a discontinuity whose
@@ -43,7 +48,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from realtime.segments import InitSegment, Part, Segment
-from vod.blobstore import BlobNotFound, BlobStore, join_key
+from vod.blobstore import BlobNotFound, BlobStore, BlobUnavailable, join_key
 from vod.manifest import (
     InitEntry,
     Manifest,
@@ -184,6 +189,8 @@ class Recorder:
         self._unsaved = 0
         self._save_requested = False
         self._save_timer: asyncio.TimerHandle | None = None
+        self._hold_until: float | None = None
+        """Once closing: how long an unreachable store is still waited for."""
 
     # -- SegmentSink (called on the event loop; never blocks) ------------------
 
@@ -253,6 +260,8 @@ class Recorder:
     async def close(self) -> Manifest:
         """Stop accepting input, store everything pending, write the manifest."""
         self._closing = True
+        if self._hold_until is None:
+            self._hold_until = time.monotonic() + self.final_retry_s
         self._kick()
         if self._task is not None:
             await self._task
@@ -545,7 +554,9 @@ class Recorder:
         self, what: str, op: Callable[[], Awaitable[object]], *, budget_s: float | None = None
     ) -> bool:
         """`op` until it succeeds: retried after each of `retry_delays`, or with
-        backoff (capped at 5 s) for `budget_s` when given. False when it never did."""
+        backoff (capped at 5 s) for `budget_s` when given, or for as long as the
+        store is unreachable (until the close deadline once closing). False when
+        it never did."""
         deadline = None if budget_s is None else time.monotonic() + budget_s
         delays = iter(self.retry_delays)
         delay = self.retry_delays[0] if self.retry_delays else 0.2
@@ -556,11 +567,16 @@ class Recorder:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if deadline is None:
-                    wait = next(delays, None)
+                now = time.monotonic()
+                if deadline is not None:
+                    wait = delay if now + delay <= deadline else None
+                elif isinstance(exc, BlobUnavailable) and (
+                    self._hold_until is None or now + delay <= self._hold_until
+                ):
+                    wait = delay  # nothing is lost by waiting: later segments queue behind
                 else:
-                    wait = delay if time.monotonic() + delay <= deadline else None
-                    delay = min(delay * 2, 5.0)
+                    wait = next(delays, None)
+                delay = min(delay * 2, 5.0)
                 if wait is None:
                     log.error("recorder %s: giving up on %s: %r", self.prefix, what, exc)
                     return False

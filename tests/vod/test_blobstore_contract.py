@@ -173,3 +173,25 @@ async def test_local_path_only_for_a_local_store(blobs: BlobStore) -> None:
         assert path is None
     with pytest.raises(InvalidKey):
         blobs.local_path("../x")
+
+
+@pytest.mark.s3
+async def test_an_s3_endpoint_that_refuses_connections_is_unavailable_not_missing() -> None:
+    import socket
+
+    from vod.blobstore import BlobUnavailable
+    from vod.blobstore.s3 import S3BlobStore
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = S3BlobStore(f"http://127.0.0.1:{port}", "gone", "us-east-1", "k", "s")
+    try:
+        with pytest.raises(BlobUnavailable):
+            await store.put("a/b.m4s", b"x")
+        with pytest.raises(BlobUnavailable):
+            await store.get("a/b.m4s")
+        with pytest.raises(BlobUnavailable):
+            await store.list("a/")
+    finally:
+        await store.close()

@@ -276,3 +276,67 @@ async def test_a_final_save_that_keeps_failing_is_not_final(local_blobs: BlobSto
     store.broken = False
     assert (await rec.finalize()).final
     assert (await load_manifest(local_blobs, "assets/a8")).final
+
+
+class UnreachableStore:
+    """Wraps a store; puts raise `BlobUnavailable` (the endpoint refuses
+    connections) while `down`."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+        self.down = True
+        self.refused = 0
+
+    async def put(self, key: str, data: bytes, content_type: str = "") -> None:
+        from vod.blobstore import BlobUnavailable
+
+        if self.down:
+            self.refused += 1
+            raise BlobUnavailable("connection refused")
+        await self.inner.put(key, data, content_type)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_an_unreachable_store_is_waited_for_and_nothing_is_lost(
+    local_blobs: BlobStore,
+) -> None:
+    from vod.recorder import RecordingWarning
+
+    store = UnreachableStore(local_blobs)
+    warnings: list[RecordingWarning] = []
+    # retry_delays would give a refused write up to 0.02 s: the outage lasts far longer
+    rec = Recorder(store, "assets/a9", retry_delays=(0.01, 0.01), on_warning=warnings.append)  # type: ignore[arg-type]
+    init, segs = synthetic(6)
+    rec.on_init(init)
+    for s in segs:
+        rec.on_segment(s)
+        await asyncio.sleep(0.1)
+    assert store.refused >= 3 and rec.stats.pending == 6  # all of them wait, none dropped
+    store.down = False
+    m = await rec.finalize()
+    assert [s.msn for s in m.segments] == [0, 1, 2, 3, 4, 5]
+    assert gaps(m) == [] and m.dropped == 0 and warnings == []
+
+
+async def test_an_unreachable_store_at_the_end_is_waited_for_only_until_the_deadline(
+    local_blobs: BlobStore,
+) -> None:
+    import time
+
+    import pytest
+
+    from vod.recorder import RecordingFailed
+
+    store = UnreachableStore(local_blobs)
+    rec = Recorder(store, "assets/a10", retry_delays=(0.01,), final_retry_s=0.5)  # type: ignore[arg-type]
+    init, segs = synthetic(2)
+    rec.on_init(init)
+    for s in segs:
+        rec.on_segment(s)
+    started = time.monotonic()
+    with pytest.raises(RecordingFailed):
+        await rec.finalize()
+    assert time.monotonic() - started < 5
+    assert not rec.manifest.final

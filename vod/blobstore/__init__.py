@@ -2,8 +2,9 @@
 
 Entry points: ``LocalBlobStore(root)``, ``S3BlobStore(endpoint_url, bucket, region,
 access_key, secret_key, create_bucket=...)``, ``make_blobstore(...)`` to pick one
-from settings, ``BlobNotFound`` / ``InvalidKey`` (an InvalidKey is a BlobNotFound,
-so traversal attempts look exactly like missing objects).
+from settings, ``BlobUnavailable`` (unreachable now, may come back later),
+``BlobNotFound`` / ``InvalidKey`` (an InvalidKey is a BlobNotFound, so traversal
+attempts look exactly like missing objects).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from vod.blobstore.base import (
     BlobError,
     BlobNotFound,
     BlobStore,
+    BlobUnavailable,
     InvalidKey,
     join_key,
     validate_key,
@@ -63,6 +65,7 @@ __all__ = [
     "BlobError",
     "BlobNotFound",
     "BlobStore",
+    "BlobUnavailable",
     "InvalidKey",
     "LocalBlobStore",
     "S3BlobStore",

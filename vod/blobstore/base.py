@@ -25,6 +25,13 @@ class BlobError(Exception):
     """Base class of BlobStore errors."""
 
 
+class BlobUnavailable(BlobError):
+    """The store could not be reached (refused, timed out, 5xx or throttled): the
+    same call may well succeed later, unlike a store that refused the write
+    itself (a full disk, a permission). Writers that can wait (the recorder)
+    hold their data and retry; others treat it like any failure."""
+
+
 class BlobNotFound(BlobError, KeyError):
     """No object under that key (or the key is not a valid key at all)."""
 

@@ -18,12 +18,14 @@ from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from vod.blobstore.base import (
     CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
     BlobNotFound,
+    BlobUnavailable,
     validate_key,
     validate_prefix,
 )
@@ -32,8 +34,23 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 
 
+_BUSY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"}
+
+
 def _is_missing(exc: ClientError) -> bool:
     return str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    """Unreachable, cut off, timed out, 5xx or throttled (after botocore's own
+    retries): the endpoint's trouble, not a refusal of this request."""
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = str(exc.response.get("Error", {}).get("Code"))
+        return int(status) >= 500 or code in _BUSY_CODES
+    return False
 
 
 class S3BlobStore:
@@ -89,8 +106,13 @@ class S3BlobStore:
         return self.key_prefix + validate_key(key)
 
     async def _call(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-        await self._ready()
-        return await asyncio.to_thread(fn, **kwargs)
+        try:
+            await self._ready()
+            return await asyncio.to_thread(fn, **kwargs)
+        except (ClientError, BotoConnectionError, HTTPClientError) as exc:
+            if _is_unavailable(exc):
+                raise BlobUnavailable(f"S3 endpoint unavailable: {type(exc).__name__}") from exc
+            raise
 
     async def _ready(self) -> None:
         if self._bucket_ready:
@@ -322,7 +344,8 @@ class S3BlobStore:
     async def list(self, prefix: str = "") -> list[str]:
         validate_prefix(prefix)
         await self._ready()
-        return await asyncio.to_thread(self._list_sync, prefix)
+        result: list[str] = await self._call(self._list_sync, prefix=prefix)
+        return result
 
     # -- deletes --------------------------------------------------------------
 
