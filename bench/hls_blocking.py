@@ -1,13 +1,14 @@
 """Benchmark: N concurrent LL-HLS clients holding blocking playlist requests on one stream.
 
-One server process runs the whole service app as `onair serve` builds it
-(`control.app.service_app`: middlewares, playback resolution through the store,
-metrics), on SQLite in a temp dir, with one live stream created through
-`POST /v1/live-streams` and fed by a synthetic 30 fps H.264-sized + AAC feed in
-real time (low-latency mode: 200 ms parts). A few client processes (a minimal
-raw HTTP/1.1 keep-alive client, so the server gets the CPU) loop like LL-HLS
-players: each asks for the next part with `_HLS_msn`/`_HLS_part` (from the
-previous answer's preload hint) and records when the answer arrived. The server
+One server process runs the whole service as `onair serve` builds it
+(`control.node.build_node` + `control.http.app.make_http_app`: middlewares,
+playback resolution through the store, metrics), on SQLite in a temp dir, with
+one live stream created through `POST /v1/live-streams` and fed by a synthetic
+30 fps H.264-sized + AAC feed in real time (low-latency mode: 200 ms parts). A
+few client processes (a minimal raw HTTP/1.1 keep-alive client, so the server
+gets the CPU) loop like LL-HLS players: each asks for the next part with
+`_HLS_msn`/`_HLS_part` (from the previous answer's preload hint) and records
+when the answer arrived. The server
 records when each part was completed (and when each answer was sent). The
 delay from part completion to response is reported as p50/p90/p99/max, client
 side and server side, with the server's CPU per answer.
@@ -70,10 +71,10 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
     import aiohttp
     from aiohttp import web
 
-    from control import appkeys
-    from control.app import service_app
     from control.cli import bootstrap_admin_key
-    from control.edge import edge_site
+    from control.http.app import make_http_app
+    from control.http.edge import edge_site
+    from control.node import build_node
     from control.settings import load_settings
     from ingest.hub import MediaUnit, TrackInfo, TrackKind
     from realtime.hls.edge import EdgeRequest
@@ -81,7 +82,9 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.TemporaryDirectory(prefix="onair-hls-bench-")
     settings = load_settings(data_dir=tmp.name, host="127.0.0.1", http_port=0, rtmp_port=0)
-    app = service_app(settings)
+    node = build_node(settings)
+    assert node.media is not None
+    app = make_http_app(node)
     completed: dict[str, float] = {}
 
     served: list[tuple[str, float, float]] = []
@@ -126,7 +129,7 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    key = await bootstrap_admin_key(app[appkeys.STORE], settings.node_id)
+    key = await bootstrap_admin_key(node.store, settings.node_id)
     async with aiohttp.ClientSession() as http:
         async with http.post(
             f"http://127.0.0.1:{port}/v1/live-streams",
@@ -147,9 +150,9 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
         TrackInfo(TrackKind.VIDEO, "h264", 1000, avcc, width=1280, height=720),
         TrackInfo(TrackKind.AUDIO, "aac", 1000, bytes([0x11, 0x90]), sample_rate=48000, channels=2),
     )
-    hub = app[appkeys.HUB]
+    hub = node.media.hub
     pub = hub.publish(stream_id, tracks, source="bench")
-    live = app[appkeys.HLS].get(stream_id)
+    live = node.media.hls.get(stream_id)
     assert live is not None
     live.listeners.append(lambda p: completed.__setitem__(f"{p.msn}.{p.index}", time.time()))
     port_q.put((port, playback_id))

@@ -61,32 +61,33 @@ def banner(settings: Settings, admin_key: str | None) -> str:
 async def serve(settings: Settings) -> None:
     from aiohttp import web
 
-    from control import appkeys
-    from control.app import service_app
-    from control.edge import edge_site
+    from control.http.app import make_http_app
+    from control.http.edge import edge_site
     from control.logging import configure_logging
+    from control.node import build_node
     from ingest.conn_limits import raise_fd_limit
 
     configure_logging(settings.log_level, json_logs=settings.log_json)
     # before anything sizes itself on it: at 1024 descriptors HTTP, RTMP and
     # SQLite would all fail together under a few hundred idle connections
     raise_fd_limit()
-    app = service_app(settings)
+    node = build_node(settings)
+    app = make_http_app(node)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
     )
-    await runner.setup()
+    await runner.setup()  # starts the node
     runners: list[web.AppRunner] = []
     try:
-        key = await bootstrap_admin_key(app[appkeys.STORE], settings.node_id)
+        key = await bootstrap_admin_key(node.store, settings.node_id)
         site = edge_site(
             runner, settings.host, settings.http_port, reuse_address=True, backlog=1024
         )
         await site.start()
         if settings.metrics_port is not None:
-            from control.api.health import metrics_app
+            from control.http.routes.health import metrics_app
 
-            metrics_runner = web.AppRunner(metrics_app(app), access_log=None)
+            metrics_runner = web.AppRunner(metrics_app(node), access_log=None)
             await metrics_runner.setup()
             runners.append(metrics_runner)
             await web.TCPSite(

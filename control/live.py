@@ -5,8 +5,9 @@
 * the `PublishAuthority` ingest asks (it wraps `StoreAuthority`): a granted
   publish emits ``live_stream.connected`` and makes sure the broadcast has its
   asset (``asset.created``, ``active_asset_id``) and recorder;
-* the hub's observer: a publication starts LL-HLS (through the
-  `LiveHlsManager`, with the recorder as an extra sink); the first playable
+* the hub's observer (through `HubDispatch`): a publication starts LL-HLS
+  (`LiveHlsManager.serve`, with the stream's latency mode, the recorder as an
+  extra sink and this object told when it is playable); the first playable
   part emits ``live_stream.active``; a publication ending emits
   ``live_stream.disconnected`` and starts the reconnect window;
 * the `LiveControl` the API kicks publishers with (reset key, disable,
@@ -46,10 +47,9 @@ from control.live_streams import (
 )
 from control.publish_authority import StoreAuthority
 from control.store.base import Op, Record, Store
-from ingest.hub import Hub, HubObserver, Publication, Stream
+from ingest.hub import HubObserver, Publication, Stream
 from ingest.ports import PublishGrant
-from realtime.hls.manager import LiveHlsManager
-from realtime.segments import SegmentSink
+from realtime.hls.manager import LiveHlsManager, LiveOutput
 from vod.blobstore import BlobError, BlobStore
 from vod.manifest import Manifest
 from vod.recorder import Recorder, RecordingFailed, finalize_recording
@@ -78,6 +78,8 @@ class _Broadcast:
     activated: bool = False
     window: asyncio.Task[None] | None = None
     finishing: bool = False
+    stream: Stream | None = None
+    """The hub stream of its latest publication (kicks close that publication)."""
     connects: int = 0
     """Granted publishes so far; a disconnect only opens the window if none came since."""
     publications: int = 0
@@ -88,7 +90,6 @@ class _Broadcast:
 class LiveLifecycle(HubObserver):
     def __init__(
         self,
-        hub: Hub,
         *,
         store: Store,
         live_streams: LiveStreamService,
@@ -101,7 +102,6 @@ class LiveLifecycle(HubObserver):
         jobs_queued: Callable[[], None] = lambda: None,
         final_retry_s: float = 120.0,
     ) -> None:
-        self.hub = hub
         self.final_retry_s = final_retry_s
         self.store = store
         self.live_streams = live_streams
@@ -118,9 +118,6 @@ class LiveLifecycle(HubObserver):
         self._background: asyncio.Task[None] | None = None
         self._waiting: dict[str, float] = {}
         """Orphan candidates whose lease another node held when seen (id → first seen)."""
-        hls.sink_factory = self._sinks_for
-        hls.latency_mode_of = self._latency_mode_of
-        hls.on_playable = self._playable
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -139,7 +136,7 @@ class LiveLifecycle(HubObserver):
         for b in list(self._broadcasts.values()):
             if b.window is not None:
                 b.window.cancel()
-            self.hub.kick(b.live_stream_id, "shutdown")
+            self._close_publication(b, "shutdown")
         await self.hls.close()
         for b in list(self._broadcasts.values()):
             if b.recorder is not None:
@@ -205,8 +202,7 @@ class LiveLifecycle(HubObserver):
             return
         if b.connects != connects or b.publications != publications or b.window is not None:
             return  # it published (its end opens the window), or someone else connected
-        stream = self.hub.get(b.live_stream_id)
-        if stream is not None and stream.live:
+        if b.stream is not None and b.stream.live:
             return
         log.info("granted publish on %s never started publishing", b.live_stream_id)
         await self._disconnected(b, "no_media", connects)
@@ -214,9 +210,19 @@ class LiveLifecycle(HubObserver):
     # ------------------------------------------------------------ hub observer
     def publication_started(self, stream: Stream, publication: Publication) -> None:
         b = self._broadcasts.get(stream.id)
-        if b is not None:
-            b.publications += 1
-        self.hls.publication_started(stream, publication)
+        if b is None:
+            self.hls.serve(stream, LiveOutput())
+            return
+        b.publications += 1
+        b.stream = stream
+        self.hls.serve(
+            stream,
+            LiveOutput(
+                latency_mode=b.latency_mode,
+                sinks=(b.recorder,) if b.recorder is not None else (),
+                on_playable=lambda _generation: self._playable(stream.id),
+            ),
+        )
 
     def publication_ended(self, stream: Stream, publication: Publication, reason: str) -> None:
         self.hls.publication_ended(stream, publication, reason)
@@ -227,21 +233,16 @@ class LiveLifecycle(HubObserver):
             return
         self._spawn(self._disconnected(b, reason, b.connects))
 
-    def _sinks_for(self, stream_id: str) -> Sequence[SegmentSink]:
-        b = self._broadcasts.get(stream_id)
-        if b is None:
-            return ()
-        return (b.recorder,) if b.recorder is not None else ()
-
-    def _playable(self, stream_id: str, generation: int) -> None:
+    def _playable(self, stream_id: str) -> None:
         """The first part of a generation is playable: the broadcast is active."""
         b = self._broadcasts.get(stream_id)
         if b is not None:
             self._spawn(self._activate(b))
 
-    def _latency_mode_of(self, stream_id: str) -> str:
-        b = self._broadcasts.get(stream_id)
-        return b.latency_mode if b is not None else "low"
+    @staticmethod
+    def _close_publication(b: _Broadcast, reason: str) -> None:
+        if b.stream is not None and b.stream.publication is not None:
+            b.stream.publication.close(reason)
 
     async def _activate(self, b: _Broadcast) -> None:
         if b.activated:
@@ -255,8 +256,7 @@ class LiveLifecycle(HubObserver):
             await self.live_streams.apply(b.live_stream_id, Action.DISCONNECT)
         if reason in ENDS_BROADCAST or b.finishing:
             return  # kick() finishes it
-        stream = self.hub.get(b.live_stream_id)
-        if b.connects != connects or (stream is not None and stream.live):
+        if b.connects != connects or (b.stream is not None and b.stream.live):
             # someone reconnected already (perhaps granted but not yet publishing:
             # a window now would end their broadcast under them)
             return
@@ -277,7 +277,10 @@ class LiveLifecycle(HubObserver):
 
     # ------------------------------------------------------------- LiveControl
     def kick(self, live_stream_id: str, reason: str) -> None:
-        self.hub.kick(live_stream_id, reason)
+        b = self._broadcasts.get(live_stream_id)
+        if b is None:
+            return
+        self._close_publication(b, reason)
         if reason in ENDS_BROADCAST:
             self._spawn(self.finish(live_stream_id))
 

@@ -3,8 +3,10 @@
 Status is an Enum; `transition(status, action)` validates a move and names the
 one event it emits. `LiveStreamService` changes records only through the
 outbox commit (state change + event in one transaction) with compare-and-set
-retries, and kicks a live publisher through `LiveControl` when the stream key
-is reset, the stream disabled or the broadcast completed.
+retries; the live lifecycle drives it as publishers come and go.
+`LiveStreamAdmin` is what the API does to a stream: the same changes, then the
+kick of a live publisher they imply (`LiveControl`: the stream key reset, the
+stream disabled, completed or deleted).
 
 Collections: ``live_streams`` (unique index ``stream_key``) and
 ``playback_ids`` (record id = playback id; data ``{object_type, object_id,
@@ -101,8 +103,7 @@ def transition(status: LiveStreamStatus, action: Action) -> Transition:
 
 
 class LiveControl(Protocol):
-    """Kicks a live publisher (wired to the ingest hub by the composition root;
-    `ingest.hub.Hub` satisfies it as is)."""
+    """Kicks a live publisher (the node's live lifecycle)."""
 
     def kick(self, live_stream_id: str, reason: str, /) -> object: ...
 
@@ -142,12 +143,10 @@ class LiveStreamService:
         store: Store,
         settings: Settings,
         commit: CommitFn,
-        live_control: LiveControl | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.commit = commit
-        self.live_control: LiveControl = live_control or NoLiveControl()
         self._ingest: dict[str, str] = {
             "rtmp_url": settings.rtmp_url,
             "whip_url": settings.whip_url,
@@ -244,8 +243,6 @@ class LiveStreamService:
         self,
         live_stream_id: str,
         change: Callable[[dict[str, Any]], str | None],
-        *,
-        kick: str | None = None,
     ) -> dict[str, Any]:
         """Read, apply `change` (returns the event type or None), CAS-commit; retries."""
         for _ in range(8):
@@ -267,11 +264,6 @@ class LiveStreamService:
             break
         else:
             raise Conflict(f"live stream {live_stream_id} keeps changing")
-        if kick:
-            try:
-                self.live_control.kick(live_stream_id, kick)
-            except Exception:
-                log.exception("kick failed", extra={"live_stream_id": live_stream_id})
         return self.with_key(view, data)
 
     async def staged(
@@ -300,9 +292,7 @@ class LiveStreamService:
             unique={STREAM_KEY_INDEX: data["stream_key"]},
         )
 
-    async def apply(
-        self, live_stream_id: str, action: Action, *, kick: str | None = None
-    ) -> dict[str, Any]:
+    async def apply(self, live_stream_id: str, action: Action) -> dict[str, Any]:
         """Run one lifecycle action (the ingest side calls this for connect/activate/...)."""
 
         def change(data: dict[str, Any]) -> str | None:
@@ -310,7 +300,7 @@ class LiveStreamService:
             data["status"] = move.status.value
             return move.event_type
 
-        return await self.mutate(live_stream_id, change, kick=kick)
+        return await self.mutate(live_stream_id, change)
 
     async def update(self, live_stream_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         def change(data: dict[str, Any]) -> str | None:
@@ -325,16 +315,16 @@ class LiveStreamService:
             data["stream_key"] = new_stream_key()
             return "live_stream.stream_key_reset"
 
-        return await self.mutate(live_stream_id, change, kick="stream_key_reset")
+        return await self.mutate(live_stream_id, change)
 
     async def disable(self, live_stream_id: str) -> dict[str, Any]:
-        return await self.apply(live_stream_id, Action.DISABLE, kick="disabled")
+        return await self.apply(live_stream_id, Action.DISABLE)
 
     async def enable(self, live_stream_id: str) -> dict[str, Any]:
         return await self.apply(live_stream_id, Action.ENABLE)
 
     async def complete(self, live_stream_id: str) -> dict[str, Any]:
-        return await self.apply(live_stream_id, Action.COMPLETE, kick="completed")
+        return await self.apply(live_stream_id, Action.COMPLETE)
 
     async def delete(self, live_stream_id: str) -> dict[str, Any]:
         for _ in range(8):
@@ -351,8 +341,43 @@ class LiveStreamService:
             break
         else:
             raise Conflict(f"live stream {live_stream_id} keeps changing")
+        return view
+
+
+class LiveStreamAdmin:
+    """The API's changes to a live stream that end or take over a live
+    publication: committed through `LiveStreamService`, then the publisher is
+    kicked (`LiveControl`) with the reason."""
+
+    def __init__(self, live_streams: LiveStreamService, live_control: LiveControl) -> None:
+        self.live_streams = live_streams
+        self.live_control = live_control
+
+    def _kick(self, live_stream_id: str, reason: str) -> None:
         try:
-            self.live_control.kick(live_stream_id, "deleted")
+            self.live_control.kick(live_stream_id, reason)
         except Exception:
             log.exception("kick failed", extra={"live_stream_id": live_stream_id})
+
+    async def reset_stream_key(self, live_stream_id: str) -> dict[str, Any]:
+        view = await self.live_streams.reset_stream_key(live_stream_id)
+        self._kick(live_stream_id, "stream_key_reset")
+        return view
+
+    async def disable(self, live_stream_id: str) -> dict[str, Any]:
+        view = await self.live_streams.disable(live_stream_id)
+        self._kick(live_stream_id, "disabled")
+        return view
+
+    async def enable(self, live_stream_id: str) -> dict[str, Any]:
+        return await self.live_streams.enable(live_stream_id)
+
+    async def complete(self, live_stream_id: str) -> dict[str, Any]:
+        view = await self.live_streams.complete(live_stream_id)
+        self._kick(live_stream_id, "completed")
+        return view
+
+    async def delete(self, live_stream_id: str) -> dict[str, Any]:
+        view = await self.live_streams.delete(live_stream_id)
+        self._kick(live_stream_id, "deleted")
         return view

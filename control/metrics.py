@@ -2,7 +2,7 @@
 
 Counters, gauges (set directly or computed by a callback at scrape time) and
 histograms, each with optional labels. Any subsystem may register its own
-metrics on the app's registry (``app[appkeys.METRICS]``)::
+metrics on the node's registry (``node.metrics``)::
 
     frames = registry.counter("onair_rtmp_frames_total", "Frames received", ("kind",))
     frames.inc(kind="video")

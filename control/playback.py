@@ -29,7 +29,6 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from control import appkeys
 from control.assets import COLLECTION as ASSETS
 from control.assets import asset_prefix
 from control.live_streams import COLLECTION as LIVE_STREAMS
@@ -445,20 +444,3 @@ class Playback:
             await resp.write(chunk)
         await resp.write_eof()
         return resp
-
-
-def add_routes(app: web.Application) -> None:
-    """Mount the playback routes; the `Playback` behind them is made at startup."""
-
-    async def multivariant(request: web.Request) -> web.StreamResponse:
-        return await request.app[appkeys.PLAYBACK].multivariant(request)
-
-    async def child(request: web.Request) -> web.StreamResponse:
-        return await request.app[appkeys.PLAYBACK].child(request)
-
-    async def thumbnail(request: web.Request) -> web.StreamResponse:
-        return await request.app[appkeys.PLAYBACK].thumbnail(request)
-
-    app.router.add_get(r"/play/{playback_id:[^/.]+}.m3u8", multivariant)
-    app.router.add_get(r"/play/{playback_id:[^/.]+}/{name}", child)
-    app.router.add_get(r"/thumb/{playback_id:[^/.]+}.jpg", thumbnail)

@@ -12,9 +12,9 @@ composite ends only when the room does.
 Finishing runs in this object's own tasks and `close()` waits for them (the
 app's background tasks are cancelled on shutdown before media closes). A
 recording whose node died is finished by `adopt()` from what was stored —
-called by the rooms keeper (`control.api.rooms.RoomKeeper`) for rooms left
+called by the rooms keeper (`control.rooms.RoomKeeper`) for rooms left
 ``active``, or here when a new broadcast of the room finds a stale
-``active_asset_id``. `ROOM_BROADCASTS` is the app key it is published under.
+``active_asset_id``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from control.assets import AssetService, asset_prefix, recording_warnings
 from control.ids import new_id
 from control.store.base import Conflict, Op, Put, Store
 from ingest.hub import HubObserver, Publication, Stream
-from realtime.hls.manager import LiveHlsManager
-from realtime.segments import SegmentSink
+from realtime.hls.manager import LiveHlsManager, LiveOutput
 from vod.blobstore import BlobError, BlobStore
 from vod.manifest import Manifest
 from vod.recorder import Recorder, RecordingFailed, finalize_recording
@@ -84,10 +81,6 @@ class RoomBroadcasts(HubObserver):
     def owns(self, stream_id: str) -> bool:
         return stream_id in self._rooms
 
-    def sinks_for(self, stream_id: str) -> Sequence[SegmentSink]:
-        b = self._rooms.get(stream_id)
-        return (b.recorder,) if b is not None else ()
-
     def recording_manifest(self, asset_id: str) -> Manifest | None:
         for b in self._rooms.values():
             if b.asset_id == asset_id and b.finishing is None:
@@ -110,7 +103,7 @@ class RoomBroadcasts(HubObserver):
             )
             self._rooms[stream.id] = b
             b.created = asyncio.get_running_loop().create_task(self._create_asset(b))
-        self.hls.publication_started(stream, publication)
+        self.hls.serve(stream, LiveOutput(sinks=(self._rooms[stream.id].recorder,)))
 
     def publication_ended(self, stream: Stream, publication: Publication, reason: str) -> None:
         self.hls.publication_ended(stream, publication, reason)
@@ -254,7 +247,3 @@ class HubDispatch(HubObserver):
 
     def publication_ended(self, stream: Stream, publication: Publication, reason: str) -> None:
         self._pick(stream, publication).publication_ended(stream, publication, reason)
-
-
-ROOM_BROADCASTS: web.AppKey[RoomBroadcasts] = web.AppKey("onair.room_broadcasts")
-"""Set by `control.media.media_ctx`; rooms' crash recovery (control.api.rooms) uses it."""

@@ -84,24 +84,6 @@ _STALL_TICK_S = 0.05
 """Least time between two stall checks (the extra delay a stalled part may wait)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CmafInitSegment(InitSegment):
-    """An `InitSegment` that also knows the video frame rate (0.0 when unknown)."""
-
-    frame_rate: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class CmafPart(Part):
-    """A `Part` that also says where it sits: its segment's program-date-time,
-    whether that segment starts a discontinuity, and the init it needs."""
-
-    program_date_time: float = 0.0
-    discontinuity: bool = False
-    generation: int = 0
-    init_generation: int = 0
-
-
 @dataclass(slots=True)
 class _Pending:
     dts: int
@@ -286,7 +268,7 @@ class Segmenter:
             self._init_key = key
             video = states.get(TrackKind.VIDEO)
             declared = sum(t.bitrate for t in tracks)
-            init = CmafInitSegment(
+            init = InitSegment(
                 generation=ev.generation,
                 data=build_init_segment(tracks),
                 codecs=codecs_string(tracks),
@@ -436,7 +418,7 @@ class Segmenter:
         data = build_fragment(self._fragment_seq, runs)
         self._fragment_seq += 1
         assert self.init is not None
-        part = CmafPart(
+        part = Part(
             msn=self.next_msn,
             index=len(self._parts),
             data=data,

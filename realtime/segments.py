@@ -22,6 +22,8 @@ class InitSegment:
     height: int
     bandwidth: int
     """Peak bits/s estimate for the multivariant playlist."""
+    frame_rate: float = 0.0
+    """The video's frame rate (0.0 when unknown or no video)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,14 @@ class Part:
     duration: float
     independent: bool
     """Starts with a video keyframe (or the stream has no video)."""
+    program_date_time: float = 0.0
+    """Wall-clock (epoch seconds) of its segment's first sample; 0 when unknown."""
+    discontinuity: bool = False
+    """Its segment starts a discontinuity (a new generation after the first)."""
+    generation: int = 0
+    """The publication generation the part belongs to."""
+    init_generation: int = 0
+    """The generation of the init segment (EXT-X-MAP) it needs."""
 
 
 @dataclass(frozen=True, slots=True)

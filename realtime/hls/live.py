@@ -93,13 +93,9 @@ class LiveHls:
         if part.msn != self._open_msn or not self._open:
             self._open = []
             self._open_msn = part.msn
-            pdt = float(getattr(part, "program_date_time", 0.0) or 0.0)
-            self._open_pdt = pdt or (time.time() - part.duration)
-            self._open_discontinuity = bool(getattr(part, "discontinuity", False))
-            gen = getattr(part, "init_generation", None)
-            if gen is None:
-                gen = self.current_init.generation if self.current_init else 0
-            self._open_init_gen = int(gen)
+            self._open_pdt = part.program_date_time or (time.time() - part.duration)
+            self._open_discontinuity = part.discontinuity
+            self._open_init_gen = part.init_generation
         self._open.append(part)
         self._max_part = max(self._max_part, part.duration)
         self.last_part_at = time.monotonic()
@@ -417,6 +413,6 @@ class LiveHls:
             codecs=init.codecs if init else "avc1.64001f,mp4a.40.2",
             width=init.width if init else 0,
             height=init.height if init else 0,
-            frame_rate=float(getattr(init, "frame_rate", 0.0) or 0.0),
+            frame_rate=init.frame_rate if init else 0.0,
             suffix=suffix,
         )

@@ -1,16 +1,21 @@
 """Starts and keeps one Segmenter + LiveHls per live stream.
 
-Owns `LiveHlsManager`. The composition root chains the hub's observer hooks
-to it (`publication_started` / `publication_ended`, the `HubObserver` shape).
+Owns `LiveHlsManager`. Whoever owns a broadcast (the control plane's live
+lifecycle, or a room's recording) calls `serve(stream, output)` when a
+publication starts, with the stream's `LiveOutput`: its latency mode, the extra
+sinks (the recorder) and who to tell when a generation becomes playable. Used
+alone (tests, benchmarks) the manager is the hub's observer itself, and
+`publication_started` serves every stream with the output built from its
+constructor arguments.
+
 On the first publication of a stream it subscribes a reader, builds a
-`LiveHls` (with the extra sinks from `sink_factory`, e.g. the recorder) and
-runs a `Segmenter` task. Reconnects and takeovers reach the same segmenter
-through the same reader (new generation -> discontinuity), so the playlist
-and its media sequence numbers continue. The broadcast is over only when the
-owner calls `finish(stream_id)` (the lifecycle's reconnect window expired, or
-the stream was completed): the reader closes, the segmenter flushes, the sinks
-get `on_end()`, the playlist gets EXT-X-ENDLIST and is kept for `linger_s` so
-players see the end, then forgotten.
+`LiveHls` and runs a `Segmenter` task. Reconnects and takeovers reach the same
+segmenter through the same reader (new generation -> discontinuity), so the
+playlist and its media sequence numbers continue. The broadcast is over only
+when the owner calls `finish(stream_id)` (the lifecycle's reconnect window
+expired, or the stream was completed): the reader closes, the segmenter
+flushes, the sinks get `on_end()`, the playlist gets EXT-X-ENDLIST and is kept
+for `linger_s` so players see the end, then forgotten.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ingest.hub import Hub, HubObserver, Publication, Stream, StreamReader
+from ingest.hub import HubObserver, Publication, Stream, StreamReader
 from realtime.hls.live import LiveHls
 from realtime.segmenter import LATENCY_MODES, Segmenter
 from realtime.segments import Part, SegmentSink
@@ -29,6 +34,17 @@ from realtime.segments import Part, SegmentSink
 log = logging.getLogger(__name__)
 
 READER_MAX_UNITS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class LiveOutput:
+    """How one stream's LL-HLS is served, given by the broadcast's owner."""
+
+    latency_mode: str = "low"
+    sinks: Sequence[SegmentSink] = ()
+    """Extra segment sinks beside the playlist (the recorder)."""
+    on_playable: Callable[[int], None] | None = None
+    """Called with the generation when its first part exists."""
 
 
 @dataclass(slots=True)
@@ -45,33 +61,39 @@ class LiveHlsManager(HubObserver):
 
     def __init__(
         self,
-        hub: Hub,
         *,
         sink_factory: Callable[[str], Sequence[SegmentSink]] | None = None,
-        latency_mode_of: Callable[[str], str] | None = None,
         on_playable: Callable[[str, int], None] | None = None,
         linger_s: float = 30.0,
     ) -> None:
-        self.hub = hub
-        self.sink_factory = sink_factory
-        self.latency_mode_of = latency_mode_of
-        self.on_playable = on_playable
-        """Called with (stream_id, generation) when a generation's first part exists
-        (the lifecycle's `live_stream.active`)."""
+        """`sink_factory` and `on_playable` serve the manager as a hub observer of
+        its own (`publication_started`); an owner calling `serve` passes them per
+        stream instead."""
+        self._sink_factory = sink_factory
+        self._on_playable = on_playable
         self.linger_s = linger_s
         self._entries: dict[str, _Entry] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
-    # -- hub observer hooks -----------------------------------------------------
+    # -- hub observer hooks (the manager used alone) ------------------------------
 
     def publication_started(self, stream: Stream, publication: Publication) -> None:
-        entry = self._entries.get(stream.id)
-        running = entry is not None and entry.forget is None and not entry.task.done()
-        if entry is not None and running and not entry.live.ended:
+        if self._serving(stream.id):
             return  # reconnect/takeover: the running segmenter sees the new generation
-        if entry is not None:
-            self._drop(stream.id)
-        self.start(stream)
+        sinks: Sequence[SegmentSink] = ()
+        if self._sink_factory is not None:
+            try:
+                sinks = tuple(self._sink_factory(stream.id))
+            except Exception:
+                log.exception("sink_factory failed for %s", stream.id)
+        on_playable = self._on_playable
+        self.serve(
+            stream,
+            LiveOutput(
+                sinks=sinks,
+                on_playable=(lambda g: on_playable(stream.id, g)) if on_playable else None,
+            ),
+        )
 
     def publication_ended(self, stream: Stream, publication: Publication, reason: str) -> None:
         # The segmenter flushes on PublicationEnded; the playlist stays up for
@@ -80,25 +102,19 @@ class LiveHlsManager(HubObserver):
 
     # -- control ------------------------------------------------------------------
 
-    def start(self, stream: Stream, latency_mode: str | None = None) -> LiveHls:
-        """Start serving `stream` (idempotent while it is being served)."""
+    def serve(self, stream: Stream, output: LiveOutput) -> LiveHls:
+        """A publication of `stream` started: keep serving it through a running
+        segmenter (reconnect, takeover: it sees the new generation), or start one
+        with `output`."""
         entry = self._entries.get(stream.id)
-        if entry is not None and entry.forget is None and not entry.live.ended:
+        if entry is not None and self._serving(stream.id):
             return entry.live
         if entry is not None:
             self._drop(stream.id)  # a finished broadcast: a new one starts from msn 0
-        mode = latency_mode or (self.latency_mode_of(stream.id) if self.latency_mode_of else "low")
-        if mode not in LATENCY_MODES:
-            mode = "low"
-        extra: Sequence[SegmentSink] = ()
-        if self.sink_factory is not None:
-            try:
-                extra = tuple(self.sink_factory(stream.id))
-            except Exception:
-                log.exception("sink_factory failed for %s", stream.id)
-        live = LiveHls(stream.id, latency_mode=mode, extra_sinks=extra)
-        if self.on_playable is not None:
-            live.listeners.append(self._playable_listener(stream.id))
+        mode = output.latency_mode if output.latency_mode in LATENCY_MODES else "low"
+        live = LiveHls(stream.id, latency_mode=mode, extra_sinks=tuple(output.sinks))
+        if output.on_playable is not None:
+            live.listeners.append(self._playable_listener(stream.id, output.on_playable))
         reader = stream.subscribe("hls", READER_MAX_UNITS, from_keyframe=True)
         part_s, seg_s = LATENCY_MODES[mode]
         segmenter = Segmenter(reader, live, part_target_s=part_s, segment_target_s=seg_s)
@@ -108,16 +124,28 @@ class LiveHlsManager(HubObserver):
         self._entries[stream.id] = _Entry(live, reader, segmenter, task)
         return live
 
-    def _playable_listener(self, stream_id: str) -> Callable[[Part], None]:
+    def _serving(self, stream_id: str) -> bool:
+        """A segmenter runs for the stream and its broadcast is not over."""
+        entry = self._entries.get(stream_id)
+        return (
+            entry is not None
+            and entry.forget is None
+            and not entry.task.done()
+            and not entry.live.ended
+        )
+
+    @staticmethod
+    def _playable_listener(
+        stream_id: str, on_playable: Callable[[int], None]
+    ) -> Callable[[Part], None]:
         seen: set[int] = set()
 
         def listener(part: Part) -> None:
-            generation = int(getattr(part, "generation", 0))
-            if generation in seen or self.on_playable is None:
+            if part.generation in seen:
                 return
-            seen.add(generation)
+            seen.add(part.generation)
             try:
-                self.on_playable(stream_id, generation)
+                on_playable(part.generation)
             except Exception:
                 log.exception("on_playable failed for %s", stream_id)
 

@@ -52,14 +52,30 @@ class JoinTokens:
     """Issue and verify room join tokens with one HMAC secret."""
 
     def __init__(
-        self, secret: bytes | str, *, clock: Callable[[], float] = time.time, leeway_s: int = 0
+        self,
+        secret: bytes | str | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        leeway_s: int = 0,
     ) -> None:
+        """`secret` may come later (`set_secret`), e.g. once it is read from the
+        store every node shares; until then every token is refused."""
+        self._key: bytes | None = None
+        if secret is not None:
+            self.set_secret(secret)
+        self._clock = clock
+        self._leeway = leeway_s
+
+    def set_secret(self, secret: bytes | str) -> None:
         key = secret.encode() if isinstance(secret, str) else secret
         if len(key) < 32:
             raise ValueError("join token secret must be at least 32 bytes")
         self._key = key
-        self._clock = clock
-        self._leeway = leeway_s
+
+    def _secret(self) -> bytes:
+        if self._key is None:
+            raise TokenError("token_invalid", "join tokens are not available yet")
+        return self._key
 
     def issue(
         self,
@@ -85,7 +101,7 @@ class JoinTokens:
             "exp": now + int(ttl_s),
             "jti": secrets.token_urlsafe(12),
         }
-        return jwt.encode(claims, self._key, algorithm="HS256")
+        return jwt.encode(claims, self._secret(), algorithm="HS256")
 
     def verify(self, token: str, room_id: str) -> JoinGrant:
         """The grant inside `token` for `room_id`, or `TokenError`."""
@@ -94,7 +110,7 @@ class JoinTokens:
         try:
             claims = jwt.decode(
                 token,
-                self._key,
+                self._secret(),
                 algorithms=["HS256"],
                 issuer=ISSUER,
                 options={

@@ -4,8 +4,8 @@
                                resolve_playback=resolve, config=WebRtcConfig.from_env())
 
 mounts everything on `app` and registers an `on_shutdown` hook that closes every
-WHIP and WHEP peer connection (call `await routes.close()` yourself if you manage
-shutdown differently). Pages:
+WHIP and WHEP peer connection. A service that builds and closes the WHIP and
+WHEP services itself mounts them with `mount_webrtc_routes(app, routes)`. Pages:
 
     GET /publish/{live_stream_id}          camera+mic -> WHIP (key pasted or ?key=)
     GET /watch/{playback_id}/webrtc        WHEP player (?token= for signed ids)
@@ -73,7 +73,8 @@ def add_webrtc_routes(
     config: WebRtcConfig,
     pages: bool = True,
 ) -> WebRtcRoutes:
-    """Mount WHIP (`/v1/whip`), WHEP (`/v1/whep/{playback_id}`) and the pages.
+    """Build WHIP (`/v1/whip`) and WHEP (`/v1/whep/{playback_id}`) and mount them
+    (`mount_webrtc_routes`) with the pages, for an app that is nothing else.
 
     `resolve_playback(playback_id, token)` (sync or async) returns the live stream
     id or raises `realtime.whep.PlaybackDenied(status, message)`, `PermissionError`
@@ -81,16 +82,21 @@ def add_webrtc_routes(
     """
     whip = WhipService(hub, authority, config)
     whep = WhepService(hub, config, resolve_playback, keyframe_request=whip.request_keyframe)
-    add_whip_routes(app, whip)
-    add_whep_routes(app, whep)
-    if pages:
-        app.router.add_get("/publish/{live_stream_id}", _page("publish.html"))
-        app.router.add_get("/watch/{playback_id}/webrtc", _page("watch_webrtc.html"))
-        app.router.add_get("/webrtc/static/{name}", _static)
     routes = WebRtcRoutes(whip, whep)
+    mount_webrtc_routes(app, routes, pages=pages)
 
     async def on_shutdown(app: web.Application) -> None:
         await routes.close()
 
     app.on_shutdown.append(on_shutdown)
     return routes
+
+
+def mount_webrtc_routes(app: web.Application, routes: WebRtcRoutes, *, pages: bool = True) -> None:
+    """The HTTP side of services built elsewhere (the node owns and closes them)."""
+    add_whip_routes(app, routes.whip)
+    add_whep_routes(app, routes.whep)
+    if pages:
+        app.router.add_get("/publish/{live_stream_id}", _page("publish.html"))
+        app.router.add_get("/watch/{playback_id}/webrtc", _page("watch_webrtc.html"))
+        app.router.add_get("/webrtc/static/{name}", _static)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from control.app import create_app
 from control.cli import main, table
+from control.http.app import make_http_app
+from control.node import build_node
 from control.settings import Settings, SettingsError, load_settings
 
 
@@ -79,7 +80,7 @@ async def test_streams_client_against_a_live_server(
     monkeypatch.delenv("ONAIR_REDIS_URL", raising=False)
     data = str(tmp_path / "d")
     settings = load_settings({}, data_dir=data, access_log=False)
-    server = TestServer(create_app(settings), host="127.0.0.1")
+    server = TestServer(make_http_app(build_node(settings, media=False)), host="127.0.0.1")
     await server.start_server()
     try:
         code = await asyncio.to_thread(

@@ -17,13 +17,19 @@ import jwt
 import pytest
 from aiohttp import web
 
-from control import appkeys
-from control.app import service_app
 from control.cli import bootstrap_admin_key
-from control.edge import edge_site
+from control.http.app import NODE, make_http_app
+from control.http.edge import edge_site
+from control.node import Media, build_node
 from control.playback import EDGE_CACHE_S
 from control.settings import load_settings
 from tests.realtime.media import feed_realtime, synthetic_tracks, synthetic_units
+
+
+def _media(app: web.Application) -> Media:
+    media = app[NODE].media
+    assert media is not None
+    return media
 
 
 @dataclass
@@ -43,10 +49,10 @@ class Service:
     async def live(self, **fields: object) -> tuple[str, str]:
         """A live stream with a synthetic feed in the hub; (stream id, playback id)."""
         ls = await self.api("POST", "/v1/live-streams", {"record": False, **fields})
-        pub = self.app[appkeys.HUB].publish(ls["id"], synthetic_tracks(), source="test")
+        pub = _media(self.app).hub.publish(ls["id"], synthetic_tracks(), source="test")
         units = synthetic_units(6.0, wallclock0=time.time())
         self.tasks.append(asyncio.create_task(feed_realtime(pub, units)))
-        live = self.app[appkeys.HLS].get(ls["id"])
+        live = _media(self.app).hls.get(ls["id"])
         assert live is not None and await live.wait_media(timeout_s=5)
         return ls["id"], ls["playback_ids"][0]["id"]
 
@@ -60,13 +66,13 @@ class Service:
 @pytest.fixture
 async def svc(tmp_path: Path) -> AsyncIterator[Service]:
     settings = load_settings(env={"ONAIR_DATA_DIR": str(tmp_path), "ONAIR_RTMP_PORT": "0"})
-    app = service_app(settings)
+    app = make_http_app(build_node(settings))
     runner = web.AppRunner(app)
     await runner.setup()
     site = edge_site(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    key = await bootstrap_admin_key(app[appkeys.STORE], settings.node_id)
+    key = await bootstrap_admin_key(app[NODE].store, settings.node_id)
     assert key is not None
     tasks: list[asyncio.Task[None]] = []
     async with aiohttp.ClientSession() as http:
@@ -122,10 +128,10 @@ async def test_signed_playback_through_the_edge_checks_the_token(svc: Service) -
 
 async def test_a_grant_is_reused_briefly_then_checked_again(svc: Service) -> None:
     stream_id, pid = await svc.live()
-    playback = svc.app[appkeys.PLAYBACK]
+    playback = _media(svc.app).playback
     found = playback.edge_route(pid, None)
     route = await found if asyncio.isfuture(found) or asyncio.iscoroutine(found) else found
-    assert route is not None and route.live is svc.app[appkeys.HLS].get(stream_id)
+    assert route is not None and route.live is _media(svc.app).hls.get(stream_id)
     cached = playback.edge_route(pid, None)
     assert cached is not None and not asyncio.isfuture(cached)  # at once, from the cache
     # a grant is checked again after EDGE_CACHE_S
@@ -158,7 +164,7 @@ async def test_deleting_a_signing_key_revokes_its_tokens_at_once(svc: Service) -
 
 async def test_concurrent_first_requests_share_one_lookup(svc: Service) -> None:
     _, pid = await svc.live()
-    playback = svc.app[appkeys.PLAYBACK]
+    playback = _media(svc.app).playback
     first = playback.edge_route(pid, None)
     second = playback.edge_route(pid, None)
     assert asyncio.isfuture(first) and first is second

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aiohttp import web
 from openapi_spec_validator import validate
 
-from control.app import service_api_modules, service_app
-from control.openapi import build_document
+from control.http.app import make_http_app
+from control.http.openapi import build_document
+from control.http.routes import control_modules, media_modules
+from control.node import build_node
 from control.settings import load_settings
 
 
-def _app(tmp_path: Path):  # type: ignore[no-untyped-def]
-    return service_app(load_settings(env={"ONAIR_DATA_DIR": str(tmp_path)}))
+def _app(tmp_path: Path) -> web.Application:
+    return make_http_app(build_node(load_settings(env={"ONAIR_DATA_DIR": str(tmp_path)})))
 
 
 def test_service_mounts_media_webrtc_rooms_and_pages(tmp_path: Path) -> None:
@@ -37,7 +40,7 @@ def test_service_mounts_media_webrtc_rooms_and_pages(tmp_path: Path) -> None:
 
 def test_every_v1_route_of_the_service_is_in_the_openapi_document(tmp_path: Path) -> None:
     app = _app(tmp_path)
-    doc = build_document(service_api_modules())
+    doc = build_document([*control_modules(), *media_modules()])
     validate(doc)
     documented = {
         (m.upper(), p) for p, item in doc["paths"].items() for m in item if m != "parameters"

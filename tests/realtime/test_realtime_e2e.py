@@ -33,9 +33,8 @@ class Server:
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    hub = Hub()
-    manager = LiveHlsManager(hub, linger_s=5.0)
-    hub.observer = manager
+    manager = LiveHlsManager(linger_s=5.0)
+    hub = Hub(manager)
     app = web.Application()
     add_test_routes(app, lambda pid: manager.get(pid))
     runner = web.AppRunner(app)

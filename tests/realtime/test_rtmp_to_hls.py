@@ -36,9 +36,8 @@ class Keys:
 
 @pytest.fixture
 async def stack() -> AsyncIterator[tuple[int, str, LiveHlsManager]]:
-    hub = Hub()
-    manager = LiveHlsManager(hub, linger_s=2.0)
-    hub.observer = manager
+    manager = LiveHlsManager(linger_s=2.0)
+    hub = Hub(manager)
     rtmp = rtmp_server.RtmpServer(hub, Keys(), host="127.0.0.1", port=0)
     await rtmp.start()
     app = web.Application()

@@ -11,8 +11,8 @@ import pytest
 
 from ingest.hub import Hub, MediaUnit, PublicationEnded, PublicationStarted, TrackKind
 from realtime.cmaf.boxes import iter_boxes
-from realtime.segmenter import LATENCY_MODES, CmafInitSegment, Segmenter, _StallWatch
-from realtime.segments import Part
+from realtime.segmenter import LATENCY_MODES, Segmenter, _StallWatch
+from realtime.segments import InitSegment, Part
 from tests.realtime.media import Collect, synthetic_tracks, synthetic_units
 
 
@@ -144,7 +144,7 @@ def test_changed_tracks_get_a_new_init_segment() -> None:
     run(synthetic_units(1.5), out=out, seg=seg, generation=2, tracks=synthetic_tracks(audio=False))
     assert [i.generation for i in out.inits] == [1, 2]
     assert out.inits[1].codecs == "avc1.64001f"
-    assert isinstance(out.inits[1], CmafInitSegment)
+    assert isinstance(out.inits[1], InitSegment)
     first2 = next(s for s in out.segments if s.generation == 2)
     assert first2.init is out.inits[1] and first2.discontinuity
 

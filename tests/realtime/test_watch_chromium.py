@@ -43,9 +43,8 @@ def hlsjs() -> Path:
 
 @pytest.fixture
 async def site(hlsjs: Path) -> AsyncIterator[tuple[Hub, str]]:
-    hub = Hub()
-    manager = LiveHlsManager(hub, linger_s=5.0)
-    hub.observer = manager
+    manager = LiveHlsManager(linger_s=5.0)
+    hub = Hub(manager)
     app = web.Application()
     add_test_routes(app, manager.get)
     add_page_routes(app)

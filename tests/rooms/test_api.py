@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from control import appkeys
-from control.api import default_modules, rooms
-from control.app import create_app
 from control.auth import create_api_key
+from control.http.app import NODE, make_http_app
+from control.http.routes import rooms
+from control.node import build_node
+from control.rooms import Rooms
 from control.settings import load_settings
-from ingest.hub import Hub
 from realtime.rooms.client import RoomClient
-from realtime.rooms.rtc import RtcSettings
 from tests.support.stores import make_store
 
 
@@ -43,29 +42,35 @@ class Api:
             return r.status, body
 
 
+def _rooms(api: Api) -> Rooms:
+    media = api.client.app[NODE].media
+    assert media is not None
+    return media.rooms
+
+
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     store = make_store("sqlite", tmp_path)
     await store.open()
     settings = load_settings(
-        {}, data_dir=str(tmp_path / "data"), access_log=False, public_url="http://127.0.0.1:1"
+        {},
+        data_dir=str(tmp_path / "data"),
+        access_log=False,
+        public_url="http://127.0.0.1:1",
+        host="127.0.0.1",
+        rtmp_port=0,
     )
-    app = create_app(
-        settings,
-        store=store,
-        subsystems=[rooms.rooms_ctx(hub=Hub(), rtc=RtcSettings.loopback())],
-        api_modules=[*default_modules(), rooms],
-    )
-    client = TestClient(TestServer(app, host="127.0.0.1"))
+    node = build_node(settings, store=store)
+    client = TestClient(TestServer(make_http_app(node), host="127.0.0.1"))
     await client.start_server()
-    _, key = await create_api_key(app[appkeys.STORE], "write", "rooms test")
+    _, key = await create_api_key(node.store, "write", "rooms test")
     yield Api(client, key)
     await client.close()
     await store.close()
 
 
 async def events(api: Api, room_id: str) -> list[tuple[str, str, int]]:
-    store = api.client.app[appkeys.STORE]
+    store = api.client.app[NODE].store
     out = []
     for e in await store.events_after(0, 1000):
         if e.resource_id == room_id:
@@ -87,7 +92,7 @@ async def test_create_get_list_and_token(api: Api) -> None:
         {"identity": "alice", "can_publish": False, "ttl_s": 60},
     )
     assert status == 201 and tok["token"].count(".") == 2
-    grant = api.client.app[rooms.ROOMS].tokens.verify(tok["token"], room["id"])
+    grant = _rooms(api).tokens.verify(tok["token"], room["id"])
     assert grant.identity == "alice" and grant.can_publish is False
 
 
@@ -113,7 +118,7 @@ async def test_bad_token_requests(api: Api) -> None:
 
 
 async def test_scopes_apply(api: Api) -> None:
-    store = api.client.app[appkeys.STORE]
+    store = api.client.app[NODE].store
     _, read_key = await create_api_key(store, "read", "ro")
     assert (await api.call("POST", "/v1/rooms", {}, key=read_key))[0] == 403
     assert (await api.call("GET", "/v1/rooms", key=read_key))[0] == 200
@@ -250,7 +255,7 @@ async def test_rooms_take_a_playback_policy(api: Api) -> None:
     )
     assert status == 201 and room["playback_policy"] == "signed"
     assert [p["policy"] for p in room["playback_ids"]] == ["signed"]
-    store = api.client.app[appkeys.STORE]
+    store = api.client.app[NODE].store
     rec = await store.get("playback_ids", room["playback_ids"][0]["id"])
     assert rec is not None and rec.data["policy"] == "signed"
     _, public = await api.call("POST", "/v1/rooms", {"record": True})

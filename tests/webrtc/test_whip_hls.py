@@ -25,9 +25,8 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_whip_broadcast_becomes_a_decodable_ll_hls_stream(tmp_path) -> None:
-    hub = Hub()
-    manager = hls_manager.LiveHlsManager(hub, linger_s=5.0)
-    hub.observer = manager
+    manager = hls_manager.LiveHlsManager(linger_s=5.0)
+    hub = Hub(manager)
     app = web.Application()
     hls_http.add_test_routes(app, lambda pid: manager.get(pid))
     config = WebRtcConfig.loopback()

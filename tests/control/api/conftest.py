@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from control import appkeys
-from control.api import default_modules
-from control.app import create_app
 from control.auth import create_api_key
+from control.http.app import make_http_app
+from control.http.routes import control_modules
+from control.node import Node, build_node
 from control.settings import Settings, load_settings
 from control.store.base import Store
 from tests.support.stores import make_store
@@ -34,6 +34,7 @@ class RecordingLiveControl:
 class Api:
     client: TestClient
     app: web.Application
+    node: Node
     store: Store
     settings: Settings
     admin_key: str
@@ -101,17 +102,13 @@ async def make_api(
         overrides.setdefault("webhook_allow_private", True)
         settings = load_settings({}, **overrides)
         live = RecordingLiveControl()
-        app = create_app(
-            settings,
-            store=store,
-            live_control=live,
-            api_modules=[*default_modules(), *(extra_modules or [])],
-        )
+        node = build_node(settings, store=store, media=False, live_control=live)
+        app = make_http_app(node, modules=[*control_modules(), *(extra_modules or [])])
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
-        _, admin = await create_api_key(app[appkeys.STORE], "admin", "test admin")
-        return Api(client, app, store, settings, admin, live)
+        _, admin = await create_api_key(node.store, "admin", "test admin")
+        return Api(client, app, node, store, settings, admin, live)
 
     yield factory
     for client in reversed(clients):

@@ -1,18 +1,20 @@
-"""The composition root: subsystems plug in as cleanup contexts between the
-services and readiness, background tasks are owned and cancelled, and the job
-runner starts only after every subsystem registered its handlers."""
+"""The node graph: parts given from outside start between the services and
+readiness, background tasks are owned and cancelled, and the job runner starts
+only after every part registered its handlers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from control import appkeys
-from control.app import create_app
+from control.http.app import make_http_app
+from control.http.routes import control_modules
+from control.node import Node, build_node
 from control.settings import load_settings
 
 
@@ -26,29 +28,31 @@ async def test_subsystem_lifecycle_and_owned_tasks(tmp_path: Path) -> None:
         finally:
             forever_cancelled.set()
 
-    async def rtmp_like(app: web.Application) -> AsyncIterator[None]:
-        assert await app[appkeys.STORE].ping()
-        assert app[appkeys.STATE].ready is False  # not ready until every subsystem is up
-        app[appkeys.JOBS].handlers["test.noop"] = lambda job: asyncio.sleep(0)
-        app[appkeys.TASKS].spawn(forever(), name="forever")
+    @contextlib.asynccontextmanager
+    async def rtmp_like(node: Node) -> AsyncIterator[None]:
+        assert await node.store.ping()
+        assert node.state.ready is False  # not ready until every part is up
+        node.jobs.handlers["test.noop"] = lambda job: asyncio.sleep(0)
+        node.tasks.spawn(forever(), name="forever")
         seen.append("up")
         yield
-        assert await app[appkeys.STORE].ping()  # the store outlives subsystems
+        assert await node.store.ping()  # the store outlives the parts
         seen.append("down")
 
     settings = load_settings({}, data_dir=str(tmp_path / "d"), access_log=False)
-    app = create_app(settings, subsystems=[rtmp_like])
+    node = build_node(settings, media=False, extras=[rtmp_like])
+    app = make_http_app(node)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:
         async with client.get("/v1/health") as r:
             assert r.status == 200 and (await r.json())["queues"] == {"webhooks": 0, "jobs": 0}
-        assert len(app[appkeys.TASKS]) == 1
+        assert len(node.tasks) == 1
     finally:
         await client.close()
     assert seen == ["up", "down"]
     assert forever_cancelled.is_set()
-    assert app[appkeys.STATE].shutting_down
+    assert node.state.shutting_down
 
 
 async def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path) -> None:
@@ -56,9 +60,8 @@ async def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path) -> 
 
     import aiohttp
 
-    from control.api import default_modules
     from control.auth import create_api_key
-    from control.middleware import requires
+    from control.http.middleware import requires
     from tests.control.api.service_process import free_port
 
     entered = asyncio.Event()
@@ -75,11 +78,12 @@ async def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path) -> 
 
     port = free_port()
     settings = load_settings({}, data_dir=str(tmp_path / "d"), access_log=False)
-    app = create_app(settings, api_modules=[*default_modules(), mod])
+    node = build_node(settings, media=False)
+    app = make_http_app(node, modules=[*control_modules(), mod])
     runner = web.AppRunner(app, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    _, key = await create_api_key(app[appkeys.STORE], "read")
+    _, key = await create_api_key(node.store, "read")
     async with aiohttp.ClientSession() as s:
 
         async def call() -> tuple[int, object]:

@@ -8,7 +8,7 @@ import types
 
 from aiohttp import web
 
-from control.middleware import requires
+from control.http.middleware import requires
 from tests.control.api.conftest import Api, MakeApi
 
 
@@ -225,7 +225,7 @@ async def test_a_sealed_answer_opens_only_with_its_idempotency_key() -> None:
     import pytest
     from cryptography.exceptions import InvalidTag
 
-    from control.idempotency import seal, unseal
+    from control.http.idempotency import seal, unseal
 
     sealed = seal("key_1", "idem-a", '{"secret": "x"}')
     assert unseal("key_1", "idem-a", sealed) == '{"secret": "x"}'

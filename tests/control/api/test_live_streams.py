@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from control import appkeys
 from control.live_streams import (
     Action,
     InvalidTransition,
@@ -117,7 +116,7 @@ async def test_unknown_stream_key_is_bad_key(api: Api) -> None:
 
 async def test_lifecycle_driven_by_ingest_and_complete(api: Api) -> None:
     _, ls, _ = await api.call("POST", "/v1/live-streams", json={})
-    svc = api.app[appkeys.LIVE_STREAMS]
+    svc = api.node.live_streams
     await svc.apply(ls["id"], Action.CONNECT)
     active = await svc.apply(ls["id"], Action.ACTIVATE)
     assert active["status"] == "active"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from control import appkeys
 from control.store.base import StoreError
 from tests.control.api.conftest import Api, MakeApi
 
@@ -21,7 +20,7 @@ async def test_health_is_503_when_a_check_fails(api: Api) -> None:
     async def broken() -> bool:
         return False
 
-    api.app[appkeys.STATE].health_checks["blobs"] = broken
+    api.node.state.health_checks["blobs"] = broken
     async with api.client.get("/v1/health") as r:
         assert r.status == 503
         body = await r.json()
@@ -31,7 +30,7 @@ async def test_health_is_503_when_a_check_fails(api: Api) -> None:
 async def test_metrics_count_requests_by_route_and_status(api: Api) -> None:
     await api.call("GET", "/v1/live-streams")
     await api.call("GET", "/v1/live-streams/ls_x")
-    api.app[appkeys.METRICS].counter("onair_test_things_total", "Things").inc(3)
+    api.node.metrics.counter("onair_test_things_total", "Things").inc(3)
     async with api.client.get("/metrics") as r:
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
         text = await r.text()
@@ -91,7 +90,7 @@ async def test_health_answers_from_a_snapshot_at_most_a_second_old(api: Api) -> 
         await asyncio.sleep(0.05)
         return True
 
-    api.app[appkeys.STATE].health_checks["counted"] = counted
+    api.node.state.health_checks["counted"] = counted
     answers = await asyncio.gather(*(api.client.get("/v1/health") for _ in range(50)))
     assert {r.status for r in answers} == {200}
     for r in answers:
@@ -116,12 +115,12 @@ async def test_metrics_can_require_a_bearer_token(make_api: MakeApi) -> None:
 async def test_metrics_can_move_to_a_port_of_their_own(make_api: MakeApi) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from control.api.health import metrics_app
+    from control.http.routes.health import metrics_app
 
     api = await make_api(metrics_port=0)
     async with api.client.get("/metrics") as r:
         assert r.status == 404
-    client = TestClient(TestServer(metrics_app(api.app), host="127.0.0.1"))
+    client = TestClient(TestServer(metrics_app(api.node), host="127.0.0.1"))
     await client.start_server()
     try:
         async with client.get("/metrics") as r:

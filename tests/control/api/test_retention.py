@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 
-from control import appkeys
 from control.jobs import FAILED_JOBS
 from control.retention import Retention
 from control.store.base import EventDraft, Put
@@ -81,7 +80,7 @@ async def test_one_node_sweeps_at_a_time(make_api: MakeApi) -> None:
     a = await make_api(retention_sweep_s=0.05)
     b = await make_api(store=a.store, retention_sweep_s=0.05)
     await a.store.commit([], [EventDraft("t.x", "r", {})])
-    ra, rb = a.app[appkeys.RETENTION], b.app[appkeys.RETENTION]
+    ra, rb = a.node.retention, b.node.retention
     assert ra.owner != rb.owner
     holders = [await a.store.acquire_lease("retention", o, 1) for o in (ra.owner, rb.owner)]
     assert holders.count(True) == 1

@@ -49,9 +49,8 @@ class Edge:
 
 @pytest.fixture
 async def edge() -> AsyncIterator[Edge]:
-    hub = Hub()
-    manager = LiveHlsManager(hub, linger_s=1.0)
-    hub.observer = manager
+    manager = LiveHlsManager(linger_s=1.0)
+    hub = Hub(manager)
     app = web.Application()
 
     async def api(request: web.Request) -> web.Response:

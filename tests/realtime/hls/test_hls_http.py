@@ -64,7 +64,6 @@ def edge_resolver(manager: LiveHlsManager) -> Resolve:
 @pytest.fixture(params=["aiohttp", "edge"])
 async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
     """The same specification holds served by the aiohttp handlers and by the edge."""
-    hub = Hub()
     recorders: list[Collect] = []
 
     def sinks(stream_id: str) -> list[Collect]:
@@ -73,9 +72,9 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
 
     playable: list[tuple[str, int]] = []
     manager = LiveHlsManager(
-        hub, sink_factory=sinks, linger_s=1.0, on_playable=lambda s, g: playable.append((s, g))
+        sink_factory=sinks, linger_s=1.0, on_playable=lambda s, g: playable.append((s, g))
     )
-    hub.observer = manager
+    hub = Hub(manager)
     app = web.Application()
     add_test_routes(app, manager.get)
     runner = web.AppRunner(app)

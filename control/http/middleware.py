@@ -17,12 +17,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from control import appkeys, idempotency, ratelimit
 from control.auth import ApiKeyInfo, scope_allows
+from control.http import idempotency, ratelimit
+from control.http.node_key import node_of
+from control.http.validation import ApiError
 from control.logging import request_id_var
+from control.node import Node
 from control.settings import Settings
 from control.store.base import Conflict, StoreError
-from control.validation import ApiError
 from ingest.addresses import client_subject
 
 try:
@@ -155,7 +157,7 @@ def access_logged(settings: Settings, route: str) -> bool:
 
 
 def record_request(
-    app: web.Application,
+    node: Node,
     *,
     method: str,
     path: str,
@@ -167,14 +169,14 @@ def record_request(
 ) -> None:
     """The metrics and the access-log line of one answered request, whoever answered
     it (this module's middleware, or the playback edge without aiohttp)."""
-    registry = app[appkeys.METRICS]
+    registry = node.metrics
     registry.counter(
         "onair_http_requests_total", "HTTP requests", ("method", "route", "status")
     ).inc(method=method, route=route, status=str(status))
     registry.histogram(
         "onair_http_request_duration_seconds", "HTTP request latency", ("method", "route")
     ).observe(elapsed_s, method=method, route=route)
-    if access_logged(app[appkeys.SETTINGS], route):
+    if access_logged(node.settings, route):
         log.info(
             "%s %s %s",
             method,
@@ -198,8 +200,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     rid = request_id_for(request.headers.get("X-Request-Id"))
     request[REQUEST_ID] = rid
     token = request_id_var.set(rid)
-    app = request.app
-    settings = app[appkeys.SETTINGS]
+    node = node_of(request)
+    settings = node.settings
     start = time.perf_counter()
     code = 500
     try:
@@ -241,7 +243,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     finally:
         record_request(
-            app,
+            node,
             method=request.method,
             path=request.path,
             route=_route_label(request),
@@ -307,27 +309,27 @@ async def gate_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scope is None or request.match_info.http_exception is not None:
         work = public_work(request) if request.match_info.http_exception is None else None
         if work is not None:
-            settings = request.app[appkeys.SETTINGS]
+            settings = node_of(request).settings
             policy = ratelimit.RateLimitPolicy(
                 settings.public_rate_limit_per_s, settings.public_rate_limit_burst
             )
             subject = f"public:{work}:{client_subject(request.remote)}"
             add_extra_headers(
-                request, await ratelimit.check(request.app[appkeys.STORE], policy, subject)
+                request, await ratelimit.check(node_of(request).store, policy, subject)
             )
         return await handler(request)
     if getattr(request.match_info.handler, "onair_streaming", False):
         return await _gate(request, handler, scope)
-    async with request.app[appkeys.STATE].request_slots:
+    async with node_of(request).state.request_slots:
         return await _gate(request, handler, scope)
 
 
 async def _gate(request: web.Request, handler: Handler, scope: str) -> web.StreamResponse:
-    app = request.app
-    settings = app[appkeys.SETTINGS]
-    store = app[appkeys.STORE]
+    node = node_of(request)
+    settings = node.settings
+    store = node.store
     token = _bearer(request)
-    key = await app[appkeys.API_KEYS].authenticate(token) if token else None
+    key = await node.api_keys.authenticate(token) if token else None
     policy = ratelimit.RateLimitPolicy(settings.rate_limit_per_s, settings.rate_limit_burst)
     subject = f"key:{key.id}" if key else f"ip:{request.remote}"
     add_extra_headers(request, await ratelimit.check(store, policy, subject))

@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from control.http.validation import ApiError
 from control.store.base import Store
-from control.validation import ApiError
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LEN = 255

@@ -6,8 +6,15 @@ from typing import Any
 
 from aiohttp import web
 
-from control import appkeys
-from control.api import (
+from control.auth import (
+    COLLECTION,
+    SCOPES,
+    create_api_key,
+    key_to_json,
+    list_api_keys,
+    revoke_api_key,
+)
+from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,
     NULLABLE_DATETIME,
@@ -27,17 +34,10 @@ from control.api import (
     ref,
     resp,
 )
-from control.auth import (
-    COLLECTION,
-    SCOPES,
-    create_api_key,
-    key_to_json,
-    list_api_keys,
-    revoke_api_key,
-)
-from control.middleware import requires
+from control.http.middleware import requires
+from control.http.node_key import node_of
+from control.http.validation import F, Obj, not_found, read_json
 from control.store.base import Record
-from control.validation import F, Obj, not_found, read_json
 
 CREATE = Obj(
     {
@@ -54,7 +54,7 @@ def _render(r: Record) -> dict[str, Any]:
 @requires("admin")
 async def create_key(request: web.Request) -> web.Response:
     fields = await read_json(request, CREATE)
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     view, key = await create_api_key(store, fields["scope"], fields.get("name"))
     return json_ok({**view, "key": key}, status=201)
 
@@ -62,7 +62,7 @@ async def create_key(request: web.Request) -> web.Response:
 @requires("admin")
 async def list_keys(request: web.Request) -> web.Response:
     limit, after = page_params(request)
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     await check_starting_after(store, COLLECTION, after)
     page = await list_api_keys(store, limit=limit, starting_after=after)
     return json_ok(list_body(page, _render))
@@ -71,7 +71,7 @@ async def list_keys(request: web.Request) -> web.Response:
 @requires("admin")
 async def get_key(request: web.Request) -> web.Response:
     key_id = path_id(request)
-    rec = await request.app[appkeys.STORE].get(COLLECTION, key_id)
+    rec = await node_of(request).store.get(COLLECTION, key_id)
     if rec is None:
         raise not_found("API key", key_id)
     return json_ok(_render(rec))
@@ -81,8 +81,8 @@ async def get_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     key_id = path_id(request)
     await read_json(request)
-    view = await revoke_api_key(request.app[appkeys.STORE], key_id)
-    request.app[appkeys.API_KEYS].invalidate(key_id)
+    view = await revoke_api_key(node_of(request).store, key_id)
+    node_of(request).api_keys.invalidate(key_id)
     if view is None:
         raise not_found("API key", key_id)
     return json_ok(view)

@@ -12,21 +12,25 @@ from typing import Any
 
 from aiohttp import web
 
-from control import appkeys
-from control.middleware import record_request, request_id_for
+from control.http.middleware import record_request, request_id_for
+from control.http.node_key import NODE
 from realtime.hls.edge import EdgeRequest, EdgeRoute, EdgeSite
 
 
 def edge_site(runner: web.AppRunner, host: str | None, port: int, **kwargs: Any) -> EdgeSite:
     """A TCP site for `runner`'s service app whose live playback goes through the edge."""
     app = runner.app
+    node = app[NODE]
+    if node.media is None:
+        raise ValueError("the playback edge needs a node that runs media")
+    playback = node.media.playback
 
     def resolve(playback_id: str, token: str | None) -> Any:
-        return app[appkeys.PLAYBACK].edge_route(playback_id, token)
+        return playback.edge_route(playback_id, token)
 
     def observe(req: EdgeRequest) -> None:
         record_request(
-            app,
+            node,
             method=req.method,
             path=req.path,
             route=req.route,
@@ -36,7 +40,7 @@ def edge_site(runner: web.AppRunner, host: str | None, port: int, **kwargs: Any)
             request_id=req.request_id,
         )
 
-    settings = app[appkeys.SETTINGS]
+    settings = node.settings
     return EdgeSite(
         runner,
         host,
@@ -44,7 +48,7 @@ def edge_site(runner: web.AppRunner, host: str | None, port: int, **kwargs: Any)
         resolve=resolve,
         observe=observe,
         request_id=request_id_for,
-        limits=app[appkeys.STATE].conn_limits,
+        limits=node.state.conn_limits,
         max_per_client=settings.http_max_connections_per_ip,
         head_timeout_s=settings.http_head_timeout_s,
         **kwargs,

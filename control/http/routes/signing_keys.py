@@ -14,8 +14,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from control import appkeys
-from control.api import (
+from control.auth import rfc3339
+from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,
     PAGE_PARAMS,
@@ -32,11 +32,11 @@ from control.api import (
     ref,
     resp,
 )
-from control.auth import rfc3339
+from control.http.middleware import requires
+from control.http.node_key import node_of
+from control.http.validation import not_found, read_json
 from control.ids import new_id
-from control.middleware import requires
 from control.store.base import Delete, Put, Record
-from control.validation import not_found, read_json
 
 COLLECTION = "signing_keys"
 
@@ -73,9 +73,9 @@ async def create(request: web.Request) -> web.Response:
     private, public = await asyncio.to_thread(generate_key_pair)
     key_id = new_id("sigk")
     data = {"public_key": public, "algorithm": "RS256"}
-    outbox = request.app[appkeys.OUTBOX]
+    outbox = node_of(request).outbox
     await outbox.commit([Put(COLLECTION, key_id, data, expect_version=0)])
-    rec = await request.app[appkeys.STORE].get(COLLECTION, key_id)
+    rec = await node_of(request).store.get(COLLECTION, key_id)
     assert rec is not None
     return json_ok({**render(rec), "private_key": private}, status=201)
 
@@ -83,7 +83,7 @@ async def create(request: web.Request) -> web.Response:
 @requires("read")
 async def list_(request: web.Request) -> web.Response:
     limit, after = page_params(request)
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     await check_starting_after(store, COLLECTION, after)
     page = await store.list(COLLECTION, limit=limit, starting_after=after)
     return json_ok(list_body(page, render))
@@ -92,7 +92,7 @@ async def list_(request: web.Request) -> web.Response:
 @requires("read")
 async def get(request: web.Request) -> web.Response:
     key_id = path_id(request)
-    rec = await request.app[appkeys.STORE].get(COLLECTION, key_id)
+    rec = await node_of(request).store.get(COLLECTION, key_id)
     if rec is None:
         raise not_found("signing key", key_id)
     return json_ok(render(rec))
@@ -101,11 +101,11 @@ async def get(request: web.Request) -> web.Response:
 @requires("admin")
 async def delete(request: web.Request) -> web.Response:
     key_id = path_id(request)
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     rec = await store.get(COLLECTION, key_id)
     if rec is None:
         raise not_found("signing key", key_id)
-    await request.app[appkeys.OUTBOX].commit([Delete(COLLECTION, key_id)])
+    await node_of(request).outbox.commit([Delete(COLLECTION, key_id)])
     return web.Response(status=204)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from control.api import error_components, resp
+from control.http.helpers import error_components, resp
 
 DOCS_HTML = Path(__file__).parent / "static" / "docs.html"
 VERSION = "1.0.0"
@@ -116,9 +116,9 @@ def add_routes(app: web.Application, modules: Iterable[ModuleType]) -> None:
 
     async def openapi_json(request: web.Request) -> web.Response:
         if "doc" not in cache:
-            from control import appkeys
+            from control.http.node_key import node_of
 
-            doc = build_document(modules, server_url=request.app[appkeys.SETTINGS].base_url)
+            doc = build_document(modules, server_url=node_of(request).settings.base_url)
             cache["doc"] = json.dumps(doc, indent=1).encode()
         return web.Response(body=cache["doc"], content_type="application/json")
 

@@ -12,12 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
-from control import appkeys
-from control.api import DATETIME, READ_ERRORS, errors, json_ok, ref, resp
 from control.auth import rfc3339
-from control.middleware import requires, streaming
+from control.http.helpers import DATETIME, READ_ERRORS, errors, json_ok, ref, resp
+from control.http.middleware import requires, streaming
+from control.http.node_key import node_of
+from control.http.validation import ApiError, query_int, reject_unknown_query
 from control.store.base import Event, Store
-from control.validation import ApiError, query_int, reject_unknown_query
 
 MAX_CURSOR = 2**62
 
@@ -67,7 +67,7 @@ async def list_events(request: web.Request) -> web.Response:
     reject_unknown_query(request, ("after", "limit"))
     after = _cursor(request.query.get("after"), "after") or 0
     limit = query_int(request, "limit", 25, minimum=1, maximum=100)
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     await check_not_expired(store, after)
     events = await store.events_after(after, limit + 1)
     page = events[:limit]
@@ -86,11 +86,11 @@ async def list_events(request: web.Request) -> web.Response:
 @requires("read")
 async def stream_events(request: web.Request) -> web.StreamResponse:
     reject_unknown_query(request, ("after",))
-    app = request.app
-    settings = app[appkeys.SETTINGS]
-    store = app[appkeys.STORE]
-    notifier = app[appkeys.EVENTS]
-    state = app[appkeys.STATE]
+    node = node_of(request)
+    settings = node.settings
+    store = node.store
+    notifier = node.notifier
+    state = node.state
     header = request.headers.get("Last-Event-ID")
     cursor = _cursor(header, "Last-Event-ID") if header else None
     if cursor is None:
@@ -106,7 +106,6 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    state.sse_responses.add(response)
     try:
         await response.write(b"retry: 2000\n\n")
         last_write = time.monotonic()
@@ -129,8 +128,6 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             await notifier.wait(wait)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
-    finally:
-        state.sse_responses.discard(response)
     return response
 
 

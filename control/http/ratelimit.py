@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from control.http.validation import ApiError
 from control.store.base import Store, TokenBucketResult
-from control.validation import ApiError
 
 POLICY = "default"
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from control import appkeys
-from control.api import (
+from control.auth import scope_allows
+from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,
     NULLABLE_DATETIME,
@@ -29,11 +29,11 @@ from control.api import (
     ref,
     resp,
 )
-from control.auth import scope_allows
+from control.http.middleware import api_key, requires
+from control.http.node_key import node_of
+from control.http.validation import ApiError, F, Obj, not_found, read_json
 from control.live_streams import COLLECTION, InvalidTransition, LiveStreamService, NotFoundError
-from control.middleware import api_key, requires
 from control.store.base import Record
-from control.validation import ApiError, F, Obj, not_found, read_json
 
 _PASSTHROUGH = F(str, nullable=True, max_length=1024, description="Opaque, echoed in webhooks")
 CREATE = Obj(
@@ -58,7 +58,7 @@ UPDATE = Obj(
 
 
 def _svc(request: web.Request) -> LiveStreamService:
-    return request.app[appkeys.LIVE_STREAMS]
+    return node_of(request).live_streams
 
 
 @requires("write")
@@ -110,7 +110,7 @@ async def update(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     live_id = path_id(request)
     try:
-        await _svc(request).delete(live_id)
+        await node_of(request).live_admin.delete(live_id)
     except NotFoundError:
         raise not_found("live stream", live_id) from None
     return web.Response(status=204)
@@ -121,9 +121,9 @@ def _action(name: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         live_id = path_id(request)
         await read_json(request)
-        svc = _svc(request)
+        admin = node_of(request).live_admin
         try:
-            view = await getattr(svc, name)(live_id)
+            view = await getattr(admin, name)(live_id)
         except NotFoundError:
             raise not_found("live stream", live_id) from None
         except InvalidTransition as exc:

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from control import appkeys
-from control.api import (
+from control.auth import rfc3339
+from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,
     NULLABLE_DATETIME,
@@ -36,11 +36,11 @@ from control.api import (
     ref,
     resp,
 )
-from control.auth import rfc3339
+from control.http.middleware import requires
+from control.http.node_key import node_of
+from control.http.validation import ApiError, F, Obj, not_found, read_json
 from control.ids import new_id
-from control.middleware import requires
 from control.store.base import Conflict, Delete, NotFound, Put, Record
-from control.validation import ApiError, F, Obj, not_found, read_json
 from control.webhooks import new_webhook_secret, retry_delivery
 from control.webhooks.destination import check_url
 
@@ -84,7 +84,7 @@ UPDATE = Obj(
 async def _check_destination(request: web.Request, url: str) -> str:
     """`_check_url`, then refuse non-public destinations (unless allowed)."""
     _check_url(url)
-    if not request.app[appkeys.SETTINGS].webhook_allow_private:
+    if not node_of(request).settings.webhook_allow_private:
         why = await check_url(url)
         if why is not None:
             raise ApiError(
@@ -187,8 +187,8 @@ async def create(request: web.Request) -> web.Response:
         "previous_secret_expires_at": None,
         "secret_rotated_at": None,
     }
-    await request.app[appkeys.OUTBOX].commit([Put(ENDPOINTS, endpoint_id, data, expect_version=0)])
-    rec = await request.app[appkeys.STORE].get(ENDPOINTS, endpoint_id)
+    await node_of(request).outbox.commit([Put(ENDPOINTS, endpoint_id, data, expect_version=0)])
+    rec = await node_of(request).store.get(ENDPOINTS, endpoint_id)
     assert rec is not None
     return json_ok(render_endpoint(rec, secret=True), status=201)
 
@@ -196,7 +196,7 @@ async def create(request: web.Request) -> web.Response:
 @requires("admin")
 async def list_(request: web.Request) -> web.Response:
     limit, after = page_params(request)
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     if after is not None and await store.get(ENDPOINTS, after) is None:
         raise ApiError(
             400, "invalid_parameter", "starting_after does not name an endpoint", "starting_after"
@@ -207,7 +207,7 @@ async def list_(request: web.Request) -> web.Response:
 
 async def _get_endpoint(request: web.Request) -> Record:
     endpoint_id = path_id(request)
-    rec = await request.app[appkeys.STORE].get(ENDPOINTS, endpoint_id)
+    rec = await node_of(request).store.get(ENDPOINTS, endpoint_id)
     if rec is None:
         raise not_found("webhook endpoint", endpoint_id)
     return rec
@@ -219,13 +219,13 @@ async def get(request: web.Request) -> web.Response:
 
 
 async def _modify(request: web.Request, change: Any) -> Record:
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     for _ in range(5):
         rec = await _get_endpoint(request)
         data = dict(rec.data)
         change(data)
         try:
-            await request.app[appkeys.OUTBOX].commit(
+            await node_of(request).outbox.commit(
                 [Put(ENDPOINTS, rec.id, data, expect_version=rec.version)]
             )
         except Conflict:
@@ -264,7 +264,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 @requires("admin")
 async def delete(request: web.Request) -> web.Response:
     rec = await _get_endpoint(request)
-    await request.app[appkeys.OUTBOX].commit([Delete(ENDPOINTS, rec.id)])
+    await node_of(request).outbox.commit([Delete(ENDPOINTS, rec.id)])
     return web.Response(status=204)
 
 
@@ -272,7 +272,7 @@ async def delete(request: web.Request) -> web.Response:
 async def deliveries(request: web.Request) -> web.Response:
     limit, after = page_params(request)
     rec = await _get_endpoint(request)
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     if after is not None and await store.get(DELIVERIES, after) is None:
         raise ApiError(
             400, "invalid_parameter", "starting_after does not name a delivery", "starting_after"
@@ -287,12 +287,12 @@ async def deliveries(request: web.Request) -> web.Response:
 async def retry(request: web.Request) -> web.Response:
     await read_json(request)
     delivery_id = path_id(request)
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     try:
         fresh = await retry_delivery(store, delivery_id)
     except NotFound:
         raise not_found("webhook delivery", delivery_id) from None
-    service = request.app[appkeys.WEBHOOKS]
+    service = node_of(request).webhooks
     worker = getattr(service, "worker", None)
     if worker is not None:
         worker.poke({fresh.data.get("endpoint_id")})

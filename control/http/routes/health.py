@@ -17,9 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from control import appkeys
-from control.api import ref, resp
+from control.http.helpers import ref, resp
+from control.http.node_key import node_of
 from control.metrics import CONTENT_TYPE
+from control.node import Node
 
 STARTED = time.time()
 CHECK_TIMEOUT_S = 2.0
@@ -33,9 +34,9 @@ async def _run_check(fn: Any) -> bool:
         return False
 
 
-async def queue_depths(app: web.Application) -> dict[str, int]:
+async def queue_depths(node: Node) -> dict[str, int]:
     out: dict[str, int] = {}
-    for name, depth in app[appkeys.STATE].queue_depths.items():
+    for name, depth in node.state.queue_depths.items():
         try:
             out[name] = int(await asyncio.wait_for(depth(), CHECK_TIMEOUT_S))
         except Exception:
@@ -44,31 +45,31 @@ async def queue_depths(app: web.Application) -> dict[str, int]:
 
 
 async def health(request: web.Request) -> web.Response:
-    state = request.app[appkeys.STATE]
+    state = node_of(request).state
     cached = state.health_snapshot
     if cached is None or time.monotonic() - cached[0] > HEALTH_MAX_AGE_S:
         if state.health_refresh is None:
-            state.health_refresh = asyncio.ensure_future(_snapshot(request.app))
+            state.health_refresh = asyncio.ensure_future(_snapshot(node_of(request)))
             state.health_refresh.add_done_callback(lambda _: setattr(state, "health_refresh", None))
         cached = await asyncio.shield(state.health_refresh)
     _, body, status = cached
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
 
-async def _snapshot(app: web.Application) -> tuple[float, dict[str, Any], int]:
-    state = app[appkeys.STATE]
+async def _snapshot(node: Node) -> tuple[float, dict[str, Any], int]:
+    state = node.state
     checks = dict(state.health_checks)
     names = list(checks)
     results = await asyncio.gather(*(_run_check(checks[n]) for n in names))
     check_view = {n: ("ok" if ok else "failing") for n, ok in zip(names, results, strict=True)}
-    queues = await queue_depths(app) if results and all(results) else {}
+    queues = await queue_depths(node) if results and all(results) else {}
     ready = state.ready and not state.shutting_down and all(results)
     body = {
         "status": "ok" if ready else ("shutting_down" if state.shutting_down else "unavailable"),
         "ready": ready,
         "checks": check_view,
         "queues": queues,
-        "node_id": app[appkeys.SETTINGS].node_id,
+        "node_id": node.settings.node_id,
         "uptime_s": round(time.time() - STARTED, 3),
     }
     snapshot = (time.monotonic(), body, 200 if ready else 503)
@@ -77,14 +78,14 @@ async def _snapshot(app: web.Application) -> tuple[float, dict[str, Any], int]:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    settings = request.app[appkeys.SETTINGS]
+    settings = node_of(request).settings
     if settings.metrics_port is not None:
         raise web.HTTPNotFound()  # served on ONAIR_METRICS_PORT only
-    return await render_metrics(request.app, request)
+    return await render_metrics(node_of(request), request)
 
 
-async def render_metrics(app: web.Application, request: web.Request) -> web.Response:
-    token = app[appkeys.SETTINGS].metrics_token
+async def render_metrics(node: Node, request: web.Request) -> web.Response:
+    token = node.settings.metrics_token
     if token:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -93,8 +94,8 @@ async def render_metrics(app: web.Application, request: web.Request) -> web.Resp
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
-    registry = app[appkeys.METRICS]
-    depths = await queue_depths(app)
+    registry = node.metrics
+    depths = await queue_depths(node)
     gauge = registry.gauge("onair_queue_depth", "Tasks waiting per queue", ("queue",))
     for name, depth in depths.items():
         gauge.set(depth, queue=name)
@@ -102,12 +103,12 @@ async def render_metrics(app: web.Application, request: web.Request) -> web.Resp
     return web.Response(body=registry.render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
-def metrics_app(service: web.Application) -> web.Application:
-    """`/metrics` of `service` alone, for ONAIR_METRICS_PORT."""
+def metrics_app(node: Node) -> web.Application:
+    """`/metrics` of `node` alone, for ONAIR_METRICS_PORT."""
     app = web.Application()
 
     async def handler(request: web.Request) -> web.Response:
-        return await render_metrics(service, request)
+        return await render_metrics(node, request)
 
     app.router.add_get("/metrics", handler)
     return app

@@ -1,30 +1,18 @@
-"""API v1 resources: one module per resource, each exposing `add_routes(app)`
-and `OPENAPI` (its paths and component schemas), plus shared helpers for
-pagination and OpenAPI fragments.
-
-`default_modules()` lists the modules `create_app` mounts; a new resource
-module is added there (or passed to `create_app(api_modules=...)`).
-"""
+"""What the route modules share: request helpers (pagination, path ids, JSON
+answers) and OpenAPI fragments (references, bodies, responses, errors)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import ModuleType
 from typing import Any
 
 from aiohttp import web
 
+from control.http.validation import ApiError, query_int, query_str, reject_unknown_query
 from control.store.base import Page
-from control.validation import ApiError, query_int, query_str, reject_unknown_query
 
 JSON = "application/json"
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
-
-
-def default_modules() -> list[ModuleType]:
-    from control.api import events, health, keys, live_streams, signing_keys, webhooks
-
-    return [health, keys, live_streams, signing_keys, webhooks, events]
 
 
 # ------------------------------------------------------------------ request helpers

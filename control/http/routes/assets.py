@@ -16,8 +16,16 @@ from typing import Any
 
 from aiohttp import web
 
-from control import appkeys
-from control.api import (
+from control.assets import (
+    COLLECTION,
+    UPLOAD_ALIVE_TTL_S,
+    UPLOADS,
+    AssetStatus,
+    upload_alive_key,
+    upload_put,
+)
+from control.faults import fault_point
+from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,
     NULLABLE_DATETIME,
@@ -37,21 +45,13 @@ from control.api import (
     ref,
     resp,
 )
-from control.assets import (
-    COLLECTION,
-    UPLOAD_ALIVE_TTL_S,
-    UPLOADS,
-    AssetStatus,
-    upload_alive_key,
-    upload_put,
-)
-from control.faults import fault_point
+from control.http.middleware import no_body_limit, requires
+from control.http.node_key import media_of, node_of
+from control.http.validation import ApiError, F, Obj, not_found, read_json
 from control.ids import new_id
 from control.jobs import QueueFull
 from control.live_streams import NotFoundError, rfc3339
-from control.middleware import no_body_limit, requires
 from control.store.base import Record
-from control.validation import ApiError, F, Obj, not_found, read_json
 from control.vod_jobs import CLIP, UPLOAD
 from vod.uploads import EmptyUpload, UploadTooLarge, receive_upload
 
@@ -99,7 +99,7 @@ def _queue_full(exc: QueueFull) -> ApiError:
 @requires("read")
 async def list_(request: web.Request) -> web.Response:
     limit, after = page_params(request, extra=("live_stream_id",))
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     await check_starting_after(store, COLLECTION, after)
     ls = request.query.get("live_stream_id")
     page = await store.list(
@@ -108,22 +108,22 @@ async def list_(request: web.Request) -> web.Response:
         starting_after=after,
         where=("live_stream_id", ls) if ls else None,
     )
-    return json_ok(list_body(page, request.app[appkeys.ASSETS].to_json))
+    return json_ok(list_body(page, media_of(request).assets.to_json))
 
 
 @requires("read")
 async def get(request: web.Request) -> web.Response:
     asset_id = path_id(request)
-    rec = await request.app[appkeys.ASSETS].get(asset_id)
+    rec = await media_of(request).assets.get(asset_id)
     if rec is None:
         raise not_found("asset", asset_id)
-    return json_ok(request.app[appkeys.ASSETS].to_json(rec))
+    return json_ok(media_of(request).assets.to_json(rec))
 
 
 @requires("write")
 async def delete(request: web.Request) -> web.Response:
     asset_id = path_id(request)
-    assets = request.app[appkeys.ASSETS]
+    assets = media_of(request).assets
     rec = await assets.get(asset_id)
     if rec is None:
         raise not_found("asset", asset_id)
@@ -133,7 +133,7 @@ async def delete(request: web.Request) -> web.Response:
         await assets.delete(asset_id)
     except NotFoundError:
         raise not_found("asset", asset_id) from None
-    await request.app[appkeys.BLOBS].delete_prefix(rec.data["prefix"] + "/")
+    await media_of(request).blobs.delete_prefix(rec.data["prefix"] + "/")
     return web.Response(status=204)
 
 
@@ -146,7 +146,7 @@ async def create(request: web.Request) -> web.Response:
         raise ApiError(
             422, "validation_error", "input.end_s must be after input.start_s", "input.end_s"
         )
-    assets = request.app[appkeys.ASSETS]
+    assets = media_of(request).assets
     source = await assets.get(clip["asset_id"])
     if source is None:
         raise ApiError(422, "validation_error", "input.asset_id names no asset", "input.asset_id")
@@ -157,8 +157,8 @@ async def create(request: web.Request) -> web.Response:
         raise ApiError(
             422, "validation_error", "input.start_s is past the end of the asset", "input.start_s"
         )
-    jobs = request.app[appkeys.ASSET_JOBS]
-    settings = request.app[appkeys.SETTINGS]
+    jobs = media_of(request).asset_jobs
+    settings = node_of(request).settings
     depth = await jobs.store.queue_depth("jobs")
     if depth >= settings.max_queued_jobs:
         raise _queue_full(QueueFull("jobs", depth))
@@ -204,7 +204,7 @@ def _upload_json(request: web.Request, rec: Record, token: str | None = None) ->
         "error": d.get("error"),
     }
     if token is not None:
-        base = request.app[appkeys.SETTINGS].base_url
+        base = node_of(request).settings.base_url
         out["url"] = f"{base}/upload/{rec.id}?token={token}"
     return out
 
@@ -212,7 +212,7 @@ def _upload_json(request: web.Request, rec: Record, token: str | None = None) ->
 @requires("write")
 async def create_upload(request: web.Request) -> web.Response:
     fields = await read_json(request, CREATE_UPLOAD)
-    settings = request.app[appkeys.SETTINGS]
+    settings = node_of(request).settings
     upload_id = new_id("up")
     token = secrets.token_urlsafe(32)
     now = time.time()
@@ -225,8 +225,8 @@ async def create_upload(request: web.Request) -> web.Response:
         "passthrough": fields.get("passthrough"),
         "expires_at": now + 24 * 3600,
     }
-    await request.app[appkeys.OUTBOX].commit([upload_put(upload_id, data, 0)])
-    rec = await request.app[appkeys.STORE].get(UPLOADS, upload_id)
+    await node_of(request).outbox.commit([upload_put(upload_id, data, 0)])
+    rec = await node_of(request).store.get(UPLOADS, upload_id)
     assert rec is not None
     return web.json_response(_upload_json(request, rec, token), status=201)
 
@@ -234,7 +234,7 @@ async def create_upload(request: web.Request) -> web.Response:
 @requires("read")
 async def get_upload(request: web.Request) -> web.Response:
     upload_id = path_id(request)
-    rec = await request.app[appkeys.STORE].get(UPLOADS, upload_id)
+    rec = await node_of(request).store.get(UPLOADS, upload_id)
     if rec is None:
         raise not_found("upload", upload_id)
     return json_ok(_upload_json(request, rec))
@@ -243,7 +243,7 @@ async def get_upload(request: web.Request) -> web.Response:
 @no_body_limit
 async def put_upload(request: web.Request) -> web.Response:
     """The upload URL: the file body, streamed. Authorised by the URL's token."""
-    store = request.app[appkeys.STORE]
+    store = node_of(request).store
     upload_id = request.match_info["id"]
     rec = await store.get(UPLOADS, upload_id) if len(upload_id) <= 64 else None
     token = request.query.get("token", "")
@@ -253,8 +253,8 @@ async def put_upload(request: web.Request) -> web.Response:
         raise ApiError(409, "invalid_state", f"this upload is {rec.data['status']}")
     if rec.data["expires_at"] < time.time():
         raise ApiError(409, "invalid_state", "this upload URL has expired")
-    settings = request.app[appkeys.SETTINGS]
-    jobs = request.app[appkeys.ASSET_JOBS]
+    settings = node_of(request).settings
+    jobs = media_of(request).asset_jobs
     depth = await store.queue_depth("jobs")
     if depth >= settings.max_queued_jobs:
         raise _queue_full(QueueFull("jobs", depth))
@@ -277,12 +277,12 @@ async def put_upload(request: web.Request) -> web.Response:
         nonlocal beat
         if time.monotonic() - beat >= alive_ttl / 4:
             beat = time.monotonic()
-            request.app[appkeys.TASKS].spawn(store.kv_set(alive, "1", ttl_s=alive_ttl))
+            node_of(request).tasks.spawn(store.kv_set(alive, "1", ttl_s=alive_ttl))
 
     try:
         size = await receive_upload(
             request.content,
-            request.app[appkeys.BLOBS],
+            media_of(request).blobs,
             source_key,
             int(rec.data["max_bytes"]),
             content_type=request.content_type or "application/octet-stream",
@@ -301,7 +301,7 @@ async def put_upload(request: web.Request) -> web.Response:
     # the asset, the upload pointing at it and the job that processes it: one commit
     asset_id = new_id("as")
     done = dict(claimed, status="asset_created", asset_id=asset_id)
-    view = await request.app[appkeys.ASSETS].create(
+    view = await media_of(request).assets.create(
         asset_id=asset_id,
         source="upload",
         policy=rec.data["playback_policy"],

@@ -1,7 +1,7 @@
 """WHIP and WHEP in the OpenAPI document.
 
 The handlers live with the media (`ingest.whip`, `realtime.whep`, mounted by
-`realtime.webrtc.routes.add_webrtc_routes` in `service_app`); this module only
+`realtime.webrtc.routes.mount_webrtc_routes` in `make_http_app`); this module only
 describes them, so the served document covers every ``/v1`` route.
 """
 
@@ -120,4 +120,4 @@ OPENAPI: dict[str, Any] = {
 
 
 def add_routes(app: web.Application) -> None:
-    """Nothing to mount: `service_app` mounts the WHIP/WHEP handlers."""
+    """Nothing to mount: `make_http_app` mounts the WHIP/WHEP handlers."""

@@ -1,0 +1,384 @@
+"""`/v1/rooms`: rooms, their participants and join tokens, the signaling
+WebSocket (``/v1/rooms/{id}/signal``) and the ``/rooms/{id}`` page — over the
+node's `control.rooms.Rooms` (the SFU and the rooms' stored state)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from control.auth import rfc3339
+from control.http.helpers import (
+    DATETIME,
+    IDEMPOTENCY_PARAM,
+    NULLABLE_DATETIME,
+    NULLABLE_STR,
+    PAGE_PARAMS,
+    READ_ERRORS,
+    WRITE_ERRORS,
+    body,
+    check_starting_after,
+    errors,
+    id_param,
+    json_ok,
+    list_body,
+    list_of,
+    page_params,
+    path_id,
+    ref,
+    resp,
+)
+from control.http.middleware import requires
+from control.http.node_key import media_of, node_of
+from control.http.validation import ApiError, F, Obj, not_found, read_json
+from control.ids import new_id
+from control.live_streams import PLAYBACK_IDS, new_playback_id
+from control.rooms import ROOMS_COLLECTION, Rooms, room_view
+from control.store.base import Delete, Op, Put, Record
+from realtime.rooms.routes import STATIC
+from realtime.rooms.tokens import IDENTITY_RE, MAX_TTL_S
+from realtime.rooms.ws import signal_handler
+
+# ------------------------------------------------------------------ API
+
+
+CREATE = Obj(
+    {
+        "name": F(str, nullable=True, max_length=200),
+        "max_participants": F(int, default=16, minimum=1, maximum=100),
+        "record": F(bool, default=False),
+        "empty_timeout_s": F(int, default=300, minimum=1, maximum=86400),
+        "passthrough": F(str, nullable=True, max_length=255),
+        "playback_policy": F(
+            str,
+            enum=("public", "signed"),
+            default="public",
+            description="For the recording's live broadcast and its asset",
+        ),
+    }
+)
+TOKEN = Obj(
+    {
+        "identity": F(
+            str, required=True, min_length=1, max_length=128, pattern=IDENTITY_RE.pattern
+        ),
+        "can_publish": F(bool, default=True),
+        "can_subscribe": F(bool, default=True),
+        "ttl_s": F(int, default=3600, minimum=1, maximum=MAX_TTL_S),
+    }
+)
+
+
+def _rooms(request: web.Request) -> Rooms:
+    return media_of(request).rooms
+
+
+async def _get_room(request: web.Request) -> Record:
+    room_id = path_id(request)
+    rec = await node_of(request).store.get(ROOMS_COLLECTION, room_id)
+    if rec is None:
+        raise not_found("room", room_id)
+    return rec
+
+
+@requires("write")
+async def create(request: web.Request) -> web.Response:
+    fields = await read_json(request, CREATE)
+    room_id = new_id("rm")
+    policy = fields["playback_policy"]
+    playback_ids = [{"id": new_playback_id(), "policy": policy}] if fields["record"] else []
+    data: dict[str, Any] = {
+        **fields,
+        "status": "idle",
+        "started_at": None,
+        "finished_at": None,
+        "broadcast_stream_id": room_id if fields["record"] else None,
+        "playback_ids": playback_ids,
+    }
+    # A recorded room is broadcast: its playback id plays the composite over
+    # LL-HLS while the room runs and its asset afterwards (control.room_broadcasts).
+    ops: list[Op] = [
+        Put(ROOMS_COLLECTION, room_id, data, expect_version=0, tags={"status": "idle"})
+    ]
+    ops += [
+        Put(
+            PLAYBACK_IDS,
+            p["id"],
+            {"object_type": "room", "object_id": room_id, "policy": p["policy"]},
+            expect_version=0,
+            tags={"object_id": room_id},
+        )
+        for p in playback_ids
+    ]
+    await node_of(request).outbox.commit(ops)
+    rec = await node_of(request).store.get(ROOMS_COLLECTION, room_id)
+    assert rec is not None
+    return json_ok(room_view(rec, participants=0), status=201)
+
+
+@requires("read")
+async def list_(request: web.Request) -> web.Response:
+    limit, after = page_params(request)
+    store = node_of(request).store
+    rooms = _rooms(request)
+    await check_starting_after(store, ROOMS_COLLECTION, after)
+    page = await store.list(ROOMS_COLLECTION, limit=limit, starting_after=after)
+    return json_ok(list_body(page, lambda r: room_view(r, participants=rooms.live_count(r.id))))
+
+
+@requires("read")
+async def get(request: web.Request) -> web.Response:
+    rec = await _get_room(request)
+    return json_ok(room_view(rec, participants=_rooms(request).live_count(rec.id)))
+
+
+@requires("write")
+async def delete(request: web.Request) -> web.Response:
+    rec = await _get_room(request)
+    service = _rooms(request).service
+    if await service.close_room(rec.id, reason="deleted"):
+        await service.drain_events()
+    fresh = await node_of(request).store.get(ROOMS_COLLECTION, rec.id)
+    if fresh is not None:
+        ops: list[Op] = [Delete(ROOMS_COLLECTION, rec.id)]
+        ops += [Delete(PLAYBACK_IDS, p["id"]) for p in fresh.data.get("playback_ids", [])]
+        await node_of(request).outbox.commit(ops)
+    return web.Response(status=204)
+
+
+@requires("read")
+async def participants(request: web.Request) -> web.Response:
+    rec = await _get_room(request)
+    items = _rooms(request).service.participants(rec.id)
+    data = [
+        {
+            "object": "participant",
+            "room_id": rec.id,
+            "identity": p["identity"],
+            "joined_at": rfc3339(p["joined_at"]),
+            "can_publish": p["can_publish"],
+            "can_subscribe": p["can_subscribe"],
+            "tracks": p["tracks"],
+        }
+        for p in items
+    ]
+    return json_ok({"object": "list", "data": data, "has_more": False})
+
+
+@requires("write")
+async def remove_participant(request: web.Request) -> web.Response:
+    rec = await _get_room(request)
+    identity = request.match_info["identity"]
+    if not await _rooms(request).service.remove_participant(rec.id, identity):
+        raise not_found("participant", identity)
+    return web.Response(status=204)
+
+
+@requires("write")
+async def create_token(request: web.Request) -> web.Response:
+    fields = await read_json(request, TOKEN)
+    rec = await _get_room(request)
+    if rec.data.get("status") == "finished":
+        raise ApiError(409, "room_finished", "The room has finished")
+    tokens = _rooms(request).tokens
+    token = tokens.issue(
+        rec.id,
+        fields["identity"],
+        can_publish=fields["can_publish"],
+        can_subscribe=fields["can_subscribe"],
+        ttl_s=fields["ttl_s"],
+    )
+    settings = node_of(request).settings
+    base = (settings.public_url or f"{request.scheme}://{request.host}").rstrip("/")
+    ws_base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return json_ok(
+        {
+            "object": "room_token",
+            "room_id": rec.id,
+            "identity": fields["identity"],
+            "token": token,
+            "expires_at": rfc3339(time.time() + fields["ttl_s"]),
+            "join_url": f"{base}/rooms/{rec.id}?token={token}",
+            "signal_url": f"{ws_base}/v1/rooms/{rec.id}/signal?token={token}",
+        },
+        status=201,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/v1/rooms", create)
+    r.add_get("/v1/rooms", list_)
+    r.add_get("/v1/rooms/{id}", get)
+    r.add_delete("/v1/rooms/{id}", delete)
+    r.add_get("/v1/rooms/{id}/participants", participants)
+    r.add_delete("/v1/rooms/{id}/participants/{identity}", remove_participant)
+    r.add_post("/v1/rooms/{id}/tokens", create_token)
+    r.add_get("/v1/rooms/{id}/signal", signal)
+    r.add_get("/rooms/static/room.js", script)
+    r.add_get("/rooms/{id}", page)
+
+
+async def signal(request: web.Request) -> web.StreamResponse:
+    return await signal_handler(_rooms(request).service)(request)
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "room.html", headers={"Cache-Control": "no-store"})
+
+
+async def script(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "room.js", headers={"Cache-Control": "no-cache"})
+
+
+ROOM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "status", "max_participants", "record", "empty_timeout_s", "created_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string", "enum": ["room"]},
+        "name": NULLABLE_STR,
+        "status": {"type": "string", "enum": ["idle", "active", "finished"]},
+        "max_participants": {"type": "integer", "minimum": 1},
+        "record": {"type": "boolean"},
+        "playback_policy": {"type": "string", "enum": ["public", "signed"]},
+        "empty_timeout_s": {"type": "integer", "minimum": 1},
+        "passthrough": NULLABLE_STR,
+        "broadcast_stream_id": {
+            **NULLABLE_STR,
+            "description": "Hub stream of the composite when record",
+        },
+        "playback_ids": {
+            "type": "array",
+            "items": ref("PlaybackId"),
+            "description": "Recorded rooms: plays the composite live, then the asset",
+        },
+        "active_asset_id": {**NULLABLE_STR, "description": "The recording in progress"},
+        "asset_id": {**NULLABLE_STR, "description": "The recording, once the room finished"},
+        "num_participants": {"type": "integer", "minimum": 0},
+        "created_at": DATETIME,
+        "started_at": NULLABLE_DATETIME,
+        "finished_at": NULLABLE_DATETIME,
+    },
+}
+PARTICIPANT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["identity", "room_id", "joined_at"],
+    "properties": {
+        "object": {"type": "string", "enum": ["participant"]},
+        "room_id": {"type": "string"},
+        "identity": {"type": "string"},
+        "joined_at": DATETIME,
+        "can_publish": {"type": "boolean"},
+        "can_subscribe": {"type": "boolean"},
+        "tracks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "track_id": {"type": "string"},
+                    "kind": {"type": "string", "enum": ["audio", "video"]},
+                    "source": {"type": "string"},
+                    "muted": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+ROOM_TOKEN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["token", "room_id", "identity", "expires_at"],
+    "properties": {
+        "object": {"type": "string", "enum": ["room_token"]},
+        "room_id": {"type": "string"},
+        "identity": {"type": "string"},
+        "token": {"type": "string", "description": "JWT (HS256) for the room client"},
+        "expires_at": DATETIME,
+        "join_url": {"type": "string"},
+        "signal_url": {"type": "string"},
+    },
+}
+_TAG = ["Rooms"]
+_ONE = {"200": resp("The room", ref("Room"))}
+_IDENTITY_PARAM = {"name": "identity", "in": "path", "required": True, "schema": {"type": "string"}}
+OPENAPI: dict[str, Any] = {
+    "tags": [{"name": "Rooms", "description": "Two-way WebRTC rooms (SFU) and join tokens"}],
+    "paths": {
+        "/v1/rooms": {
+            "post": {
+                "tags": _TAG,
+                "operationId": "createRoom",
+                "summary": "Create a room",
+                "parameters": [IDEMPOTENCY_PARAM],
+                "requestBody": body(CREATE.json_schema(), required=False),
+                "responses": {
+                    "201": resp("Created", ref("Room"), links={"GetRoom": "getRoom"}),
+                    **errors(*WRITE_ERRORS),
+                },
+            },
+            "get": {
+                "tags": _TAG,
+                "operationId": "listRooms",
+                "summary": "List rooms",
+                "parameters": PAGE_PARAMS,
+                "responses": {"200": resp("A page", list_of("Room")), **errors(*READ_ERRORS)},
+            },
+        },
+        "/v1/rooms/{id}": {
+            "parameters": [id_param()],
+            "get": {
+                "tags": _TAG,
+                "operationId": "getRoom",
+                "summary": "Get a room",
+                "responses": {**_ONE, **errors(*READ_ERRORS)},
+            },
+            "delete": {
+                "tags": _TAG,
+                "operationId": "deleteRoom",
+                "summary": "Disconnect everyone, finish and delete the room",
+                "responses": {"204": {"description": "Deleted"}, **errors(*WRITE_ERRORS)},
+            },
+        },
+        "/v1/rooms/{id}/participants": {
+            "parameters": [id_param()],
+            "get": {
+                "tags": _TAG,
+                "operationId": "listRoomParticipants",
+                "summary": "The participants connected now",
+                "responses": {
+                    "200": resp("Participants", list_of("RoomParticipant")),
+                    **errors(*READ_ERRORS),
+                },
+            },
+        },
+        "/v1/rooms/{id}/participants/{identity}": {
+            "parameters": [id_param(), _IDENTITY_PARAM],
+            "delete": {
+                "tags": _TAG,
+                "operationId": "removeRoomParticipant",
+                "summary": "Disconnect a participant",
+                "responses": {"204": {"description": "Removed"}, **errors(*WRITE_ERRORS)},
+            },
+        },
+        "/v1/rooms/{id}/tokens": {
+            "parameters": [id_param()],
+            "post": {
+                "tags": _TAG,
+                "operationId": "createRoomToken",
+                "summary": "A join token (JWT) for one identity",
+                "parameters": [IDEMPOTENCY_PARAM],
+                "requestBody": body(TOKEN.json_schema()),
+                "responses": {"201": resp("The token", ref("RoomToken")), **errors(*WRITE_ERRORS)},
+            },
+        },
+    },
+    "components": {
+        "schemas": {
+            "Room": ROOM_SCHEMA,
+            "RoomParticipant": PARTICIPANT_SCHEMA,
+            "RoomToken": ROOM_TOKEN_SCHEMA,
+        }
+    },
+}

@@ -1,0 +1,521 @@
+"""One onair node, built in one place: `build_node(settings) -> Node`.
+
+`build_node` constructs every service of the node once, in dependency order,
+each given what it needs as constructor arguments (the way mediamtx's
+``core.createResources`` builds its servers)::
+
+    store → outbox → API keys, live streams, webhooks, jobs, retention
+          → [media] blob store, VOD pool, assets + asset jobs
+          → LL-HLS manager → live lifecycle, room broadcasts
+          → hub (observed by both, through HubDispatch)
+          → live stream admin (kicks through the lifecycle)
+          → playback, RTMP server, reconciler, WHIP/WHEP, rooms
+
+Construction does no I/O. `Node.start()` opens and starts them in that order
+(an `AsyncExitStack`); `Node.stop()` stops them in reverse. A node without
+media (`media=False`) is the control plane alone: the API contract tests run
+it with a `live_control` that records kicks.
+
+The HTTP side is `control.http.make_http_app(node)`; `onair serve`
+(`control.cli`) builds one node, one HTTP app over it, and the playback edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from control.assets import AssetService
+from control.auth import ApiKeyCache
+from control.jobs import DEFAULT_QUEUE, JobRunner
+from control.live import LiveLifecycle
+from control.live_streams import LiveControl, LiveStreamAdmin, LiveStreamService, NoLiveControl
+from control.metrics import Registry
+from control.outbox import EventNotifier, Outbox
+from control.playback import Playback
+from control.reconciler import Reconciler
+from control.retention import Retention
+from control.room_broadcasts import HubDispatch, RoomBroadcasts
+from control.rooms import RoomKeeper, Rooms, StoreRooms
+from control.settings import Settings
+from control.store import open_store
+from control.store.base import Op, Store
+from control.tasks import BackgroundTasks
+from control.vod_jobs import MP4, AssetJobs
+from control.webhooks import RetryPolicy, WebhookService
+from ingest.conn_limits import ConnectionLimits, default_max_connections
+from ingest.hub import Hub
+from ingest.rtmp.server import RtmpLimits, RtmpServer
+from ingest.webrtc.config import WebRtcConfig
+from ingest.whip.session import WhipService
+from realtime.hls.manager import LiveHlsManager
+from realtime.rooms.rtc import RtcSettings
+from realtime.rooms.service import RoomService
+from realtime.rooms.tokens import JoinTokens
+from realtime.webrtc.routes import WebRtcRoutes
+from realtime.whep.session import WhepService
+from vod.blobstore import BlobStore, make_blobstore
+from vod.jobs import VodContext, make_process_pool
+from vod.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+Extra = Callable[["Node"], AbstractAsyncContextManager[None]]
+"""A part added to a node from outside (tests): entered after the services and
+media, before the job runner starts and the node reports ready."""
+
+
+@dataclass
+class NodeState:
+    """What the node says about itself (health, readiness) and the caps it
+    enforces on every listener."""
+
+    ready: bool = False
+    shutting_down: bool = False
+    health_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    """name → async check; GET /v1/health is 503 when one returns False."""
+    queue_depths: dict[str, Callable[[], Awaitable[int]]] = field(default_factory=dict)
+    """name → async depth; /v1/health and /metrics report them."""
+    request_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(48))
+    """Bounds API requests in flight per node (settings.max_concurrent_requests)."""
+    conn_limits: ConnectionLimits = field(
+        default_factory=lambda: ConnectionLimits(total=default_max_connections())
+    )
+    """Caps on accepted sockets, shared by the HTTP and RTMP listeners."""
+    health_snapshot: tuple[float, dict[str, Any], int] | None = None
+    """(monotonic time, body, status) of the last health check round."""
+    health_refresh: asyncio.Future[tuple[float, dict[str, Any], int]] | None = None
+    """The round in progress, which concurrent health requests share."""
+
+
+@dataclass
+class Media:
+    """The media half of a node: ingest, LL-HLS, recording, VOD, WebRTC, rooms."""
+
+    blobs: BlobStore
+    pool: ProcessPoolExecutor
+    """The VOD process pool (MP4s, thumbnails, uploads, clips)."""
+    vod: VodContext
+    assets: AssetService
+    asset_jobs: AssetJobs
+    hls: LiveHlsManager
+    lifecycle: LiveLifecycle
+    room_broadcasts: RoomBroadcasts
+    hub: Hub
+    playback: Playback
+    rtmp: RtmpServer
+    reconciler: Reconciler
+    webrtc: WebRtcRoutes
+    rooms: Rooms
+
+
+class Node:
+    """Every service of one node; see the module docstring. Built by `build_node`."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        metrics: Registry,
+        tasks: BackgroundTasks,
+        notifier: EventNotifier,
+        state: NodeState,
+        store: Store,
+        owns_store: bool,
+        outbox: Outbox,
+        api_keys: ApiKeyCache,
+        live_streams: LiveStreamService,
+        live_admin: LiveStreamAdmin,
+        webhooks: WebhookService,
+        jobs: JobRunner,
+        retention: Retention,
+        media: Media | None,
+        extras: Sequence[Extra] = (),
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.tasks = tasks
+        self.notifier = notifier
+        self.state = state
+        self.store = store
+        self.owns_store = owns_store
+        self.outbox = outbox
+        self.api_keys = api_keys
+        self.live_streams = live_streams
+        self.live_admin = live_admin
+        self.webhooks = webhooks
+        self.jobs = jobs
+        self.retention = retention
+        self.media = media
+        self.extras = tuple(extras)
+        self._stack: AsyncExitStack | None = None
+        self._shutdown_begun = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open and start every part in dependency order; on failure, what
+        started is stopped again."""
+        if self._stack is not None:
+            raise RuntimeError("node already started")
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._close_core)
+            await self._open_store(stack)
+            await self._start_services(stack)
+            if self.media is not None:
+                await self._start_media(stack, self.media)
+            for extra in self.extras:
+                await stack.enter_async_context(extra(self))
+            await self._start_jobs(stack)
+            self._stack = stack.pop_all()
+
+    async def begin_shutdown(self) -> None:
+        """The first step of a graceful stop, while requests may still be in
+        flight: not ready, SSE streams end, rooms finish (their signaling sockets
+        close), WebRTC sessions close."""
+        if self._shutdown_begun:
+            return
+        self._shutdown_begun = True
+        self.state.shutting_down = True
+        self.state.ready = False
+        self.notifier.close()
+        if self.media is not None:
+            await self.media.rooms.close_all()
+            await self.media.webrtc.close()
+
+    async def stop(self) -> None:
+        """Stop every part in the reverse order of `start`."""
+        await self.begin_shutdown()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    # -- the steps of start() ------------------------------------------------------
+
+    async def _close_core(self) -> None:
+        self.state.shutting_down = True
+        self.notifier.close()
+        await self.tasks.close(grace_s=self.settings.shutdown_timeout_s)
+
+    async def _open_store(self, stack: AsyncExitStack) -> None:
+        if not self.owns_store:
+            return
+        if not self.settings.redis_url:
+            await asyncio.to_thread(self.settings.data_path.mkdir, parents=True, exist_ok=True)
+        await self.store.open()
+        stack.push_async_callback(self.store.close)
+
+    async def _start_services(self, stack: AsyncExitStack) -> None:
+        grace = self.settings.shutdown_timeout_s
+
+        async def stop_services() -> None:
+            self.state.ready = False
+            self.state.shutting_down = True
+            await self.retention.stop()
+            await _stop(self.webhooks, grace)
+
+        # before any delivery goes out: stored payloads of older versions held stream keys
+        await self.retention.scrub()
+        await self.webhooks.start()
+        stack.push_async_callback(stop_services)
+        self.retention.start()
+
+    async def _start_media(self, stack: AsyncExitStack, media: Media) -> None:
+        async def close_storage() -> None:
+            with contextlib.suppress(Exception):
+                await media.blobs.close()
+            media.pool.shutdown(wait=False, cancel_futures=True)
+
+        stack.push_async_callback(close_storage)
+        await media.lifecycle.start()
+        stack.push_async_callback(media.lifecycle.stop)
+        stack.push_async_callback(media.room_broadcasts.close)
+        await media.rtmp.start()
+        stack.push_async_callback(media.rtmp.stop)
+        log.info("rtmp listening", extra={"port": media.rtmp.port})
+        media.reconciler.start()
+        stack.push_async_callback(media.reconciler.stop)
+        await media.rooms.start()
+        stack.push_async_callback(media.rooms.stop)
+
+    async def _start_jobs(self, stack: AsyncExitStack) -> None:
+        """Last: every part has registered its job handlers, so the runner starts
+        now and the node reports ready; on stop, jobs stop first (they may use
+        any part)."""
+
+        async def stop_jobs() -> None:
+            self.state.ready = False
+            self.state.shutting_down = True
+            await _stop(self.jobs, self.settings.shutdown_timeout_s)
+            await self.tasks.close(grace_s=self.settings.shutdown_timeout_s)
+
+        await self.jobs.start()
+        stack.push_async_callback(stop_jobs)
+        self.state.ready = True
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Node]:
+        """``async with node.running():`` start, and stop on the way out."""
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+
+async def _stop(service: Any, grace_s: float) -> None:
+    """`await service.stop(timeout_s=grace_s)`, logging instead of raising."""
+    try:
+        await service.stop(timeout_s=grace_s)
+    except Exception:
+        log.exception("stopping %s failed", type(service).__name__)
+
+
+def store_poll_s(settings: Settings) -> float:
+    """How often the webhook and job loops look in the store for work they were
+    not woken for. Every local commit wakes them at once; polling finds what
+    other nodes committed. With SQLite there is only this node, so the poll is
+    a safety net and need not wake an idle server five times a second."""
+    return 0.5 if settings.redis_url else 2.0
+
+
+def build_node(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    media: bool = True,
+    live_control: LiveControl | None = None,
+    extras: Iterable[Extra] = (),
+) -> Node:
+    """Construct a node (no I/O). `store`: an opened store to use instead of
+    the configured one (not closed by the node). `media=False`: the control
+    plane alone, kicking live publishers through `live_control`."""
+    metrics = Registry()
+    tasks = BackgroundTasks()
+    notifier = EventNotifier()
+    state = NodeState(
+        request_slots=asyncio.Semaphore(max(1, settings.max_concurrent_requests)),
+        conn_limits=ConnectionLimits(total=settings.max_connections or default_max_connections()),
+    )
+    owns_store = store is None
+    the_store = store if store is not None else open_store(settings.redis_url, settings.data_path)
+    state.health_checks["store"] = lambda: the_store.ping()
+    outbox = Outbox(the_store, notifier)
+    api_keys = ApiKeyCache(the_store, settings.api_key_cache_s)
+    live_streams = LiveStreamService(the_store, settings, outbox.commit)
+    webhooks = WebhookService.from_settings(
+        the_store,
+        settings,
+        policy=RetryPolicy(
+            base_s=settings.webhook_backoff_base_s,
+            max_s=settings.webhook_backoff_max_s,
+            jitter=settings.webhook_backoff_jitter,
+            retry_for_s=settings.webhook_retry_for_s,
+        ),
+        poll_interval_s=store_poll_s(settings),
+    )
+    outbox.listeners.append(lambda _events: webhooks.notify())
+    state.queue_depths["webhooks"] = webhooks.backlog
+    jobs = JobRunner(
+        the_store,
+        DEFAULT_QUEUE,
+        {},
+        owner=f"{settings.node_id}:jobs",
+        poll_interval_s=store_poll_s(settings),
+    )
+    state.queue_depths["jobs"] = lambda: the_store.queue_depth(jobs.queue)
+    retention = Retention(the_store, settings, owner=f"{settings.node_id}:retention")
+    media_part = (
+        _build_media(settings, the_store, outbox, live_streams, jobs, tasks, state)
+        if media
+        else None
+    )
+    kick: LiveControl = (
+        media_part.lifecycle if media_part is not None else live_control or NoLiveControl()
+    )
+    return Node(
+        settings=settings,
+        metrics=metrics,
+        tasks=tasks,
+        notifier=notifier,
+        state=state,
+        store=the_store,
+        owns_store=owns_store,
+        outbox=outbox,
+        api_keys=api_keys,
+        live_streams=live_streams,
+        live_admin=LiveStreamAdmin(live_streams, kick),
+        webhooks=webhooks,
+        jobs=jobs,
+        retention=retention,
+        media=media_part,
+        extras=list(extras),
+    )
+
+
+def _build_media(
+    settings: Settings,
+    store: Store,
+    outbox: Outbox,
+    live_streams: LiveStreamService,
+    jobs: JobRunner,
+    tasks: BackgroundTasks,
+    state: NodeState,
+) -> Media:
+    def spawn(coro: Awaitable[Any]) -> Any:
+        return tasks.spawn(cast(Coroutine[Any, Any, Any], coro))
+
+    blobs = make_blobstore(
+        data_dir=settings.data_path,
+        s3_endpoint=settings.s3_endpoint,
+        s3_bucket=settings.s3_bucket,
+        s3_region=settings.s3_region,
+        s3_access_key=settings.s3_access_key,
+        s3_secret_key=settings.s3_secret_key,
+        create_bucket=settings.s3_create_bucket,
+    )
+    pool = make_process_pool(max_workers=settings.media_workers)
+    vod = VodContext(blobs, pool, str(settings.data_path / "tmp"))
+    assets = AssetService(store, outbox.commit)
+    asset_jobs = AssetJobs(store, assets, vod, jobs)
+    asset_jobs.register()
+
+    def ready_jobs(asset_id: str) -> Sequence[Op]:
+        return [asset_jobs.op(MP4, {"asset_id": asset_id})]
+
+    hls = LiveHlsManager()
+    lifecycle = LiveLifecycle(
+        store=store,
+        live_streams=live_streams,
+        assets=assets,
+        hls=hls,
+        blobs=blobs,
+        node_id=settings.node_id,
+        spawn=spawn,
+        ready_jobs=ready_jobs,
+        jobs_queued=asset_jobs.notify,
+        final_retry_s=settings.recording_final_retry_s,
+    )
+    room_broadcasts = RoomBroadcasts(
+        store=store,
+        assets=assets,
+        hls=hls,
+        blobs=blobs,
+        spawn=spawn,
+        ready_jobs=ready_jobs,
+        jobs_queued=asset_jobs.notify,
+    )
+    hub = Hub(HubDispatch(lifecycle, room_broadcasts))
+
+    def live_manifest(asset_id: str) -> Manifest | None:
+        return lifecycle.recording_manifest(asset_id) or room_broadcasts.recording_manifest(
+            asset_id
+        )
+
+    playback = Playback(
+        store=store,
+        blobs=blobs,
+        hls=hls,
+        vod=vod,
+        live_manifest=live_manifest,
+        presign_s=settings.s3_presign_s,
+        max_token_ttl_s=settings.playback_token_max_ttl_s,
+        thumbnail_concurrency=settings.thumbnail_concurrency,
+    )
+    # a deleted live stream, room, asset, playback id or signing key stops edge
+    # playback on this node at once (other nodes: within EDGE_CACHE_S)
+    outbox.op_listeners.append(playback.forget_grants_after)
+    rtmp = RtmpServer(
+        hub,
+        lifecycle,
+        host=settings.host,
+        port=settings.rtmp_port,
+        limits=RtmpLimits(
+            read_coalesce=settings.rtmp_read_coalesce_s,
+            max_connections_per_client=settings.rtmp_max_connections_per_ip,
+        ),
+        conn_limits=state.conn_limits,
+        tls=rtmps_context(settings),
+        tls_port=settings.rtmps_port if settings.rtmps_enabled else None,
+    )
+    reconciler = Reconciler(
+        store,
+        settings,
+        assets=assets,
+        jobs=asset_jobs,
+        blobs=blobs,
+        owner=f"{settings.node_id}:reconciler",
+    )
+    rtc = webrtc_config(settings)
+    whip = WhipService(hub, lifecycle, rtc)
+    whep = WhepService(hub, rtc, playback.resolve_live, keyframe_request=whip.request_keyframe)
+    directory = StoreRooms(store, outbox.commit)
+    room_service = RoomService(
+        JoinTokens(None), directory, directory, hub=hub, rtc=RtcSettings(rtc)
+    )
+    rooms = Rooms(
+        store,
+        room_service,
+        directory,
+        RoomKeeper(store, room_service, directory, settings.node_id, room_broadcasts),
+    )
+    return Media(
+        blobs=blobs,
+        pool=pool,
+        vod=vod,
+        assets=assets,
+        asset_jobs=asset_jobs,
+        hls=hls,
+        lifecycle=lifecycle,
+        room_broadcasts=room_broadcasts,
+        hub=hub,
+        playback=playback,
+        rtmp=rtmp,
+        reconciler=reconciler,
+        webrtc=WebRtcRoutes(whip, whep),
+        rooms=rooms,
+    )
+
+
+def webrtc_config(settings: Settings) -> WebRtcConfig:
+    loopback = settings.webrtc_loopback
+    if loopback is None:
+        loopback = settings.host in ("127.0.0.1", "localhost", "::1")
+    env = {
+        "ONAIR_WEBRTC_PUBLIC_IP": settings.webrtc_public_ip or "",
+        "ONAIR_WEBRTC_HOSTS": settings.webrtc_hosts,
+        "ONAIR_WEBRTC_INTERFACES": settings.webrtc_interfaces,
+        "ONAIR_WEBRTC_UDP_PORTS": settings.webrtc_udp_ports,
+        "ONAIR_WEBRTC_ICE_SERVERS": settings.webrtc_ice_servers,
+        "ONAIR_WEBRTC_LOOPBACK": "1" if loopback else "",
+        "ONAIR_WEBRTC_CONNECT_TIMEOUT_S": str(settings.webrtc_connect_timeout_s),
+        "ONAIR_WEBRTC_MAX_SESSIONS": str(settings.webrtc_max_sessions),
+        "ONAIR_WEBRTC_MAX_SESSIONS_PER_STREAM": str(settings.webrtc_max_sessions_per_stream),
+        "ONAIR_WEBRTC_MAX_SESSIONS_PER_IP": str(settings.webrtc_max_sessions_per_ip),
+        "ONAIR_WEBRTC_TURN_URLS": settings.webrtc_turn_urls,
+        "ONAIR_WEBRTC_TURN_SECRET": settings.webrtc_turn_secret or "",
+        "ONAIR_WEBRTC_TURN_TTL_S": str(settings.webrtc_turn_ttl_s),
+    }
+    if settings.webrtc_allow_private_candidates is not None:
+        env["ONAIR_WEBRTC_ALLOW_PRIVATE_CANDIDATES"] = (
+            "1" if settings.webrtc_allow_private_candidates else "0"
+        )
+    return WebRtcConfig.from_env(env)
+
+
+def rtmps_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server side of RTMPS, from ONAIR_TLS_CERT_FILE / ONAIR_TLS_KEY_FILE."""
+    if not settings.rtmps_enabled:
+        return None
+    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
