@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
 from aiohttp import ClientSession, web  # noqa: E402
 
 from control.ids import new_id  # noqa: E402
+from control.outbox import Outbox  # noqa: E402
 from control.store.base import EventDraft, Put, Store  # noqa: E402
 from control.store.redis import RedisStore  # noqa: E402
 from control.store.sqlite import SqliteStore  # noqa: E402
@@ -118,6 +119,7 @@ async def run_backend(
 
         svc = WebhookService(
             store,
+            outbox=Outbox(store),
             node_id="bench",
             max_in_flight=max(64, per_endpoint),
             per_endpoint_concurrency=per_endpoint,

@@ -22,12 +22,12 @@ from control.live_streams import (
 from control.live_streams import (
     PLAYBACK_IDS,
     STREAM_KEY_INDEX,
-    CommitFn,
     NotFoundError,
     new_playback_id,
     rfc3339,
 )
-from control.store.base import Conflict, Delete, EventDraft, Op, Put, Record, Store
+from control.outbox import Change, Outbox
+from control.store.base import Delete, EventDraft, Op, Put, Record, Store
 from vod.recorder import RecordingWarning, WarningCallback
 
 COLLECTION = "assets"
@@ -93,9 +93,9 @@ def _tags(data: dict[str, Any]) -> dict[str, str]:
 
 
 class AssetService:
-    def __init__(self, store: Store, commit: CommitFn) -> None:
+    def __init__(self, store: Store, outbox: Outbox) -> None:
         self.store = store
-        self.commit = commit
+        self.outbox = outbox
 
     # ------------------------------------------------------------------ views
     @staticmethod
@@ -189,18 +189,19 @@ class AssetService:
         view = self.to_json(Record(COLLECTION, asset_id, 1, now, data))
         events = [EventDraft("asset.created", asset_id, view)]
         events += [EventDraft(t, asset_id, view) for t in extra_events]
-        await self.commit([*ops, *with_ops], events)
+        await self.outbox.commit([*ops, *with_ops], events)
         return view
 
     async def create_for_live_stream(self, live_stream_id: str) -> str:
         """Create the asset a broadcast records into and make it the stream's
         ``active_asset_id`` — both in one commit with ``asset.created``."""
-        for _ in range(8):
+
+        async def attempt() -> Change[str]:
             ls = await self.store.get(LIVE_STREAMS, live_stream_id)
             if ls is None:
                 raise NotFoundError(live_stream_id)
             if ls.data.get("active_asset_id"):
-                return str(ls.data["active_asset_id"])
+                return Change(str(ls.data["active_asset_id"]))
             policy = (
                 ls.data["playback_ids"][0]["policy"] if ls.data.get("playback_ids") else "public"
             )
@@ -225,12 +226,9 @@ class AssetService:
                 )
             )
             view = self.to_json(Record(COLLECTION, asset_id, 1, now, data))
-            try:
-                await self.commit(ops, [EventDraft("asset.created", asset_id, view)])
-            except Conflict:
-                continue
-            return asset_id
-        raise Conflict(f"live stream {live_stream_id} keeps changing")
+            return Change(asset_id, ops, [EventDraft("asset.created", asset_id, view)])
+
+        return await self.outbox.compare_and_set(attempt, what=f"live stream {live_stream_id}")
 
     async def change(
         self,
@@ -246,37 +244,31 @@ class AssetService:
         state calls for). `also`: read-modify-write ops on other records,
         produced again on every attempt and committed with it whatever the change
         (a whole flow in one transaction; a conflict on any retries them all)."""
-        for _ in range(8):
+
+        async def attempt() -> Change[dict[str, Any] | None]:
             rec = await self.store.get(COLLECTION, asset_id)
             if rec is None:
-                return None
+                return Change(None)
             data = dict(rec.data)
             before = AssetStatus(data["status"])
             event_types = mutate(data)
             check_transition(before, AssetStatus(data["status"]))
             others = list(await also()) if also is not None else []
             if data == rec.data:
-                if others:
-                    try:
-                        await self.commit(others, [])
-                    except Conflict:
-                        continue
-                return self.to_json(rec)
+                return Change(self.to_json(rec), others)
             data["updated_at"] = time.time()
             view = self.to_json(Record(COLLECTION, rec.id, rec.version + 1, rec.created_at, data))
-            try:
-                await self.commit(
-                    [
-                        Put(COLLECTION, rec.id, data, expect_version=rec.version, tags=_tags(data)),
-                        *others,
-                        *then,
-                    ],
-                    [EventDraft(t, rec.id, view) for t in event_types],
-                )
-            except Conflict:
-                continue
-            return view
-        raise Conflict(f"asset {asset_id} keeps changing")
+            return Change(
+                view,
+                [
+                    Put(COLLECTION, rec.id, data, expect_version=rec.version, tags=_tags(data)),
+                    *others,
+                    *then,
+                ],
+                [EventDraft(t, rec.id, view) for t in event_types],
+            )
+
+        return await self.outbox.compare_and_set(attempt, what=f"asset {asset_id}")
 
     async def progress(self, asset_id: str, percent: int) -> None:
         def mutate(data: dict[str, Any]) -> list[str]:
@@ -348,19 +340,16 @@ class AssetService:
         await self.change(asset_id, mutate)
 
     async def delete(self, asset_id: str) -> dict[str, Any]:
-        for _ in range(8):
+        async def attempt() -> Change[dict[str, Any]]:
             rec = await self.store.get(COLLECTION, asset_id)
             if rec is None:
                 raise NotFoundError(asset_id)
             view = self.to_json(rec)
             ops: list[Op] = [Delete(COLLECTION, rec.id, expect_version=rec.version)]
             ops += [Delete(PLAYBACK_IDS, p["id"]) for p in rec.data.get("playback_ids", [])]
-            try:
-                await self.commit(ops, [EventDraft("asset.deleted", rec.id, view)])
-            except Conflict:
-                continue
-            return view
-        raise Conflict(f"asset {asset_id} keeps changing")
+            return Change(view, ops, [EventDraft("asset.deleted", rec.id, view)])
+
+        return await self.outbox.compare_and_set(attempt, what=f"asset {asset_id}")
 
 
 def recording_warnings(assets: AssetService, asset_id: str) -> WarningCallback:

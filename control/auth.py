@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from control.ids import new_id
+from control.outbox import Change, Outbox
 from control.store.base import Conflict, Page, Put, Record, Store
 
 log = logging.getLogger(__name__)
@@ -104,33 +105,24 @@ async def list_api_keys(
     return await store.list(COLLECTION, limit=limit, starting_after=starting_after)
 
 
-async def revoke_api_key(store: Store, key_id: str) -> dict[str, Any] | None:
+async def revoke_api_key(outbox: Outbox, key_id: str) -> dict[str, Any] | None:
     """Revoke (idempotent). None if no such key."""
-    for _ in range(5):
-        record = await store.get(COLLECTION, key_id)
+
+    async def attempt() -> Change[dict[str, Any] | None]:
+        record = await outbox.store.get(COLLECTION, key_id)
         if record is None:
-            return None
+            return Change(None)
         data = dict(record.data)
         if data.get("status") == "revoked":
-            return key_to_json(record.id, record.created_at, data)
+            return Change(key_to_json(record.id, record.created_at, data))
         data["status"] = "revoked"
         data["revoked_at"] = time.time()
-        try:
-            await store.commit(
-                [
-                    Put(
-                        COLLECTION,
-                        key_id,
-                        data,
-                        expect_version=record.version,
-                        unique={"hash": data["hash"]},
-                    )
-                ]
-            )
-        except Conflict:
-            continue
-        return key_to_json(record.id, record.created_at, data)
-    raise Conflict(f"api key {key_id} keeps changing")
+        put = Put(
+            COLLECTION, key_id, data, expect_version=record.version, unique={"hash": data["hash"]}
+        )
+        return Change(key_to_json(record.id, record.created_at, data), [put])
+
+    return await outbox.compare_and_set(attempt, what=f"api key {key_id}")
 
 
 async def has_active_admin_key(store: Store) -> bool:

@@ -145,6 +145,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     from control.auth import create_api_key, key_to_json, list_api_keys, revoke_api_key
+    from control.outbox import Outbox
 
     if args.keys_cmd == "create":
 
@@ -179,7 +180,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     if args.keys_cmd == "revoke":
 
         async def revoke(store: Any) -> dict[str, Any] | None:
-            return await revoke_api_key(store, args.id)
+            return await revoke_api_key(Outbox(store), args.id)
 
         view = asyncio.run(_with_store(settings, revoke))
         if view is None:

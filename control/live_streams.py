@@ -19,14 +19,15 @@ import logging
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 from control.ids import new_id
+from control.outbox import Change, Outbox
 from control.settings import Settings
-from control.store.base import Conflict, Delete, Event, EventDraft, Op, Put, Record, Store
+from control.store.base import Delete, EventDraft, Op, Put, Record, Store
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,6 @@ class NoLiveControl:
         return None
 
 
-CommitFn = Callable[[Sequence[Op], Sequence[EventDraft]], Awaitable[list[Event]]]
-
 _ALPHANUM = string.ascii_letters + string.digits
 
 
@@ -142,11 +141,11 @@ class LiveStreamService:
         self,
         store: Store,
         settings: Settings,
-        commit: CommitFn,
+        outbox: Outbox,
     ) -> None:
         self.store = store
         self.settings = settings
-        self.commit = commit
+        self.outbox = outbox
         self._ingest: dict[str, str] = {
             "rtmp_url": settings.rtmp_url,
             "whip_url": settings.whip_url,
@@ -236,7 +235,7 @@ class LiveStreamService:
                 tags={"object_id": live_id},
             ),
         ]
-        await self.commit(ops, [EventDraft("live_stream.created", live_id, view)])
+        await self.outbox.commit(ops, [EventDraft("live_stream.created", live_id, view)])
         return self.with_key(view, data)
 
     async def mutate(
@@ -244,27 +243,23 @@ class LiveStreamService:
         live_stream_id: str,
         change: Callable[[dict[str, Any]], str | None],
     ) -> dict[str, Any]:
-        """Read, apply `change` (returns the event type or None), CAS-commit; retries."""
-        for _ in range(8):
+        """Apply `change` (returns the event type or None) to the stream as it is,
+        compare-and-set through the outbox."""
+
+        async def attempt() -> Change[dict[str, Any]]:
             rec = await self.store.get(COLLECTION, live_stream_id)
             if rec is None:
                 raise NotFoundError(live_stream_id)
             data = dict(rec.data)
             event_type = change(data)
             if event_type is None and data == rec.data:
-                view = self.to_json(rec)
-                break
+                return Change(self.with_key(self.to_json(rec), data))
             data["updated_at"] = time.time()
             view = self._view(rec.id, rec.created_at, data, rec.version + 1)
             events = [EventDraft(event_type, rec.id, view)] if event_type else []
-            try:
-                await self.commit([self._put(rec, data)], events)
-            except Conflict:
-                continue
-            break
-        else:
-            raise Conflict(f"live stream {live_stream_id} keeps changing")
-        return self.with_key(view, data)
+            return Change(self.with_key(view, data), [self._put(rec, data)], events)
+
+        return await self.outbox.compare_and_set(attempt, what=f"live stream {live_stream_id}")
 
     async def staged(
         self, live_stream_id: str, change: Callable[[dict[str, Any]], object]
@@ -327,21 +322,16 @@ class LiveStreamService:
         return await self.apply(live_stream_id, Action.COMPLETE)
 
     async def delete(self, live_stream_id: str) -> dict[str, Any]:
-        for _ in range(8):
+        async def attempt() -> Change[dict[str, Any]]:
             rec = await self.store.get(COLLECTION, live_stream_id)
             if rec is None:
                 raise NotFoundError(live_stream_id)
             view = self.to_json(rec)
             ops: list[Op] = [Delete(COLLECTION, rec.id, expect_version=rec.version)]
             ops += [Delete(PLAYBACK_IDS, p["id"]) for p in rec.data.get("playback_ids", [])]
-            try:
-                await self.commit(ops, [EventDraft("live_stream.deleted", rec.id, view)])
-            except Conflict:
-                continue
-            break
-        else:
-            raise Conflict(f"live stream {live_stream_id} keeps changing")
-        return view
+            return Change(view, ops, [EventDraft("live_stream.deleted", rec.id, view)])
+
+        return await self.outbox.compare_and_set(attempt, what=f"live stream {live_stream_id}")
 
 
 class LiveStreamAdmin:

@@ -199,7 +199,7 @@ class Registry:
         if existing is not None:
             if type(existing) is not kind or existing.labelnames != tuple(labelnames):
                 raise ValueError(f"metric {name} already registered differently")
-            return existing  # type: ignore[return-value]
+            return existing
         metric = make()
         self._metrics[name] = metric
         return metric

@@ -309,10 +309,11 @@ def build_node(
     state.health_checks["store"] = lambda: the_store.ping()
     outbox = Outbox(the_store, notifier)
     api_keys = ApiKeyCache(the_store, settings.api_key_cache_s)
-    live_streams = LiveStreamService(the_store, settings, outbox.commit)
+    live_streams = LiveStreamService(the_store, settings, outbox)
     webhooks = WebhookService.from_settings(
         the_store,
         settings,
+        outbox=outbox,
         policy=RetryPolicy(
             base_s=settings.webhook_backoff_base_s,
             max_s=settings.webhook_backoff_max_s,
@@ -331,7 +332,7 @@ def build_node(
         poll_interval_s=store_poll_s(settings),
     )
     state.queue_depths["jobs"] = lambda: the_store.queue_depth(jobs.queue)
-    retention = Retention(the_store, settings, owner=f"{settings.node_id}:retention")
+    retention = Retention(the_store, outbox, settings, owner=f"{settings.node_id}:retention")
     media_part = (
         _build_media(settings, the_store, outbox, live_streams, jobs, tasks, state)
         if media
@@ -383,7 +384,7 @@ def _build_media(
     )
     pool = make_process_pool(max_workers=settings.media_workers)
     vod = VodContext(blobs, pool, str(settings.data_path / "tmp"))
-    assets = AssetService(store, outbox.commit)
+    assets = AssetService(store, outbox)
     asset_jobs = AssetJobs(store, assets, vod, jobs)
     asset_jobs.register()
 
@@ -405,6 +406,7 @@ def _build_media(
     )
     room_broadcasts = RoomBroadcasts(
         store=store,
+        outbox=outbox,
         assets=assets,
         hls=hls,
         blobs=blobs,
@@ -456,7 +458,7 @@ def _build_media(
     rtc = webrtc_config(settings)
     whip = WhipService(hub, lifecycle, rtc)
     whep = WhepService(hub, rtc, playback.resolve_live, keyframe_request=whip.request_keyframe)
-    directory = StoreRooms(store, outbox.commit)
+    directory = StoreRooms(store, outbox)
     room_service = RoomService(
         JoinTokens(None), directory, directory, hub=hub, rtc=RtcSettings(rtc)
     )

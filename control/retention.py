@@ -22,8 +22,9 @@ from typing import Any
 
 from control.jobs import FAILED_JOBS
 from control.leased_loop import LeasedLoop
+from control.outbox import Change, Outbox
 from control.settings import Settings
-from control.store.base import Conflict, Event, Put, Store
+from control.store.base import Event, Put, Store
 from control.webhooks.model import DELIVERIES
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,14 @@ class Retention:
     def __init__(
         self,
         store: Store,
+        outbox: Outbox,
         settings: Settings,
         *,
         owner: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.outbox = outbox
         self.settings = settings
         self.owner = owner
         self.clock = clock
@@ -120,27 +123,25 @@ class Retention:
             after = page.data[-1].id
 
     async def _scrub_delivery(self, delivery_id: str) -> int:
-        for _ in range(8):  # the worker may be writing its attempts meanwhile
+        """1 when the delivery's payload held a secret and was cleaned (the worker
+        may be writing its attempts meanwhile: compare-and-set)."""
+
+        async def attempt() -> Change[int]:
             rec = await self.store.get(DELIVERIES, delivery_id)
             payload = rec.data.get("payload") if rec is not None else None
             data = payload.get("data") if isinstance(payload, dict) else None
             if rec is None or not isinstance(data, dict):
-                return 0
+                return Change(0)
             if not any(k in data for k in _SECRET_FIELDS):
-                return 0
+                return Change(0)
             clean = {k: v for k, v in data.items() if k not in _SECRET_FIELDS}
             new = {**rec.data, "payload": {**payload, "data": clean}}  # type: ignore[dict-item]
             tags = (
                 {"endpoint_id": str(rec.data["endpoint_id"])} if "endpoint_id" in rec.data else {}
             )
-            try:
-                await self.store.commit(
-                    [Put(DELIVERIES, rec.id, new, expect_version=rec.version, tags=tags)]
-                )
-            except Conflict:
-                continue
-            return 1
-        raise Conflict(f"webhook delivery {delivery_id} keeps changing")
+            return Change(1, [Put(DELIVERIES, rec.id, new, expect_version=rec.version, tags=tags)])
+
+        return await self.outbox.compare_and_set(attempt, what=f"webhook delivery {delivery_id}")
 
     # -- the loop ----------------------------------------------------------------------
     def start(self) -> None:

@@ -28,7 +28,8 @@ from typing import Any
 
 from control.assets import AssetService, asset_prefix, recording_warnings
 from control.ids import new_id
-from control.store.base import Conflict, Op, Put, Store
+from control.outbox import Change, Outbox
+from control.store.base import Op, Put, Store
 from ingest.hub import HubObserver, Publication, Stream
 from realtime.hls.manager import LiveHlsManager, LiveOutput
 from vod.blobstore import BlobError, BlobStore
@@ -57,6 +58,7 @@ class RoomBroadcasts(HubObserver):
         self,
         *,
         store: Store,
+        outbox: Outbox,
         assets: AssetService,
         hls: LiveHlsManager,
         blobs: BlobStore,
@@ -65,6 +67,7 @@ class RoomBroadcasts(HubObserver):
         jobs_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
+        self.outbox = outbox
         self.assets = assets
         self.hls = hls
         self.blobs = blobs
@@ -214,20 +217,18 @@ class RoomBroadcasts(HubObserver):
             await asyncio.wait(pending, timeout=15)
 
     async def _update_room(self, room_id: str, fields: dict[str, Any]) -> None:
-        for _ in range(8):
+        """Set `fields` on the room's record (through the outbox, so this node's
+        commit listeners see it)."""
+
+        async def attempt() -> Change[None]:
             rec = await self.store.get(ROOMS, room_id)
             if rec is None:
-                return
+                return Change(None)
             data = {**rec.data, **fields}
             tags = {"status": str(data.get("status", "idle"))}
-            try:
-                await self.store.commit(
-                    [Put(ROOMS, room_id, data, expect_version=rec.version, tags=tags)]
-                )
-                return
-            except Conflict:
-                continue
-        log.warning("room %s keeps changing; asset link not saved", room_id)
+            return Change(None, [Put(ROOMS, room_id, data, expect_version=rec.version, tags=tags)])
+
+        await self.outbox.compare_and_set(attempt, what=f"room {room_id}")
 
 
 class HubDispatch(HubObserver):

@@ -23,12 +23,12 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 from control.auth import rfc3339
+from control.outbox import Change, Outbox
 from control.room_broadcasts import RoomBroadcasts
-from control.store.base import Conflict, EventDraft, Put, Record, Store
+from control.store.base import EventDraft, Put, Record, Store
 from realtime.rooms.room import (
     ParticipantJoinedEvent,
     ParticipantLeftEvent,
@@ -57,15 +57,12 @@ async def load_token_secret(store: Store) -> str:
     return value
 
 
-Commit = Callable[..., Any]
-
-
 class StoreRooms:
-    """`RoomDirectory` and `RoomEvents` over the Store (commits via the outbox)."""
+    """`RoomDirectory` and `RoomEvents` over the store (commits through the outbox)."""
 
-    def __init__(self, store: Store, commit: Commit | None = None) -> None:
+    def __init__(self, store: Store, outbox: Outbox) -> None:
         self.store = store
-        self._commit = commit or store.commit
+        self.outbox = outbox
 
     async def room_config(self, room_id: str) -> RoomConfig | None:
         rec = await self.store.get(ROOMS_COLLECTION, room_id)
@@ -94,36 +91,35 @@ class StoreRooms:
             data["identity"] = event.identity
             if isinstance(event, ParticipantLeftEvent):
                 data["reason"] = event.reason
-            await self._commit([], [EventDraft(event.type, event.room_id, data)])
+            await self.outbox.commit([], [EventDraft(event.type, event.room_id, data)])
             return
         if isinstance(event, RoomFinished):
             data["reason"] = event.reason
         status = "active" if isinstance(event, RoomStarted) else "finished"
         stamp = "started_at" if isinstance(event, RoomStarted) else "finished_at"
-        for _ in range(5):
+
+        async def attempt() -> Change[None]:
             rec = await self.store.get(ROOMS_COLLECTION, event.room_id)
             if rec is None:  # deleted meanwhile: the event still happened
-                await self._commit([], [EventDraft(event.type, event.room_id, data)])
-                return
+                return Change(None, (), [EventDraft(event.type, event.room_id, data)])
             new = dict(rec.data, status=status, **{stamp: event.at})
             if status == "active":
                 new["finished_at"] = None
-            try:
-                await self._commit(
-                    [
-                        Put(
-                            ROOMS_COLLECTION,
-                            rec.id,
-                            new,
-                            expect_version=rec.version,
-                            tags={"status": status},
-                        )
-                    ],
-                    [EventDraft(event.type, event.room_id, {**data, "room": room_view(rec, new)})],
-                )
-                return
-            except Conflict:
-                continue
+            return Change(
+                None,
+                [
+                    Put(
+                        ROOMS_COLLECTION,
+                        rec.id,
+                        new,
+                        expect_version=rec.version,
+                        tags={"status": status},
+                    )
+                ],
+                [EventDraft(event.type, event.room_id, {**data, "room": room_view(rec, new)})],
+            )
+
+        await self.outbox.compare_and_set(attempt, what=f"room {event.room_id}")
 
 
 def _denial_key(room_id: str, identity: str) -> str:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from vod.inputs import MediaPath
 from vod.manifest import Manifest, SegmentEntry
-from vod.media import MediaPath, Source, package_cmaf
+from vod.media import Source, package_cmaf
 
 
 class ClipError(ValueError):

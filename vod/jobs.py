@@ -38,6 +38,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from vod.blobstore import BlobNotFound, BlobStore, join_key
 from vod.clip import ClipError, clip_to_cmaf, plan_clip, runs
+from vod.inputs import MediaPath
 from vod.manifest import (
     InitEntry,
     Manifest,
@@ -47,7 +48,7 @@ from vod.manifest import (
     save_manifest,
     segment_name,
 )
-from vod.media import MediaPath, Packaged
+from vod.media import Packaged
 from vod.mp4 import remux_to_mp4
 from vod.thumbnails import extract_thumbnail
 from vod.transcode import process_upload, read_progress

@@ -18,7 +18,8 @@ from typing import Any
 
 import av
 
-from vod.media import MediaPath, Source, copy_packets
+from vod.inputs import MediaPath
+from vod.media import Source, copy_packets
 
 
 def remux_to_mp4(sources: Sequence[tuple[MediaPath, float]], out_path: str) -> dict[str, Any]:

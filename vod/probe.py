@@ -17,7 +17,7 @@ from typing import Any
 
 import av
 
-from vod.media import open_input
+from vod.inputs import open_input
 
 # Keep PyAV quiet on garbage input.
 av.logging.set_level(av.logging.ERROR)

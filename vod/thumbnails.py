@@ -17,7 +17,7 @@ from typing import Any
 
 import av
 
-from vod.media import MediaPath, open_input
+from vod.inputs import MediaPath, open_input
 
 av.logging.set_level(av.logging.ERROR)
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import av
 
+from vod.inputs import open_input
 from vod.media import (
     HLS_SEGMENT_S,
     Source,
     open_hls_output,
-    open_input,
     package_cmaf,
     read_packaged,
 )

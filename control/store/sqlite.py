@@ -182,7 +182,7 @@ class SqliteStore:
         self._pending.append((fn, fut))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
-        return await fut  # type: ignore[no-any-return]
+        return await fut
 
     async def _flush(self) -> None:
         try:

@@ -1,6 +1,6 @@
 """WebhookService: the dispatcher loop and the delivery loop, owned as one unit.
 
-    svc = WebhookService(store, node_id="n1")
+    svc = WebhookService(store, outbox=Outbox(store), node_id="n1")
     await svc.start()
     ... await store.commit(ops, events); svc.notify()   # wake promptly
     await svc.stop(timeout_s=10)                        # graceful
@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from control.outbox import Outbox
 from control.store.base import Record, Store
 from control.webhooks.destination import PublicOnlyResolver
 from control.webhooks.dispatcher import Dispatcher
@@ -57,6 +58,7 @@ class WebhookService:
         self,
         store: Store,
         *,
+        outbox: Outbox,
         node_id: str,
         http_session_factory: SessionFactory | None = None,
         clock: Callable[[], float] = time.time,
@@ -70,6 +72,7 @@ class WebhookService:
         allow_private: bool = False,
     ) -> None:
         self.store = store
+        self.outbox = outbox
         self.node_id = node_id
         self.clock = clock
         self._session_factory = http_session_factory or default_session_factory(
@@ -148,7 +151,7 @@ class WebhookService:
     async def retry_delivery(self, id: str) -> Record:
         """Manual retry (see `control.webhooks.worker.retry_delivery`), attempted
         promptly by this node."""
-        rec = await retry_delivery(self.store, id, clock=self.clock)
+        rec = await retry_delivery(self.outbox, id, clock=self.clock)
         self.worker.poke({str(rec.data.get("endpoint_id"))})
         return rec
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from control.outbox import Change, Outbox
 from control.store.base import Conflict, NotFound, Put, Record, Store, Task
 from control.webhooks.destination import error_class, refuse_literal
 from control.webhooks.model import (
@@ -153,11 +154,13 @@ def apply_outcome(
 
 
 async def retry_delivery(
-    store: Store, id: str, *, clock: Callable[[], float] = time.time
+    outbox: Outbox, id: str, *, clock: Callable[[], float] = time.time
 ) -> Record:
     """Manual retry: attempt the delivery again now (and, if it had finished,
     restart its retry window). Raises NotFound for an unknown delivery."""
-    for _ in range(10):
+    store = outbox.store
+
+    async def attempt() -> Change[int]:
         rec = await store.get(DELIVERIES, id)
         if rec is None:
             raise NotFound(id)
@@ -168,29 +171,26 @@ async def retry_delivery(
         data.update(manual_retries=n, updated_at=now, next_attempt_at=now)
         if not was_pending:
             data.update(status=PENDING, completed_at=None, window_start=None)
-        try:
-            await store.commit(
-                [
-                    Put(
-                        DELIVERIES,
-                        id,
-                        data,
-                        expect_version=rec.version,
-                        tags={"endpoint_id": data["endpoint_id"]},
-                    )
-                ]
-            )
-        except Conflict:
-            continue
-        queue = queue_for(data["endpoint_id"])
-        if not await store.enqueue(queue, id, {"delivery_id": id}, run_at=now):
-            await store.enqueue(
-                queue, f"{id}~m{n}", {"delivery_id": id, "one_shot": True}, run_at=now
-            )
-        new = await store.get(DELIVERIES, id)
-        assert new is not None
-        return new
-    raise Conflict(f"delivery {id} keeps changing")
+        put = Put(
+            DELIVERIES,
+            id,
+            data,
+            expect_version=rec.version,
+            tags={"endpoint_id": data["endpoint_id"]},
+        )
+        return Change(n, [put])
+
+    n = await outbox.compare_and_set(attempt, what=f"delivery {id}")
+    rec = await store.get(DELIVERIES, id)
+    if rec is None:
+        raise NotFound(id)
+    now = clock()
+    queue = queue_for(rec.data["endpoint_id"])
+    if not await store.enqueue(queue, id, {"delivery_id": id}, run_at=now):
+        await store.enqueue(queue, f"{id}~m{n}", {"delivery_id": id, "one_shot": True}, run_at=now)
+    new = await store.get(DELIVERIES, id)
+    assert new is not None
+    return new
 
 
 @dataclass(slots=True)
@@ -343,7 +343,7 @@ class DeliveryWorker:
             slot.finished += 1
             current = asyncio.current_task()
             if current is not None:
-                self.in_flight.discard(current)  # type: ignore[arg-type]
+                self.in_flight.discard(current)
             if slot.in_flight < self.config.per_endpoint_concurrency:
                 slot.next_check = min(slot.next_check, self.clock())
             self.wake.set()

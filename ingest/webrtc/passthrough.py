@@ -71,7 +71,7 @@ def install() -> None:
                 return PassthroughDecoder(codec)
             return previous(codec)
 
-        _receiver_module.get_decoder = get_decoder  # type: ignore[assignment]
+        _receiver_module.get_decoder = get_decoder
         _installed = True
 
 

@@ -61,7 +61,7 @@ class EncodedSource(MediaStreamTrack):
         self.sent = 0
         self._on_sent = on_sent
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self._i >= len(self._packets):

@@ -121,7 +121,7 @@ def install() -> None:
             else:
                 original(loop, input_q, output_q, decode_error)
 
-        _rtcrtpreceiver.decoder_worker = decoder_worker  # type: ignore[assignment]
+        _rtcrtpreceiver.decoder_worker = decoder_worker
         _installed = True
 
 
@@ -341,7 +341,7 @@ class ForwardedTrack(MediaStreamTrack):
         return len(self._frames)
 
     # -- sender side -------------------------------------------------------------------
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         while not self._frames:
             if self.readyState != "live":
                 raise MediaStreamError

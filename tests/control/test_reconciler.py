@@ -15,6 +15,7 @@ from control.assets import COLLECTION as ASSETS
 from control.assets import UPLOADS, AssetService, upload_alive_key, upload_put
 from control.jobs import JobRunner
 from control.live_streams import LiveStreamService
+from control.outbox import Outbox
 from control.reconciler import Reconciler
 from control.settings import load_settings
 from control.store.base import Store
@@ -34,7 +35,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 def reconciler(store: Store, tmp_path: Path, *, later_s: float = 0.0) -> Reconciler:
     settings = load_settings({}, data_dir=str(tmp_path), reconcile_after_s=60)
-    assets = AssetService(store, store.commit)
+    assets = AssetService(store, Outbox(store))
     jobs = AssetJobs(store, assets, None, JobRunner(store))  # type: ignore[arg-type]
     return Reconciler(
         store,
@@ -48,7 +49,9 @@ def reconciler(store: Store, tmp_path: Path, *, later_s: float = 0.0) -> Reconci
 
 
 async def new_asset(store: Store, **fields: Any) -> str:
-    view = await AssetService(store, store.commit).create(source=fields.pop("source"), extra=fields)
+    view = await AssetService(store, Outbox(store)).create(
+        source=fields.pop("source"), extra=fields
+    )
     return str(view["id"])
 
 
@@ -89,7 +92,7 @@ async def test_preparing_uploads_and_clips_get_their_job_again(
 
 
 async def test_a_ready_asset_without_its_mp4_gets_the_job(store: Store, tmp_path: Path) -> None:
-    assets = AssetService(store, store.commit)
+    assets = AssetService(store, Outbox(store))
     asset = await new_asset(store, source="upload", upload_id="up_7")
     await assets.mark_ready(asset, duration_s=3.0, gaps=[])  # an older version: no MP4 job
     assert await queued(store) == []
@@ -101,9 +104,9 @@ async def test_a_retired_live_recording_left_preparing_is_finished(
     store: Store, tmp_path: Path
 ) -> None:
     settings = load_settings({}, data_dir=str(tmp_path))
-    streams = LiveStreamService(store, settings, store.commit)
+    streams = LiveStreamService(store, settings, Outbox(store))
     ls = await streams.create()
-    assets = AssetService(store, store.commit)
+    assets = AssetService(store, Outbox(store))
     active = await assets.create_for_live_stream(ls["id"])
     # the recording the stream still points at belongs to the live lifecycle
     later = reconciler(store, tmp_path, later_s=120)

@@ -85,7 +85,7 @@ def test_avcc_parameter_sets_are_length_prefixed() -> None:
 def test_chained_files_read_and_seek_like_one_file(tmp_path: Path) -> None:
     import io
 
-    from vod.media import ChainedFiles
+    from vod.inputs import ChainedFiles
 
     parts = [b"abc", b"", b"defgh", b"ij"]
     paths = []
@@ -104,7 +104,7 @@ def test_chained_files_read_and_seek_like_one_file(tmp_path: Path) -> None:
 
 
 def test_inputs_open_only_media_demuxers_and_local_files(tmp_path: Path) -> None:
-    from vod.media import open_input
+    from vod.inputs import open_input
     from vod.probe import probe_file
 
     playlist = tmp_path / "x.txt"  # no telling extension: the content decides

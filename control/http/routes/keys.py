@@ -81,7 +81,7 @@ async def get_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     key_id = path_id(request)
     await read_json(request)
-    view = await revoke_api_key(node_of(request).store, key_id)
+    view = await revoke_api_key(node_of(request).outbox, key_id)
     node_of(request).api_keys.invalidate(key_id)
     if view is None:
         raise not_found("API key", key_id)

@@ -40,8 +40,9 @@ from control.http.middleware import requires
 from control.http.node_key import node_of
 from control.http.validation import ApiError, F, Obj, not_found, read_json
 from control.ids import new_id
-from control.store.base import Conflict, Delete, NotFound, Put, Record
-from control.webhooks import new_webhook_secret, retry_delivery
+from control.outbox import Change
+from control.store.base import Delete, NotFound, Put, Record
+from control.webhooks import new_webhook_secret
 from control.webhooks.destination import check_url
 
 ENDPOINTS = "webhook_endpoints"
@@ -219,22 +220,21 @@ async def get(request: web.Request) -> web.Response:
 
 
 async def _modify(request: web.Request, change: Any) -> Record:
-    store = node_of(request).store
-    for _ in range(5):
+    node = node_of(request)
+
+    async def attempt() -> Change[str]:
         rec = await _get_endpoint(request)
         data = dict(rec.data)
         change(data)
-        try:
-            await node_of(request).outbox.commit(
-                [Put(ENDPOINTS, rec.id, data, expect_version=rec.version)]
-            )
-        except Conflict:
-            continue
-        fresh = await store.get(ENDPOINTS, rec.id)
-        if fresh is None:
-            raise not_found("webhook endpoint", rec.id)
-        return fresh
-    raise ApiError(409, "conflict", "The endpoint is being changed concurrently; retry")
+        return Change(rec.id, [Put(ENDPOINTS, rec.id, data, expect_version=rec.version)])
+
+    endpoint_id = await node.outbox.compare_and_set(
+        attempt, what=f"webhook endpoint {path_id(request)}"
+    )
+    fresh = await node.store.get(ENDPOINTS, endpoint_id)
+    if fresh is None:
+        raise not_found("webhook endpoint", endpoint_id)
+    return fresh
 
 
 @requires("admin")
@@ -287,15 +287,10 @@ async def deliveries(request: web.Request) -> web.Response:
 async def retry(request: web.Request) -> web.Response:
     await read_json(request)
     delivery_id = path_id(request)
-    store = node_of(request).store
     try:
-        fresh = await retry_delivery(store, delivery_id)
+        fresh = await node_of(request).webhooks.retry_delivery(delivery_id)
     except NotFound:
         raise not_found("webhook delivery", delivery_id) from None
-    service = node_of(request).webhooks
-    worker = getattr(service, "worker", None)
-    if worker is not None:
-        worker.poke({fresh.data.get("endpoint_id")})
     return json_ok(render_delivery(fresh), status=202)
 
 

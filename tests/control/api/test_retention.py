@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from control.jobs import FAILED_JOBS
+from control.outbox import Outbox
 from control.retention import Retention
 from control.store.base import EventDraft, Put
 from control.webhooks.model import DELIVERIES
@@ -22,7 +23,9 @@ async def test_sweep_trims_old_events_and_410s_cursors_behind_it(make_api: MakeA
         await api.call("POST", "/v1/live-streams", json={"name": f"s{i}"})
     _, log, _ = await api.call("GET", "/v1/events?limit=100")
     first, last = log["data"][0]["cursor"], log["data"][-1]["cursor"]
-    later = Retention(api.store, api.settings, owner="t", clock=lambda: time.time() + 2 * HOUR)
+    later = Retention(
+        api.store, api.node.outbox, api.settings, owner="t", clock=lambda: time.time() + 2 * HOUR
+    )
     removed = await later.sweep_once()
     assert removed["events"] == len(log["data"])
     status, body, _ = await api.call("GET", f"/v1/events?after={first}")
@@ -37,7 +40,7 @@ async def test_sweep_trims_old_events_and_410s_cursors_behind_it(make_api: MakeA
     assert status == 200 and [e["resource_id"] for e in body["data"]] == [fresh["id"]]
     assert body["data"][0]["cursor"] > last
     # events younger than the retention stay
-    now = Retention(api.store, api.settings, owner="t")
+    now = Retention(api.store, api.node.outbox, api.settings, owner="t")
     assert (await now.sweep_once())["events"] == 0
 
 
@@ -59,8 +62,10 @@ async def test_sweep_removes_old_deliveries_failed_jobs_and_idle_buckets(
     )
     await store.take_token("ip:192.0.2.1", 1.0, 10)
     now = time.time()
-    assert (await Retention(store, api.settings, owner="t").sweep_once())["webhook_deliveries"] == 0
-    later = Retention(store, api.settings, owner="t", clock=lambda: now + 3 * HOUR)
+    assert (await Retention(store, Outbox(store), api.settings, owner="t").sweep_once())[
+        "webhook_deliveries"
+    ] == 0
+    later = Retention(store, Outbox(store), api.settings, owner="t", clock=lambda: now + 3 * HOUR)
     removed = await later.sweep_once()
     assert removed["webhook_deliveries"] == 1 and removed["failed_jobs"] == 1
     assert await store.get(DELIVERIES, "wd_1") is None
@@ -71,7 +76,9 @@ async def test_sweep_removes_old_deliveries_failed_jobs_and_idle_buckets(
 async def test_a_delivery_still_retrying_outlives_a_short_retention(make_api: MakeApi) -> None:
     api = await make_api(event_retention_s=HOUR, webhook_retry_for_s=24 * HOUR)
     await api.store.commit([Put(DELIVERIES, "wd_2", {"endpoint_id": "we_1"})])
-    sweep = Retention(api.store, api.settings, owner="t", clock=lambda: time.time() + 2 * HOUR)
+    sweep = Retention(
+        api.store, api.node.outbox, api.settings, owner="t", clock=lambda: time.time() + 2 * HOUR
+    )
     assert (await sweep.sweep_once())["webhook_deliveries"] == 0
     assert await api.store.get(DELIVERIES, "wd_2") is not None
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from control.ids import new_id
+from control.outbox import Outbox
 from control.store.base import EventDraft, Put, Store
 from control.store.sqlite import SqliteStore
 from control.webhooks import (
@@ -67,7 +68,9 @@ async def make_service() -> AsyncIterator[MakeService]:
         kw.setdefault("poll_interval_s", 0.2)
         kw.setdefault("timeout_s", 5.0)
         kw.setdefault("allow_private", True)  # the receivers listen on 127.0.0.1
-        svc = WebhookService(store, node_id=kw.pop("node_id", new_id("node")), **kw)
+        svc = WebhookService(
+            store, outbox=Outbox(store), node_id=kw.pop("node_id", new_id("node")), **kw
+        )
         await svc.start()
         started.append(svc)
         return svc
@@ -294,7 +297,7 @@ async def test_manual_retry_of_a_pending_delivery_attempts_now(
     did = delivery_id(event.id, endpoint_id)
     await receiver.wait_for(1, path="/later")
     receiver.set("/later", status=204)
-    await retry_delivery(store, did)  # the plain function: picked up by polling
+    await retry_delivery(Outbox(store), did)  # the plain function: picked up by polling
     data = await wait_status(store, did, SUCCEEDED)
     assert data["attempts"][-1].get("manual") is True
     await asyncio.sleep(0.3)
@@ -306,7 +309,7 @@ async def test_manual_retry_of_unknown_delivery_raises(sqlite_store: Store) -> N
     from control.store.base import NotFound
 
     with pytest.raises(NotFound):
-        await retry_delivery(sqlite_store, "wd_nope")
+        await retry_delivery(Outbox(sqlite_store), "wd_nope")
 
 
 # -- isolation -------------------------------------------------------------------------------
