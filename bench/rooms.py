@@ -44,7 +44,6 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from ingest.webrtc.config import WebRtcConfig
-from realtime.rooms.client import EncodedPacket, EncodedSource, RoomClient, encode_h264
 from realtime.rooms.forwarder import EncodedFrame, mark_passthrough
 from realtime.rooms.peer import codec_capabilities
 from realtime.rooms.room import RoomConfig
@@ -52,6 +51,7 @@ from realtime.rooms.routes import add_room_routes
 from realtime.rooms.rtc import RtcSettings
 from realtime.rooms.service import RoomService, StaticDirectory
 from realtime.rooms.tokens import JoinTokens
+from tests.support.room_client import EncodedPacket, EncodedSource, RoomClient, encode_h264
 
 SECRET = "bench-secret-" + "x" * 40
 FPS = 30

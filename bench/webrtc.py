@@ -41,10 +41,10 @@ from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 
 from ingest.hub import Hub, MediaUnit, TrackInfo, TrackKind
 from ingest.ports import PublishDenied, PublishGrant
-from ingest.webrtc.client import delete_session, whep_play, whip_publish
 from ingest.webrtc.config import WebRtcConfig
 from ingest.webrtc.passthrough import enable_passthrough
 from realtime.webrtc.routes import WebRtcRoutes, add_webrtc_routes
+from tests.support.webrtc_client import delete_session, whep_play, whip_publish
 
 W, H, FPS = 640, 360, 30
 BITS = 16

@@ -3,15 +3,20 @@
 Owns reading the sample rate, channel count, object type and frame length from
 an AudioSpecificConfig: FLV's own sound-rate bits say 44.1 kHz for every AAC
 stream, so this is the only trustworthy source. Malformed input raises
-`ProtocolError`.
+`AacError` (a `MediaError`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.h264 import BitReader
-from ingest.rtmp.errors import ProtocolError
+from ingest.h264 import BitReader, H264Error
+from ingest.media_error import MediaError
+
+
+class AacError(MediaError):
+    """A malformed or implausible AudioSpecificConfig."""
+
 
 SAMPLE_RATES = (
     96000,
@@ -44,23 +49,30 @@ class AacConfig:
 
 
 def parse_audio_specific_config(asc: bytes) -> AacConfig:
+    try:
+        return _parse_audio_specific_config(asc)
+    except H264Error as exc:  # the bit reader ran out
+        raise AacError(f"AudioSpecificConfig: {exc}") from None
+
+
+def _parse_audio_specific_config(asc: bytes) -> AacConfig:
     if len(asc) < 2:
-        raise ProtocolError("AudioSpecificConfig: too short")
+        raise AacError("AudioSpecificConfig: too short")
     r = BitReader(bytes(asc))
     aot = r.u(5)
     if aot == 31:
         aot = 32 + r.u(6)
     if aot == 0:
-        raise ProtocolError("AudioSpecificConfig: object type 0")
+        raise AacError("AudioSpecificConfig: object type 0")
     index = r.u(4)
     if index == 0xF:
         rate = r.u(24)
     elif index < len(SAMPLE_RATES):
         rate = SAMPLE_RATES[index]
     else:
-        raise ProtocolError(f"AudioSpecificConfig: bad sampling frequency index {index}")
+        raise AacError(f"AudioSpecificConfig: bad sampling frequency index {index}")
     if not 1000 <= rate <= 192000:
-        raise ProtocolError(f"AudioSpecificConfig: implausible sample rate {rate}")
+        raise AacError(f"AudioSpecificConfig: implausible sample rate {rate}")
     channel_config = r.u(4)
     channels = {0: 2, 7: 8}.get(channel_config, channel_config)
     if channels > 8:
@@ -76,7 +88,7 @@ def parse_audio_specific_config(asc: bytes) -> AacConfig:
     if core_aot in _GA_OBJECT_TYPES:
         try:
             frame_length = 960 if r.u(1) else 1024
-        except ProtocolError:
+        except H264Error:  # the bit reader ran out: the config ends here
             frame_length = 1024
     return AacConfig(aot, rate, channels, frame_length)
 

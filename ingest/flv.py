@@ -31,6 +31,7 @@ from typing import Any
 
 from ingest import aac, h264
 from ingest.hub import MediaUnit, TrackInfo, TrackKind
+from ingest.media_error import MediaError
 from ingest.rtmp.errors import ProtocolError, UnsupportedMedia
 
 VIDEO_TIMESCALE = 90000
@@ -206,8 +207,11 @@ class FlvDemuxer:
         raise ProtocolError(f"AVC packet type {ptype}")
 
     def _video_config(self, record: bytes) -> None:
-        cfg = h264.parse_avcc(record)
-        sps = h264.parse_sps(cfg.sps[0])
+        try:
+            cfg = h264.parse_avcc(record)
+            sps = h264.parse_sps(cfg.sps[0])
+        except MediaError as exc:
+            raise ProtocolError(f"H.264 sequence header: {exc}") from exc
         if cfg.nal_length_size != 4:
             raise UnsupportedMedia(f"H.264 with {cfg.nal_length_size}-byte NAL lengths")
         track = TrackInfo(
@@ -276,7 +280,10 @@ class FlvDemuxer:
         raise ProtocolError(f"AAC packet type {ptype}")
 
     def _audio_config(self, asc: bytes) -> None:
-        cfg = aac.parse_audio_specific_config(asc)
+        try:
+            cfg = aac.parse_audio_specific_config(asc)
+        except MediaError as exc:
+            raise ProtocolError(f"AAC sequence header: {exc}") from exc
         if self.audio_track is not None and self.audio_track.config == asc:
             return
         if self.audio_track is not None:

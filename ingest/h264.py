@@ -10,7 +10,7 @@ stream without decoding it:
 * `codec_string(record)` → RFC 6381 "avc1.PPCCLL";
 * `avcc_from_annexb` / `iter_avcc_nalus` for AVCC ↔ Annex B work.
 
-Malformed input raises `ProtocolError`.
+Malformed input raises `H264Error` (a `MediaError`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ingest.rtmp.errors import ProtocolError
+from ingest.media_error import MediaError
+
+
+class H264Error(MediaError):
+    """Malformed H.264 data (an SPS, an avcC record, AVCC framing)."""
+
 
 NAL_IDR = 5
 NAL_SEI = 6
@@ -73,7 +78,7 @@ def unescape_rbsp(nal: bytes) -> bytes:
 
 
 class BitReader:
-    """MSB-first bit reader with exp-Golomb codes; reading past the end raises ProtocolError."""
+    """MSB-first bit reader with exp-Golomb codes; reading past the end raises H264Error."""
 
     __slots__ = ("_bits", "_data", "_pos")
 
@@ -86,7 +91,7 @@ class BitReader:
         if n == 0:
             return 0
         if self._pos + n > self._bits:
-            raise ProtocolError("SPS: read past the end")
+            raise H264Error("bitstream: read past the end")
         self._pos += n
         return (self._data >> (self._bits - self._pos)) & ((1 << n) - 1)
 
@@ -98,7 +103,7 @@ class BitReader:
         while self.u(1) == 0:
             zeros += 1
             if zeros > 31:
-                raise ProtocolError("SPS: exp-Golomb code too long")
+                raise H264Error("bitstream: exp-Golomb code too long")
         return (1 << zeros) - 1 + self.u(zeros)
 
     def se(self) -> int:
@@ -119,21 +124,21 @@ def _skip_scaling_list(r: BitReader, size: int) -> None:
 def parse_sps(nal: bytes) -> SpsInfo:
     """Profile, level and the displayed resolution (cropping applied) of an SPS NAL unit."""
     if len(nal) < 4 or nal[0] & 0x1F != NAL_SPS:
-        raise ProtocolError("not an SPS NAL unit")
+        raise H264Error("not an SPS NAL unit")
     r = BitReader(unescape_rbsp(nal[1:]))
     profile = r.u(8)
     constraints = r.u(8)
     level = r.u(8)
     sps_id = r.ue()
     if sps_id > 31:
-        raise ProtocolError("SPS: bad seq_parameter_set_id")
+        raise H264Error("SPS: bad seq_parameter_set_id")
     chroma = 1
     separate_planes = False
     bit_depth = bit_depth_chroma = 8
     if profile in _HIGH_PROFILES:
         chroma = r.ue()
         if chroma > 3:
-            raise ProtocolError("SPS: bad chroma_format_idc")
+            raise H264Error("SPS: bad chroma_format_idc")
         if chroma == 3:
             separate_planes = r.flag()
         bit_depth = r.ue() + 8
@@ -153,11 +158,11 @@ def parse_sps(nal: bytes) -> SpsInfo:
         r.se()
         cycle = r.ue()
         if cycle > 255:
-            raise ProtocolError("SPS: bad num_ref_frames_in_pic_order_cnt_cycle")
+            raise H264Error("SPS: bad num_ref_frames_in_pic_order_cnt_cycle")
         for _ in range(cycle):
             r.se()
     elif poc_type != 2:
-        raise ProtocolError("SPS: bad pic_order_cnt_type")
+        raise H264Error("SPS: bad pic_order_cnt_type")
     r.ue()  # max_num_ref_frames
     r.u(1)  # gaps_in_frame_num_value_allowed_flag
     width_mbs = r.ue() + 1
@@ -178,7 +183,7 @@ def parse_sps(nal: bytes) -> SpsInfo:
     width = width_mbs * 16 - crop_x * (crop[0] + crop[1])
     height = (2 - frame_mbs_only) * height_map_units * 16 - crop_y * (crop[2] + crop[3])
     if width <= 0 or height <= 0 or width > 16384 or height > 16384:
-        raise ProtocolError(f"SPS: implausible resolution {width}x{height}")
+        raise H264Error(f"SPS: implausible resolution {width}x{height}")
     return SpsInfo(
         profile,
         constraints,
@@ -214,7 +219,7 @@ def _vui_frame_rate(r: BitReader) -> float:
             units, scale = r.u(32), r.u(32)
             if units:
                 return scale / (2 * units)
-    except ProtocolError:
+    except H264Error:
         pass
     return 0.0
 
@@ -223,38 +228,38 @@ def parse_avcc(record: bytes) -> AvcConfig:
     """An AVCDecoderConfigurationRecord (ISO 14496-15 5.2.4.1)."""
     n = len(record)
     if n < 7 or record[0] != 1:
-        raise ProtocolError("avcC: bad version or too short")
+        raise H264Error("avcC: bad version or too short")
     profile, compat, level = record[1], record[2], record[3]
     nal_length_size = (record[4] & 3) + 1
     if nal_length_size == 3:
-        raise ProtocolError("avcC: 3-byte NAL lengths are not allowed")
+        raise H264Error("avcC: 3-byte NAL lengths are not allowed")
     pos = 5
     sets: list[tuple[bytes, ...]] = []
     for count_mask in (0x1F, 0xFF):
         if pos >= n:
-            raise ProtocolError("avcC: truncated")
+            raise H264Error("avcC: truncated")
         count = record[pos] & count_mask
         pos += 1
         items: list[bytes] = []
         for _ in range(count):
             if pos + 2 > n:
-                raise ProtocolError("avcC: truncated parameter set length")
+                raise H264Error("avcC: truncated parameter set length")
             size = (record[pos] << 8) | record[pos + 1]
             pos += 2
             if pos + size > n or size == 0:
-                raise ProtocolError("avcC: truncated parameter set")
+                raise H264Error("avcC: truncated parameter set")
             items.append(bytes(record[pos : pos + size]))
             pos += size
         sets.append(tuple(items))
     if not sets[0]:
-        raise ProtocolError("avcC: no SPS")
+        raise H264Error("avcC: no SPS")
     return AvcConfig(profile, compat, level, nal_length_size, sets[0], sets[1])
 
 
 def codec_string(record: bytes) -> str:
     """RFC 6381 codec string from an avcC record, e.g. "avc1.64001f"."""
     if len(record) < 4:
-        raise ProtocolError("avcC: too short")
+        raise H264Error("avcC: too short")
     return f"avc1.{record[1]:02x}{record[2]:02x}{record[3]:02x}"
 
 
@@ -264,11 +269,11 @@ def iter_avcc_nalus(data: bytes, nal_length_size: int = 4) -> Iterator[bytes]:
     n = len(data)
     while pos < n:
         if pos + nal_length_size > n:
-            raise ProtocolError("AVCC: truncated NAL length")
+            raise H264Error("AVCC: truncated NAL length")
         size = int.from_bytes(data[pos : pos + nal_length_size], "big")
         pos += nal_length_size
         if pos + size > n:
-            raise ProtocolError("AVCC: NAL unit runs past the end")
+            raise H264Error("AVCC: NAL unit runs past the end")
         yield data[pos : pos + size]
         pos += size
 

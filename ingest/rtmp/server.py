@@ -48,6 +48,7 @@ from ingest.hub import Hub, MediaUnit, Publication, TrackKind
 from ingest.ports import PublishAuthority, PublishDenied
 from ingest.rtmp.chunk import ChunkLimits
 from ingest.rtmp.errors import ProtocolError, UnsupportedMedia
+from ingest.rtmp.publishing import PublishAction, PublishState, publish_transition
 from ingest.rtmp.session import (
     AudioData,
     Closed,
@@ -129,12 +130,11 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._opened = self._last_rx
         self._pending: deque[MediaUnit] = deque(maxlen=limits.max_buffered_units)
         self._pending_bytes = 0
-        self._awaiting_auth = False
+        self.state = PublishState.IDLE
+        """Where the publish stands (`ingest.rtmp.publishing`)."""
+        self.publications = 0
+        """Publications this connection started (a changed codec starts another)."""
         self._write_paused = False
-        self._granted = False
-        self._publishing_started = False
-        self._republishing = False
-        self._closed = False
         self._auth_task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._track_timer: asyncio.TimerHandle | None = None
@@ -167,7 +167,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             )
         if refused:
             server.connections_refused += 1
-            self._closed = True
+            self._move(PublishAction.CLOSE)
             self.transport.abort()
             return
         sock = transport.get_extra_info("socket")
@@ -189,7 +189,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Handle bytes from the peer; `data` is only valid during this call."""
-        if self._closed:
+        if self.state is PublishState.CLOSED:
             return
         n = len(data)
         self.bytes_in += n
@@ -218,7 +218,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             limits.release(self.transport, self.remote_ip, listener="rtmp")
         self.server._connections.discard(self)
         self.server._coalescing.discard(self)
-        self._closed = True
+        self._move(PublishAction.CLOSE)
         for handle in (self._deadline, self._track_timer):
             if handle is not None:
                 handle.cancel()
@@ -241,11 +241,14 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._write_paused = False
         self._update_reading()
 
+    def _move(self, action: PublishAction) -> None:
+        self.state = publish_transition(self.state, action)
+
     # -- events ---------------------------------------------------------------------
 
     def _process(self) -> None:
         session = self.session
-        while not self._awaiting_auth:
+        while self.state is not PublishState.AUTHORIZING:
             ev = session.next_event()
             if ev is None:
                 return
@@ -311,7 +314,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def _maybe_start(self, unit: MediaUnit | None) -> None:
         demux = self.demux
-        if self.publication is not None or not self._granted or demux is None:
+        if self.state is not PublishState.GRANTED or demux is None:
             return
         if not demux.tracks:
             return
@@ -330,7 +333,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def _on_track_deadline(self) -> None:
         self._track_timer = None
-        if self.publication is None and self.demux is not None and self.demux.tracks:
+        if self.state is PublishState.GRANTED and self.demux is not None and self.demux.tracks:
             self._start_publication()
 
     def _start_publication(self) -> None:
@@ -342,9 +345,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
         pub: Publication | None = None
 
         def on_close(reason: str) -> None:
-            if self._republishing or self._closed:
-                return
-            if pub is not None and pub is not self.publication:
+            # our own ends (unpublish, new tracks) let go of the publication first
+            if self.state is PublishState.CLOSED or pub is not self.publication:
                 return
             self.close_reason = f"publication closed: {reason}"
             log.info(
@@ -359,8 +361,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self.live_stream_id, demux.tracks, source="rtmp", on_close=on_close
         )
         self.publication = pub
-        if not self._publishing_started:
-            self._publishing_started = True
+        self._move(PublishAction.START)
+        self.publications += 1
+        if self.publications == 1:
             self.server.publishes += 1
         log.info(
             "rtmp %s stream %s: publishing generation %d, tracks %s",
@@ -387,22 +390,17 @@ class RtmpConnection(asyncio.BufferedProtocol):
             pub.write(unit)
 
     def _republish(self) -> None:
-        """A changed sequence header: a new generation with the new tracks."""
-        self._republishing = True
-        try:
-            self._start_publication()
-        finally:
-            self._republishing = False
+        """A changed sequence header: a new generation with the new tracks (the
+        hub hands the stream over from the old publication to the new one)."""
+        self.publication = None
+        self._move(PublishAction.RESTART)
+        self._start_publication()
 
     def _end_publication(self, reason: str) -> None:
-        if self.publication is not None:
-            pub, self.publication = self.publication, None
-            self._republishing = True
-            try:
-                pub.close(reason)
-            finally:
-                self._republishing = False
-        self._granted = False
+        pub, self.publication = self.publication, None
+        if pub is not None:
+            pub.close(reason)
+        self._move(PublishAction.END)
         self.demux = None
         if self._lowat != 1:
             self._set_lowat(1)  # commands again: answer them at once
@@ -418,7 +416,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self.server.rejected_bad_key += 1
             self.session.reject_publish(STATUS_BAD_NAME, "empty stream key")
             return
-        self._awaiting_auth = True
+        self._move(PublishAction.PUBLISH)
         self._update_reading()
         self._auth_task = self._loop.create_task(self._authorize(ev))
 
@@ -449,12 +447,11 @@ class RtmpConnection(asyncio.BufferedProtocol):
             server.rejected_other += 1
             self._reject(STATUS_REJECTED, "internal error, try again later")
             return
-        if self._closed or self.session.state is not State.PUBLISH_PENDING:
+        if self.state is PublishState.CLOSED or self.session.state is not State.PUBLISH_PENDING:
             return  # the peer went away while we asked
         self.live_stream_id = grant.live_stream_id
         self.demux = FlvDemuxer()
-        self._granted = True
-        self._awaiting_auth = False
+        self._move(PublishAction.GRANT)
         self._track_timer = self._loop.call_later(self.limits.track_wait, self._on_track_deadline)
         self._update_reading()
         try:
@@ -469,9 +466,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._flush()
 
     def _reject(self, code: str, description: str) -> None:
-        if self._closed or self.session.state is not State.PUBLISH_PENDING:
+        if self.state is PublishState.CLOSED or self.session.state is not State.PUBLISH_PENDING:
             return
-        self._awaiting_auth = False
+        self._move(PublishAction.DENY)
         self.session.reject_publish(code, description)
         self._process()  # → Closed → flush and close
 
@@ -479,7 +476,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def _on_deadline(self) -> None:
         self._deadline = None
-        if self._closed:
+        if self.state is PublishState.CLOSED:
             return
         now = self._loop.time()
         if not self.stream_key:
@@ -488,7 +485,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._abort()
             return
         idle = now - self._last_rx
-        if idle >= self.limits.idle_timeout and not self._awaiting_auth:
+        if idle >= self.limits.idle_timeout and self.state is not PublishState.AUTHORIZING:
             self.server.timeouts += 1
             self.close_reason = f"idle for {idle:.0f}s"
             self._abort()
@@ -531,7 +528,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
     def _check_coalescing(self, now: float) -> bool:
         """Called by the server's shared timer; False once this connection no longer
         coalesces. Gone quiet while holding out for a batch: wake on every byte."""
-        if self._closed or self._lowat <= 1:
+        if self.state is PublishState.CLOSED or self._lowat <= 1:
             return False
         if now - self._last_rx >= self.limits.coalesce_stale:
             self._set_lowat(1)
@@ -544,9 +541,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def _update_reading(self) -> None:
         t = self.transport
-        if t is None or self._closed or t.is_closing():
+        if t is None or self.state is PublishState.CLOSED or t.is_closing():
             return
-        if self._awaiting_auth or self._write_paused:
+        if self.state is PublishState.AUTHORIZING or self._write_paused:
             t.pause_reading()
         else:
             t.resume_reading()
@@ -580,7 +577,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if not self.close_reason:
             self.close_reason = reason
         self._flush()
-        self._closed = True
+        self._move(PublishAction.CLOSE)
         if self.publication is not None:
             self.publication.close("disconnected")
         t = self.transport
@@ -594,7 +591,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             t.close()
 
     def _abort(self) -> None:
-        self._closed = True
+        self._move(PublishAction.CLOSE)
         self.session.close(self.close_reason or "aborted")
         t = self.transport
         if t is not None:

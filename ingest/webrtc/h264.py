@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import struct
 
-from ingest.h264 import SpsInfo
-from ingest.h264 import parse_sps as _parse_sps
-from ingest.rtmp.errors import ProtocolError
+from ingest.h264 import H264Error as H264Error  # re-exported: the one H.264 error
+from ingest.h264 import parse_sps as parse_sps
 
 NAL_SLICE = 1
 NAL_IDR = 5
@@ -22,10 +21,6 @@ NAL_PPS = 8
 NAL_AUD = 9
 
 MAX_NAL_SIZE = 16 * 1024 * 1024
-
-
-class H264Error(ValueError):
-    """Malformed H.264 data."""
 
 
 def nal_type(nal: bytes) -> int:
@@ -133,12 +128,3 @@ def parse_avcc_config(config: bytes) -> tuple[list[bytes], list[bytes], int]:
         pps_list.append(config[pos + 2 : pos + 2 + n])
         pos += 2 + n
     return sps_list, pps_list, length_size
-
-
-def parse_sps(sps: bytes) -> SpsInfo:
-    """Picture size and format from an SPS NAL unit (header byte included):
-    `ingest.h264`'s parser, with this module's error type."""
-    try:
-        return _parse_sps(sps)
-    except ProtocolError as exc:
-        raise H264Error(str(exc)) from None

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ingest import aac, h264
-from ingest.rtmp.errors import ProtocolError
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,26 +49,17 @@ class AacConfig:
 def parse_avcc(data: bytes) -> AvcConfig:
     """An AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3.1), parsed by
     `ingest.h264` (the parser ingest already validated it with)."""
-    try:
-        c = h264.parse_avcc(data)
-    except ProtocolError as exc:
-        raise ValueError(str(exc)) from None
+    c = h264.parse_avcc(data)  # a MediaError is a ValueError
     return AvcConfig(c.profile, c.compatibility, c.level, c.nal_length_size, c.sps, c.pps)
 
 
 def parse_sps(nal: bytes) -> SpsInfo:
     """Picture size (after cropping) and VUI frame rate of an H.264 SPS NAL unit."""
-    try:
-        info = h264.parse_sps(nal)
-    except ProtocolError as exc:
-        raise ValueError(str(exc)) from None
+    info = h264.parse_sps(nal)
     return SpsInfo(info.width, info.height, info.frame_rate)
 
 
 def parse_audio_specific_config(data: bytes) -> AacConfig:
     """Object type, sample rate and channel count of an MPEG-4 AudioSpecificConfig."""
-    try:
-        c = aac.parse_audio_specific_config(data)
-    except ProtocolError as exc:
-        raise ValueError(str(exc)) from None
+    c = aac.parse_audio_specific_config(data)
     return AacConfig(c.object_type, c.sample_rate, c.channels)

@@ -1,6 +1,6 @@
 """Helpers for the rooms service e2e tests (tests/e2e/test_rooms_service.py).
 
-Participants are `realtime.rooms.client.RoomClient`s (aiortc) that publish
+Participants are `tests.support.room_client.RoomClient`s (aiortc) that publish
 pre-encoded VP8 video (the service's room codec) and Opus audio, so nothing is
 encoded while the test runs:
 
@@ -24,16 +24,16 @@ from typing import Any
 
 import av
 
-from realtime.rooms.client import (
+from realtime.rooms.rtc import RtcSettings
+from tests.control.api.service_process import ServiceProcess
+from tests.e2e._service import Api
+from tests.support.room_client import (
     EncodedPacket,
     EncodedSource,
     RoomClient,
     encode_opus,
     test_frame,
 )
-from realtime.rooms.rtc import RtcSettings
-from tests.control.api.service_process import ServiceProcess
-from tests.e2e._service import Api
 from tests.support.webhook_receiver import WebhookReceiver
 
 RTC = RtcSettings.loopback()

@@ -35,8 +35,6 @@ import aiohttp
 import m3u8
 import pytest
 
-from ingest.webrtc.client import delete_session, whep_play
-from realtime.rooms.client import RoomClient
 from tests.e2e._media import ffmpeg_decode, ffprobe, next_part
 from tests.e2e._rooms import RTC, delivered, join, publish_av, room_token, until
 from tests.e2e._service import Api, ServiceProcess, http_get
@@ -49,7 +47,9 @@ from tests.e2e._webrtc import (
     recv_frames,
 )
 from tests.rooms._chromium import Chromium, Page
+from tests.support.room_client import RoomClient
 from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.webrtc_client import delete_session, whep_play
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

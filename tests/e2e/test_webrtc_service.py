@@ -30,7 +30,6 @@ import jwt
 import m3u8
 import pytest
 
-from ingest.webrtc.client import delete_session, whep_play, whip_publish
 from tests.e2e._media import ffprobe, poll, stop_popen
 from tests.e2e._service import Api, ServiceProcess, http_get, rtmp_url
 from tests.e2e._webrtc import (
@@ -50,6 +49,7 @@ from tests.e2e._webrtc import (
     sdp_offer,
 )
 from tests.support.chromium import chromium_available, chromium_page
+from tests.support.webrtc_client import delete_session, whep_play, whip_publish
 from tests.webrtc._media import PatternVideoTrack, ToneAudioTrack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]

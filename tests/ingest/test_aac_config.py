@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from ingest import aac
-from ingest.rtmp.errors import ProtocolError
 
 
 @pytest.mark.parametrize(
@@ -43,5 +42,5 @@ def test_codec_string() -> None:
 
 @pytest.mark.parametrize("hexdata", ["", "00", "0000", "17", "1f00"])
 def test_bad_configs(hexdata: str) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(aac.AacError):
         aac.parse_audio_specific_config(bytes.fromhex(hexdata))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from ingest import h264
-from ingest.rtmp.errors import ProtocolError
 
 # avcC records written by x264 (ffmpeg/libx264 and GStreamer x264enc).
 AVCC = {
@@ -96,13 +95,13 @@ def test_unescape_rbsp() -> None:
     ],
 )
 def test_bad_avcc_records(record: bytes) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(h264.H264Error):
         sps = h264.parse_avcc(record).sps[0]
         h264.parse_sps(sps)
 
 
 def test_truncated_sps() -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(h264.H264Error):
         h264.parse_sps(bytes.fromhex("6764001eacd9"))
 
 

@@ -19,7 +19,7 @@ from control.http.routes import rooms
 from control.node import build_node
 from control.rooms import Rooms
 from control.settings import load_settings
-from realtime.rooms.client import RoomClient
+from tests.support.room_client import RoomClient
 from tests.support.stores import make_store
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from ingest.hub import Hub, MediaUnit, PublicationEnded, PublicationStarted, TrackKind
 from ingest.webrtc.h264 import split_avcc
-from realtime.rooms.client import EncodedSource, RoomClient, encode_h264, encode_opus
 from realtime.rooms.composite import RoomComposite, grid
 from realtime.rooms.room import RoomConfig
+from tests.support.room_client import EncodedSource, RoomClient, encode_h264, encode_opus
 
 from .conftest import RoomServer, start_room_server
 

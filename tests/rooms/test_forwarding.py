@@ -8,8 +8,8 @@ import itertools
 
 import pytest
 
-from realtime.rooms.client import EncodedSource, RoomClient, encode_h264, encode_opus
 from realtime.rooms.rtc import RtcSettings
+from tests.support.room_client import EncodedSource, RoomClient, encode_h264, encode_opus
 
 from .conftest import RoomServer
 

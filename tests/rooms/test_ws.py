@@ -10,9 +10,9 @@ import time
 import aiohttp
 import pytest
 
-from realtime.rooms.client import EncodedSource, RoomClient, encode_h264, encode_opus
 from realtime.rooms.rtc import RtcSettings
 from realtime.rooms.tokens import JoinTokens
+from tests.support.room_client import EncodedSource, RoomClient, encode_h264, encode_opus
 
 from .conftest import RoomServer
 

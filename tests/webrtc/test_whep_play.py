@@ -9,7 +9,7 @@ import aiohttp
 import av
 import pytest
 
-from ingest.webrtc.client import delete_session, whep_play
+from tests.support.webrtc_client import delete_session, whep_play
 from tests.webrtc._media import feed_file, make_h264_aac_file
 
 pytestmark = pytest.mark.e2e

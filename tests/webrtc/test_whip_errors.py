@@ -11,8 +11,8 @@ import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
 
 from ingest.hub import TrackKind
-from ingest.webrtc.client import HttpStatusError, delete_session, whip_publish
 from ingest.webrtc.config import prepare_ice
+from tests.support.webrtc_client import HttpStatusError, delete_session, whip_publish
 from tests.webrtc._media import PatternVideoTrack, ToneAudioTrack, collect, decode_h264_units
 
 pytestmark = pytest.mark.e2e

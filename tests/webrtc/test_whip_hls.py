@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 
 from ingest.hub import Hub
-from ingest.webrtc.client import delete_session, whip_publish
 from ingest.webrtc.config import WebRtcConfig
 from realtime.webrtc.routes import add_webrtc_routes
+from tests.support.webrtc_client import delete_session, whip_publish
 from tests.webrtc._media import FakeAuthority, PatternVideoTrack, ToneAudioTrack, resolve_playback
 
 hls_http = pytest.importorskip("realtime.hls.http")

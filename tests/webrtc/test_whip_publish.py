@@ -11,7 +11,7 @@ import pytest
 
 from ingest.hub import TrackKind
 from ingest.webrtc import h264
-from ingest.webrtc.client import delete_session, whip_publish
+from tests.support.webrtc_client import delete_session, whip_publish
 from tests.webrtc._media import (
     PatternVideoTrack,
     ToneAudioTrack,

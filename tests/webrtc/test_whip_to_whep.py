@@ -8,7 +8,7 @@ import asyncio
 import av
 import pytest
 
-from ingest.webrtc.client import delete_session, whep_play, whip_publish
+from tests.support.webrtc_client import delete_session, whep_play, whip_publish
 from tests.webrtc._media import PatternVideoTrack, ToneAudioTrack
 
 pytestmark = pytest.mark.e2e
