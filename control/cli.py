@@ -24,7 +24,7 @@ BOOTSTRAP_LOCK = "bootstrap:admin_key"
 
 async def bootstrap_admin_key(store: Any, node_id: str) -> str | None:
     """Create the first admin key when none exists; returns it (shown once)."""
-    from control.auth import create_api_key, has_active_admin_key
+    from control.domain.api_keys import create_api_key, has_active_admin_key
 
     if await has_active_admin_key(store):
         return None
@@ -144,7 +144,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    from control.auth import create_api_key, key_to_json, list_api_keys, revoke_api_key
+    from control.domain.api_keys import create_api_key, key_to_json, list_api_keys, revoke_api_key
     from control.outbox import Outbox
 
     if args.keys_cmd == "create":

@@ -34,17 +34,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from control.assets import AssetService, asset_prefix, recording_warnings
-from control.faults import fault_point
-from control.live_streams import (
+from control.domain.assets import AssetService, asset_prefix, recording_warnings
+from control.domain.errors import NotFoundError
+from control.domain.live_streams import (
     COLLECTION as LIVE_STREAMS,
 )
-from control.live_streams import (
+from control.domain.live_streams import (
     Action,
     LiveStreamService,
     LiveStreamStatus,
-    NotFoundError,
 )
+from control.faults import fault_point
 from control.publish_authority import StoreAuthority
 from control.store.base import Op, Record, Store
 from ingest.hub import HubObserver, Publication, Stream

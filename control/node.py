@@ -32,11 +32,17 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from control.assets import AssetService
-from control.auth import ApiKeyCache
+from control.domain.api_keys import ApiKeyCache
+from control.domain.assets import AssetService
+from control.domain.live_streams import (
+    LiveControl,
+    LiveStreamAdmin,
+    LiveStreamService,
+    NoLiveControl,
+)
+from control.domain.uploads import Clips, Uploads
 from control.jobs import DEFAULT_QUEUE, JobRunner
 from control.live import LiveLifecycle
-from control.live_streams import LiveControl, LiveStreamAdmin, LiveStreamService, NoLiveControl
 from control.metrics import Registry
 from control.outbox import EventNotifier, Outbox
 from control.playback import Playback
@@ -114,6 +120,8 @@ class Media:
     reconciler: Reconciler
     webrtc: WebRtcRoutes
     rooms: Rooms
+    uploads: Uploads
+    clips: Clips
 
 
 class Node:
@@ -483,6 +491,8 @@ def _build_media(
         reconciler=reconciler,
         webrtc=WebRtcRoutes(whip, whep),
         rooms=rooms,
+        uploads=Uploads(outbox, assets, asset_jobs, blobs, settings),
+        clips=Clips(assets, asset_jobs, settings),
     )
 
 

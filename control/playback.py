@@ -1,87 +1,60 @@
-"""Playback routes: ``/play/{playback_id}...`` and ``/thumb/{playback_id}.jpg``.
+"""Playback on a node: from a resolved playback id (`control.domain.playback`)
+to what there is to serve, and the grants the playback edge reuses.
 
-Owns resolving a playback id (record ``playback_ids/<id>`` → live stream or
-asset), enforcing signed playback (RS256 JWT, ``aud`` v/t/d, on every
-playlist, part, segment, init, thumbnail and download of a ``signed`` id) and
-choosing what to serve:
-
-* a live stream that is live → LL-HLS from `realtime.hls` (the live edge);
+* a live stream that is live here → LL-HLS from `realtime.hls` (`live_of`);
 * a live stream that is not → the VOD of its active or most recent asset;
-* an asset → its VOD (a growing DVR playlist while its broadcast records).
+* an asset → its VOD (a growing DVR playlist while its broadcast records);
+* thumbnails rendered on the VOD pool (bounded: `Busy` beyond it), a finished
+  asset's cached in the blob store; the MP4 download once it is ready.
 
-Child URLs stay relative to the playlist and carry the same ``?token=``.
-Names are matched against strict patterns before anything touches storage, so
-path traversal and guessing find nothing.
+The playback edge asks `edge_route` per request: a live stream's grant (the
+playback id, the token, the route) is cached for `EDGE_CACHE_S` at most and
+never past the token's expiry, and dropped at once when this node commits a
+change that may revoke it (`forget_grants_after`). The HTTP answers are
+`control.http.routes.playback`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
-import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-import jwt
-from aiohttp import web
-
-from control.assets import COLLECTION as ASSETS
-from control.assets import asset_prefix
-from control.live_streams import COLLECTION as LIVE_STREAMS
-from control.live_streams import PLAYBACK_IDS
+from control.domain.assets import COLLECTION as ASSETS
+from control.domain.assets import asset_prefix
+from control.domain.errors import Busy, DomainError, NotFoundError, NotReady
+from control.domain.live_streams import COLLECTION as LIVE_STREAMS
+from control.domain.live_streams import PLAYBACK_IDS
+from control.domain.playback import PlaybackPolicy, Target
+from control.domain.rooms import ROOMS_COLLECTION
+from control.domain.signing_keys import SIGNING_KEYS
 from control.store.base import Delete, Enqueue, Op, Record, Store
-from realtime.hls import http as live_http
 from realtime.hls.edge import EdgeRoute
+from realtime.hls.live import LiveHls
 from realtime.hls.manager import LiveHlsManager
 from realtime.whep import PlaybackDenied
 from vod.blobstore import BlobNotFound, BlobStore, join_key
 from vod.jobs import VodContext, render_thumbnail
-from vod.manifest import Manifest, is_media_name, media_key, try_load_manifest
-from vod.playlist import render_media_playlist, render_multivariant_playlist
-from vod.tokens import InvalidToken, verify_playback_token
+from vod.manifest import Manifest, try_load_manifest
 
-log = logging.getLogger(__name__)
-
-SIGNING_KEYS = "signing_keys"
-ROOMS = "rooms"
-_PLAYBACK_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
-_CORS = {"Access-Control-Allow-Origin": "*"}
 EDGE_CACHE_S = 2.0
 """How long the playback edge reuses a resolved playback id and token."""
 EDGE_CACHE_MAX = 10_000
-_GRANT_COLLECTIONS = frozenset({PLAYBACK_IDS, LIVE_STREAMS, ROOMS, ASSETS, SIGNING_KEYS})
+_GRANT_COLLECTIONS = frozenset({PLAYBACK_IDS, LIVE_STREAMS, ROOMS_COLLECTION, ASSETS, SIGNING_KEYS})
 """Collections whose deletions can revoke a grant."""
 _GRANT_DEFINING = frozenset({PLAYBACK_IDS, SIGNING_KEYS})
 """Collections where any change can (a playback id's policy, a key)."""
-IMMUTABLE = "public, max-age=31536000, immutable"
 MP4_KEY = "download.mp4"
 THUMBS = "thumbs"
 """Rendered thumbnails of finished assets, under the asset's prefix."""
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    playback_id: str
-    policy: str
-    live_stream: Record | None
-    """The live stream (or room) record whose hub stream plays live; None for assets."""
-    asset: Record | None
-    expires: float = math.inf
-    """When the playback token that granted this runs out (Unix time; inf: public)."""
-
-
-def _error(
-    status: int, type_: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response(
-        {"error": {"type": type_, "message": message}},
-        status=status,
-        headers={**_CORS, **(headers or {})},
-    )
+def token_suffix(token: str | None, target: Target) -> str:
+    """What child URLs carry: the token of a signed playback id."""
+    if target.policy == "signed" and token:
+        return "?token=" + urllib.parse.quote(token, safe="")
+    return ""
 
 
 class Playback:
@@ -98,11 +71,10 @@ class Playback:
         thumbnail_concurrency: int = 2,
     ) -> None:
         self.store = store
+        self.policy = PlaybackPolicy(store, max_token_ttl_s=max_token_ttl_s)
         self._thumb_slots = asyncio.Semaphore(max(1, thumbnail_concurrency))
-        """Renders at once; beyond them a thumbnail request is answered 503."""
+        """Renders at once; beyond them a thumbnail request is refused (`Busy`)."""
         self.thumbnails_rendered = 0
-        self.max_token_ttl_s = max_token_ttl_s
-        """The longest remaining lifetime a playback token may claim."""
         self.blobs = blobs
         self.hls = hls
         self.vod = vod
@@ -115,83 +87,23 @@ class Playback:
         self._edge_lookups: dict[tuple[str, str], asyncio.Future[EdgeRoute | None]] = {}
         self._grant_epoch = 0
 
-    # ------------------------------------------------------------ resolving
-    async def _resolve(self, request: web.Request, aud: str) -> Target | web.Response:
-        return await self._resolve_id(
-            request.match_info["playback_id"], request.query.get("token", ""), aud
-        )
+    async def resolve(self, playback_id: str, token: str, aud: str) -> Target:
+        return await self.policy.resolve(playback_id, token, aud)
 
-    async def _resolve_id(self, pid: str, token: str, aud: str) -> Target | web.Response:
-        if not _PLAYBACK_ID.match(pid):
-            return _error(404, "not_found", "no such playback id")
-        rec = await self.store.get(PLAYBACK_IDS, pid)
-        if rec is None:
-            return _error(404, "not_found", "no such playback id")
-        policy = rec.data.get("policy", "public")
-        expires = math.inf
-        if policy == "signed":
-            denied = await self._check_token(token, pid, aud)
-            if isinstance(denied, web.Response):
-                return denied
-            expires = denied
-        obj_type, obj_id = rec.data.get("object_type"), rec.data.get("object_id", "")
-        if obj_type in ("live_stream", "room"):
-            # a room's playback id plays its recorded composite like a live stream
-            ls = await self.store.get(LIVE_STREAMS if obj_type == "live_stream" else ROOMS, obj_id)
-            if ls is None:
-                return _error(404, "not_found", "no such playback id")
-            return Target(pid, policy, ls, None, expires)
-        asset = await self.store.get(ASSETS, obj_id)
-        if asset is None:
-            return _error(404, "not_found", "no such playback id")
-        return Target(pid, policy, None, asset, expires)
-
-    async def _check_token(self, token: str, pid: str, aud: str) -> web.Response | float:
-        """The 403 answer for a refused token, else the token's expiry (Unix time)."""
-        kid = ""
-        try:
-            kid = str(jwt.get_unverified_header(token).get("kid", "")) if token else ""
-        except jwt.PyJWTError:
-            pass
-        key = await self.store.get(SIGNING_KEYS, kid) if kid and len(kid) < 128 else None
-        public = key.data.get("public_key") if key is not None else None
-        try:
-            claims = verify_playback_token(
-                token,
-                playback_id=pid,
-                aud=aud,
-                public_keys=lambda k: public if k == kid else None,
-                max_ttl_s=self.max_token_ttl_s,
-            )
-        except InvalidToken as exc:
-            # the reason is for the operator: telling the caller which check failed
-            # helps whoever is forging tokens
-            log.info(
-                "playback token refused",
-                extra={"playback_id": pid, "aud": aud, "reason": exc.reason},
-            )
-            return _error(403, "forbidden", "forbidden")
-        return float(claims["exp"])
+    def live_of(self, target: Target) -> LiveHls | None:
+        """The LL-HLS this node serves for the target right now, if any."""
+        if target.live_stream is None:
+            return None
+        return self.hls.get(target.live_stream.id)
 
     async def resolve_live(self, playback_id: str, token: str | None) -> str:
         """WHEP: the live stream a playback id plays, after the token check."""
-        if not _PLAYBACK_ID.match(playback_id):
-            raise PlaybackDenied(404, "no such playback id")
-        rec = await self.store.get(PLAYBACK_IDS, playback_id)
-        obj_type = rec.data.get("object_type") if rec is not None else None
-        if rec is None or obj_type not in ("live_stream", "room"):
-            raise PlaybackDenied(404, "no such live stream playback id")
-        if rec.data.get("policy") == "signed":
-            denied = await self._check_token(token or "", playback_id, "v")
-            if isinstance(denied, web.Response):
-                raise PlaybackDenied(403, "forbidden")
-        if obj_type == "room":
-            # a recorded room's composite is in the hub under its broadcast stream id
-            room = await self.store.get(ROOMS, str(rec.data["object_id"]))
-            if room is None:
-                raise PlaybackDenied(404, "no such live stream playback id")
-            return str(room.data.get("broadcast_stream_id") or room.id)
-        return str(rec.data["object_id"])
+        try:
+            return await self.policy.live_stream_id(playback_id, token)
+        except NotFoundError as exc:
+            raise PlaybackDenied(404, exc.message) from None
+        except DomainError:
+            raise PlaybackDenied(403, "forbidden") from None
 
     # ---------------------------------------------------------------- edge
     def edge_route(
@@ -229,14 +141,17 @@ class Playback:
 
     async def _edge_lookup(self, playback_id: str, token: str) -> EdgeRoute | None:
         epoch = self._grant_epoch
-        target = await self._resolve_id(playback_id, token, "v")
-        if isinstance(target, web.Response) or target.live_stream is None:
+        try:
+            target = await self.policy.resolve(playback_id, token, "v")
+        except DomainError:
+            return None  # the aiohttp handlers give the answer
+        if target.live_stream is None:
             return None
         stream_id = target.live_stream.id
         live = self.hls.get(stream_id)
         if live is None:
             return None
-        suffix = self._suffix_of(token, target)
+        suffix = token_suffix(token, target)
         # A grant is reused for EDGE_CACHE_S at most (a deleted playback id or
         # signing key stops playback within that), never past the token's expiry.
         now = time.monotonic()
@@ -250,17 +165,8 @@ class Playback:
             self._edge_cache[(playback_id, token)] = (until, stream_id, route)
         return route
 
-    @staticmethod
-    def _suffix_of(token: str | None, target: Target) -> str:
-        if target.policy == "signed" and token:
-            return "?token=" + urllib.parse.quote(token, safe="")
-        return ""
-
-    @staticmethod
-    def _suffix(request: web.Request, target: Target) -> str:
-        return Playback._suffix_of(request.query.get("token"), target)
-
-    async def _asset_of(self, target: Target) -> Record | None:
+    async def asset_of(self, target: Target) -> Record | None:
+        """The asset a target plays as VOD: its own, or its live stream's current or latest."""
         if target.asset is not None:
             return target.asset
         assert target.live_stream is not None
@@ -273,7 +179,8 @@ class Playback:
                     return rec
         return None
 
-    async def _manifest(self, asset: Record) -> Manifest | None:
+    async def manifest(self, asset: Record) -> Manifest | None:
+        """The recording in progress here (fresher than storage), or the stored one."""
         live = self.live_manifest(asset.id)
         if live is not None:
             return live
@@ -281,166 +188,46 @@ class Playback:
             self.blobs, asset.data.get("prefix") or asset_prefix(asset.id)
         )
 
-    # --------------------------------------------------------------- handlers
-    async def multivariant(self, request: web.Request) -> web.StreamResponse:
-        target = await self._resolve(request, "v")
-        if isinstance(target, web.Response):
-            return target
-        suffix = self._suffix(request, target)
-        if target.live_stream is not None:
-            live = self.hls.get(target.live_stream.id)
-            if live is not None:
-                return await live_http.serve_multivariant(request, live, suffix)
-        asset = await self._asset_of(target)
-        manifest = await self._manifest(asset) if asset is not None else None
-        if manifest is None or not manifest.segments:
-            return _error(404, "not_found", "nothing to play yet")
-        body = render_multivariant_playlist(
-            manifest, f"{target.playback_id}/media.m3u8", suffix=suffix
-        )
-        return self._playlist(body, final=manifest.final)
+    async def vod_of(self, target: Target) -> tuple[Record, Manifest]:
+        """The asset a target plays as VOD and its manifest, or `NotFoundError`."""
+        asset = await self.asset_of(target)
+        manifest = await self.manifest(asset) if asset is not None else None
+        if asset is None or manifest is None or not manifest.segments:
+            raise NotFoundError("recording", message="nothing to play yet")
+        return asset, manifest
 
-    async def child(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if name == MP4_KEY:
-            return await self.download(request)
-        target = await self._resolve(request, "v")
-        if isinstance(target, web.Response):
-            return target
-        suffix = self._suffix(request, target)
-        if target.live_stream is not None:
-            live = self.hls.get(target.live_stream.id)
-            if live is not None:
-                return await live_http.serve_child(request, live, name, suffix)
-        asset = await self._asset_of(target)
-        if asset is None:
-            return _error(404, "not_found", "nothing to play")
-        if name == "media.m3u8":
-            manifest = await self._manifest(asset)
-            if manifest is None or not manifest.segments:
-                return _error(404, "not_found", "nothing to play yet")
-            return self._playlist(
-                render_media_playlist(manifest, suffix=suffix), final=manifest.final
-            )
-        if not is_media_name(name):
-            return _error(404, "not_found", "not found")
-        key = media_key(asset.data.get("prefix") or asset_prefix(asset.id), name)
-        return await self._blob(
-            request, key, "video/mp4" if name.endswith(".mp4") else "video/iso.segment"
-        )
-
-    async def download(self, request: web.Request) -> web.StreamResponse:
-        target = await self._resolve(request, "d")
-        if isinstance(target, web.Response):
-            return target
-        asset = await self._asset_of(target)
-        if asset is None:
-            return _error(404, "not_found", "no asset to download")
+    def download_key(self, asset: Record) -> str:
+        """The MP4 of a ready asset; `NotReady` while it is made."""
         status = asset.data.get("mp4_status")
         if asset.data.get("status") != "ready" or status != "ready":
             if asset.data.get("status") == "errored" or status == "errored":
-                return _error(404, "not_found", "this asset has no MP4")
-            return _error(
-                409,
-                "not_ready",
-                "the MP4 is being prepared; try again shortly",
-                headers={"Retry-After": "5"},
-            )
-        key = join_key(asset.data.get("prefix") or asset_prefix(asset.id), MP4_KEY)
-        return await self._blob(
-            request,
-            key,
-            "video/mp4",
-            disposition=f'attachment; filename="{asset.id}.mp4"',
-        )
+                raise NotFoundError("MP4", message="this asset has no MP4")
+            raise NotReady("the MP4 is being prepared; try again shortly", retry_after_s=5)
+        return join_key(asset.data.get("prefix") or asset_prefix(asset.id), MP4_KEY)
 
-    async def thumbnail(self, request: web.Request) -> web.StreamResponse:
-        target = await self._resolve(request, "t")
-        if isinstance(target, web.Response):
-            return target
-        try:
-            time_s = float(request.query["time"]) if "time" in request.query else None
-        except ValueError:
-            return _error(400, "invalid_request", "time must be a number of seconds")
-        if time_s is not None and not (0 <= time_s < 1e7):
-            return _error(400, "invalid_request", "time out of range")
-        asset = await self._asset_of(target)
-        manifest = await self._manifest(asset) if asset is not None else None
-        if asset is None or manifest is None or not manifest.segments:
-            return _error(404, "not_found", "no picture yet")
+    async def thumbnail(self, target: Target, time_s: float | None) -> tuple[bytes, bool]:
+        """A JPEG of the target at `time_s` (None: the newest picture of a live
+        recording, the first of a finished one) and whether it is final (it
+        never changes)."""
+        asset, manifest = await self.vod_of(target)
         if time_s is None:
-            # live: the newest picture; VOD: the first frame
             time_s = max(0.0, manifest.duration_s - 1.0) if not manifest.final else 0.0
         time_s = min(time_s, manifest.duration_s)
         prefix = asset.data.get("prefix") or asset_prefix(asset.id)
         # a finished asset's frames never change: each is rendered once, then read
         cache_key = join_key(prefix, THUMBS, f"{round(time_s * 10):d}.jpg")
-        data = await self._cached_thumbnail(cache_key) if manifest.final else None
-        if data is None:
-            if self._thumb_slots.locked():
-                return _error(
-                    503,
-                    "service_unavailable",
-                    "thumbnails are busy; retry shortly",
-                    headers={"Retry-After": "1"},
-                )
-            async with self._thumb_slots:
-                data, _info = await render_thumbnail(
-                    self.vod, prefix, manifest, round(time_s * 10) / 10
-                )
-            self.thumbnails_rendered += 1
-            if manifest.final:
-                await self.blobs.put(cache_key, data, content_type="image/jpeg")
-        return web.Response(
-            body=data,
-            content_type="image/jpeg",
-            headers={
-                **_CORS,
-                "Cache-Control": "public, max-age=60" if not manifest.final else IMMUTABLE,
-            },
-        )
-
-    async def _cached_thumbnail(self, key: str) -> bytes | None:
-        try:
-            return await self.blobs.get(key)
-        except BlobNotFound:
-            return None
-
-    # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _playlist(body: str, *, final: bool) -> web.Response:
-        return web.Response(
-            text=body,
-            content_type="application/vnd.apple.mpegurl",
-            headers={**_CORS, "Cache-Control": "public, max-age=300" if final else "max-age=1"},
-        )
-
-    async def _blob(
-        self, request: web.Request, key: str, content_type: str, *, disposition: str | None = None
-    ) -> web.StreamResponse:
-        if self.presign_s > 0:
-            url = await self.blobs.url_for(key, self.presign_s)
-            if url:
-                raise web.HTTPFound(url, headers=_CORS)
-        try:
-            size = await self.blobs.size(key)
-        except BlobNotFound:
-            return _error(404, "not_found", "not found")
-        headers: dict[str, Any] = {
-            **_CORS,
-            "Cache-Control": IMMUTABLE,
-            "Content-Type": content_type,
-        }
-        if disposition:
-            headers["Content-Disposition"] = disposition
-        path = self.blobs.local_path(key)
-        if path is not None:
-            # sendfile, ranges and conditional requests come with FileResponse
-            return web.FileResponse(path, headers=headers)
-        resp = web.StreamResponse(headers=headers)
-        resp.content_length = size
-        await resp.prepare(request)
-        async for chunk in self.blobs.open(key):
-            await resp.write(chunk)
-        await resp.write_eof()
-        return resp
+        if manifest.final:
+            try:
+                return await self.blobs.get(cache_key), True
+            except BlobNotFound:
+                pass
+        if self._thumb_slots.locked():
+            raise Busy("thumbnails are busy; retry shortly")
+        async with self._thumb_slots:
+            data, _info = await render_thumbnail(
+                self.vod, prefix, manifest, round(time_s * 10) / 10
+            )
+        self.thumbnails_rendered += 1
+        if manifest.final:
+            await self.blobs.put(cache_key, data, content_type="image/jpeg")
+        return data, manifest.final

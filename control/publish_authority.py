@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from control.live_streams import COLLECTION, STREAM_KEY_INDEX, STREAM_KEY_PREFIX, LiveStreamStatus
+from control.domain.live_streams import (
+    COLLECTION,
+    STREAM_KEY_INDEX,
+    STREAM_KEY_PREFIX,
+    LiveStreamStatus,
+)
 from control.store.base import Store
 from ingest.ports import PublishDenied, PublishGrant
 

@@ -28,10 +28,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from control.assets import (
+from control.domain.assets import (
     COLLECTION as ASSETS,
 )
-from control.assets import (
+from control.domain.assets import (
     UPLOADS,
     AssetService,
     AssetStatus,
@@ -39,8 +39,8 @@ from control.assets import (
     upload_alive_key,
     upload_put,
 )
+from control.domain.live_streams import COLLECTION as LIVE_STREAMS
 from control.leased_loop import LeasedLoop
-from control.live_streams import COLLECTION as LIVE_STREAMS
 from control.settings import Settings
 from control.store.base import Conflict, Record, Store, list_all
 from control.vod_jobs import CLIP, MP4, UPLOAD, AssetJobs

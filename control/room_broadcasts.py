@@ -26,10 +26,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from control.assets import AssetService, asset_prefix, recording_warnings
+from control.domain.assets import AssetService, asset_prefix, recording_warnings
+from control.domain.rooms import ROOM_RECORDS, ROOMS_COLLECTION
 from control.ids import new_id
 from control.outbox import Change, Outbox
-from control.store.base import Op, Put, Store
+from control.store.base import Op, Store
 from ingest.hub import HubObserver, Publication, Stream
 from realtime.hls.manager import LiveHlsManager, LiveOutput
 from vod.blobstore import BlobError, BlobStore
@@ -38,7 +39,6 @@ from vod.recorder import Recorder, RecordingFailed, finalize_recording
 
 log = logging.getLogger(__name__)
 
-ROOMS = "rooms"
 SOURCE = "room"
 
 
@@ -116,7 +116,7 @@ class RoomBroadcasts(HubObserver):
 
     # ------------------------------------------------------------------- work
     async def _create_asset(self, b: _RoomBroadcast) -> None:
-        room = await self.store.get(ROOMS, b.room_id)
+        room = await self.store.get(ROOMS_COLLECTION, b.room_id)
         policy = room.data.get("playback_policy", "public") if room is not None else "public"
         await self.assets.create(
             source=SOURCE, policy=policy, extra={"room_id": b.room_id}, asset_id=b.asset_id
@@ -221,12 +221,11 @@ class RoomBroadcasts(HubObserver):
         commit listeners see it)."""
 
         async def attempt() -> Change[None]:
-            rec = await self.store.get(ROOMS, room_id)
+            rec = await self.store.get(ROOMS_COLLECTION, room_id)
             if rec is None:
                 return Change(None)
             data = {**rec.data, **fields}
-            tags = {"status": str(data.get("status", "idle"))}
-            return Change(None, [Put(ROOMS, room_id, data, expect_version=rec.version, tags=tags)])
+            return Change(None, [ROOM_RECORDS.put(room_id, data, expect_version=rec.version)])
 
         await self.outbox.compare_and_set(attempt, what=f"room {room_id}")
 

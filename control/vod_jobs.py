@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from control.assets import AssetService, asset_prefix
+from control.domain.assets import AssetService, asset_prefix
 from control.jobs import (
     DEFAULT_QUEUE,
     JobContext,

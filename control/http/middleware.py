@@ -17,7 +17,17 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from control.auth import ApiKeyInfo, scope_allows
+from control.domain.api_keys import ApiKeyInfo, scope_allows
+from control.domain.errors import (
+    Busy,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    InvalidState,
+    NotFoundError,
+    NotReady,
+    Refused,
+)
 from control.http import idempotency, ratelimit
 from control.http.node_key import node_of
 from control.http.validation import ApiError
@@ -86,6 +96,36 @@ def requires(scope: str) -> Callable[[H], H]:
 def api_key(request: web.Request) -> ApiKeyInfo:
     """The authenticated caller of a `@requires` handler."""
     return request[API_KEY]
+
+
+DOMAIN_ERRORS: dict[type[DomainError], tuple[int, str]] = {
+    NotFoundError: (404, "not_found"),
+    InvalidState: (409, "invalid_state"),
+    NotReady: (409, "not_ready"),
+    Forbidden: (403, "forbidden"),
+    InvalidInput: (422, "validation_error"),
+    Busy: (503, "service_unavailable"),
+    Refused: (400, "refused"),
+}
+"""The one table from what the domain refuses to an HTTP status and error type
+(`Conflict`s of the store, `Contended` included, are 409 ``conflict``)."""
+
+
+def api_error(exc: DomainError) -> ApiError:
+    """The answer for a domain error: its status and type from `DOMAIN_ERRORS`
+    (the nearest class that is listed), its message, and ``Retry-After`` where
+    the same request later will likely work."""
+    status, error_type = next(
+        DOMAIN_ERRORS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_ERRORS
+    )
+    if isinstance(exc, InvalidState | Busy | Refused):
+        error_type = exc.error_type
+    if isinstance(exc, Refused) and exc.too_large:
+        status = 413
+    headers: dict[str, str] = {}
+    if isinstance(exc, NotReady | Busy):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return ApiError(status, error_type, exc.message, exc.param, headers=headers)
 
 
 def error_response(exc: ApiError) -> web.Response:
@@ -216,6 +256,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             response = await handler(request)
         except ApiError as exc:
             response = error_response(exc)
+        except DomainError as exc:
+            response = error_response(api_error(exc))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from control.assets import COLLECTION as ASSETS
-from control.assets import UPLOADS, AssetService, upload_alive_key, upload_put
+from control.domain.assets import COLLECTION as ASSETS
+from control.domain.assets import UPLOADS, AssetService, upload_alive_key, upload_put
+from control.domain.live_streams import LiveStreamService
 from control.jobs import JobRunner
-from control.live_streams import LiveStreamService
 from control.outbox import Outbox
 from control.reconciler import Reconciler
 from control.settings import load_settings

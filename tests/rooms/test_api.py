@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from control.auth import create_api_key
+from control.domain.api_keys import create_api_key
 from control.http.app import NODE, make_http_app
 from control.http.routes import rooms
 from control.node import build_node

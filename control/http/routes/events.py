@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from control.auth import rfc3339
+from control.domain.api_keys import rfc3339
 from control.http.helpers import DATETIME, READ_ERRORS, errors, json_ok, ref, resp
 from control.http.middleware import requires, streaming
 from control.http.node_key import node_of

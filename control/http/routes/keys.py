@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from control.auth import (
+from control.domain.api_keys import (
     COLLECTION,
     SCOPES,
     create_api_key,

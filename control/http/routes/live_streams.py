@@ -1,5 +1,5 @@
 """`/v1/live-streams`: create, list, get, update, delete, reset the stream key,
-disable, enable and complete live streams (domain in control.live_streams)."""
+disable, enable and complete live streams (domain in control.domain.live_streams)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from control.auth import scope_allows
+from control.domain.api_keys import scope_allows
+from control.domain.live_streams import (
+    COLLECTION,
+    LiveStreamService,
+)
 from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,
@@ -31,8 +35,7 @@ from control.http.helpers import (
 )
 from control.http.middleware import api_key, requires
 from control.http.node_key import node_of
-from control.http.validation import ApiError, F, Obj, not_found, read_json
-from control.live_streams import COLLECTION, InvalidTransition, LiveStreamService, NotFoundError
+from control.http.validation import F, Obj, not_found, read_json
 from control.store.base import Record
 
 _PASSTHROUGH = F(str, nullable=True, max_length=1024, description="Opaque, echoed in webhooks")
@@ -100,19 +103,13 @@ async def get(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     live_id = path_id(request)
     fields = await read_json(request, UPDATE, partial=True)
-    try:
-        return json_ok(await _svc(request).update(live_id, fields))
-    except NotFoundError:
-        raise not_found("live stream", live_id) from None
+    return json_ok(await _svc(request).update(live_id, fields))
 
 
 @requires("write")
 async def delete(request: web.Request) -> web.Response:
     live_id = path_id(request)
-    try:
-        await node_of(request).live_admin.delete(live_id)
-    except NotFoundError:
-        raise not_found("live stream", live_id) from None
+    await node_of(request).live_admin.delete(live_id)
     return web.Response(status=204)
 
 
@@ -121,14 +118,7 @@ def _action(name: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         live_id = path_id(request)
         await read_json(request)
-        admin = node_of(request).live_admin
-        try:
-            view = await getattr(admin, name)(live_id)
-        except NotFoundError:
-            raise not_found("live stream", live_id) from None
-        except InvalidTransition as exc:
-            raise ApiError(409, "invalid_state", str(exc)) from None
-        return json_ok(view)
+        return json_ok(await getattr(node_of(request).live_admin, name)(live_id))
 
     handler.__name__ = name
     return handler

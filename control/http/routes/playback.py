@@ -1,25 +1,175 @@
-"""Playback over HTTP: ``/play/{playback_id}.m3u8``, its parts, segments and
-init (``/play/{playback_id}/{name}``) and ``/thumb/{playback_id}.jpg`` —
-answered by the node's `control.playback.Playback` (the playback edge answers
-live blocking requests before they reach aiohttp)."""
+"""Playback over HTTP: ``/play/{playback_id}.m3u8``, its parts, segments, init
+and playlists (``/play/{playback_id}/{name}``), the MP4
+(``/play/{playback_id}/download.mp4``) and ``/thumb/{playback_id}.jpg`` —
+answered from the node's `control.playback.Playback` (the playback edge answers
+live blocking requests before they reach aiohttp). Every answer, errors
+included, carries ``Access-Control-Allow-Origin: *``: players on any page read
+them. Child URLs stay relative to the playlist and carry the same ``?token=``.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from aiohttp import web
 
+from control.domain.assets import asset_prefix
+from control.domain.errors import DomainError, NotFoundError
+from control.domain.playback import Target
+from control.http.middleware import api_error
 from control.http.node_key import media_of
+from control.http.validation import ApiError
+from control.playback import MP4_KEY, Playback, token_suffix
+from realtime.hls import http as live_http
+from vod.blobstore import BlobNotFound
+from vod.manifest import is_media_name, media_key
+from vod.playlist import render_media_playlist, render_multivariant_playlist
+
+CORS = {"Access-Control-Allow-Origin": "*"}
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _error(exc: ApiError) -> web.Response:
+    return web.Response(
+        status=exc.status,
+        text=json.dumps(exc.body()),
+        content_type="application/json",
+        headers={**CORS, **exc.headers},
+    )
+
+
+def _answers(handler: Handler) -> Handler:
+    """Refusals of the domain answered here, with CORS like every answer."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except DomainError as exc:
+            return _error(api_error(exc))
+        except ApiError as exc:
+            return _error(exc)
+
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+async def _resolve(request: web.Request, aud: str) -> tuple[Playback, Target, str]:
+    playback = media_of(request).playback
+    token = request.query.get("token", "")
+    target = await playback.resolve(request.match_info["playback_id"], token, aud)
+    return playback, target, token_suffix(token, target)
+
+
+def _playlist(body: str, *, final: bool) -> web.Response:
+    return web.Response(
+        text=body,
+        content_type="application/vnd.apple.mpegurl",
+        headers={**CORS, "Cache-Control": "public, max-age=300" if final else "max-age=1"},
+    )
+
+
+@_answers
 async def multivariant(request: web.Request) -> web.StreamResponse:
-    return await media_of(request).playback.multivariant(request)
+    playback, target, suffix = await _resolve(request, "v")
+    live = playback.live_of(target)
+    if live is not None:
+        return await live_http.serve_multivariant(request, live, suffix)
+    _asset, manifest = await playback.vod_of(target)
+    body = render_multivariant_playlist(manifest, f"{target.playback_id}/media.m3u8", suffix=suffix)
+    return _playlist(body, final=manifest.final)
 
 
+@_answers
 async def child(request: web.Request) -> web.StreamResponse:
-    return await media_of(request).playback.child(request)
+    name = request.match_info["name"]
+    if name == MP4_KEY:
+        return await download(request)
+    playback, target, suffix = await _resolve(request, "v")
+    live = playback.live_of(target)
+    if live is not None:
+        return await live_http.serve_child(request, live, name, suffix)
+    asset = await playback.asset_of(target)
+    if asset is None:
+        raise NotFoundError("recording", message="nothing to play")
+    if name == "media.m3u8":
+        manifest = await playback.manifest(asset)
+        if manifest is None or not manifest.segments:
+            raise NotFoundError("recording", message="nothing to play yet")
+        return _playlist(render_media_playlist(manifest, suffix=suffix), final=manifest.final)
+    if not is_media_name(name):
+        raise NotFoundError("media", message="not found")
+    key = media_key(asset.data.get("prefix") or asset_prefix(asset.id), name)
+    return await _blob(
+        request, playback, key, "video/mp4" if name.endswith(".mp4") else "video/iso.segment"
+    )
 
 
+async def download(request: web.Request) -> web.StreamResponse:
+    playback, target, _suffix = await _resolve(request, "d")
+    asset = await playback.asset_of(target)
+    if asset is None:
+        raise NotFoundError("asset", message="no asset to download")
+    return await _blob(
+        request,
+        playback,
+        playback.download_key(asset),
+        "video/mp4",
+        disposition=f'attachment; filename="{asset.id}.mp4"',
+    )
+
+
+@_answers
 async def thumbnail(request: web.Request) -> web.StreamResponse:
-    return await media_of(request).playback.thumbnail(request)
+    playback, target, _suffix = await _resolve(request, "t")
+    try:
+        time_s = float(request.query["time"]) if "time" in request.query else None
+    except ValueError:
+        raise ApiError(400, "invalid_request", "time must be a number of seconds") from None
+    if time_s is not None and not (0 <= time_s < 1e7):
+        raise ApiError(400, "invalid_request", "time out of range")
+    data, final = await playback.thumbnail(target, time_s)
+    return web.Response(
+        body=data,
+        content_type="image/jpeg",
+        headers={**CORS, "Cache-Control": IMMUTABLE if final else "public, max-age=60"},
+    )
+
+
+async def _blob(
+    request: web.Request,
+    playback: Playback,
+    key: str,
+    content_type: str,
+    *,
+    disposition: str | None = None,
+) -> web.StreamResponse:
+    blobs = playback.blobs
+    if playback.presign_s > 0:
+        url = await blobs.url_for(key, playback.presign_s)
+        if url:
+            raise web.HTTPFound(url, headers=CORS)
+    try:
+        size = await blobs.size(key)
+    except BlobNotFound:
+        raise NotFoundError("media", message="not found") from None
+    headers: dict[str, Any] = {**CORS, "Cache-Control": IMMUTABLE, "Content-Type": content_type}
+    if disposition:
+        headers["Content-Disposition"] = disposition
+    path = blobs.local_path(key)
+    if path is not None:
+        # sendfile, ranges and conditional requests come with FileResponse
+        return web.FileResponse(path, headers=headers)
+    resp = web.StreamResponse(headers=headers)
+    resp.content_length = size
+    await resp.prepare(request)
+    async for chunk in blobs.open(key):
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
 
 
 def add_routes(app: web.Application) -> None:

@@ -9,7 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from control.auth import rfc3339
+from control.domain.api_keys import rfc3339
+from control.domain.errors import InvalidState
+from control.domain.rooms import (
+    ROOMS_COLLECTION,
+    create_room,
+    delete_room_records,
+    get_room,
+    room_view,
+)
 from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,
@@ -32,11 +40,9 @@ from control.http.helpers import (
 )
 from control.http.middleware import requires
 from control.http.node_key import media_of, node_of
-from control.http.validation import ApiError, F, Obj, not_found, read_json
-from control.ids import new_id
-from control.live_streams import PLAYBACK_IDS, new_playback_id
-from control.rooms import ROOMS_COLLECTION, Rooms, room_view
-from control.store.base import Delete, Op, Put, Record
+from control.http.validation import F, Obj, not_found, read_json
+from control.rooms import Rooms
+from control.store.base import Record
 from realtime.rooms.routes import STATIC
 from realtime.rooms.tokens import IDENTITY_RE, MAX_TTL_S
 from realtime.rooms.ws import signal_handler
@@ -76,45 +82,13 @@ def _rooms(request: web.Request) -> Rooms:
 
 
 async def _get_room(request: web.Request) -> Record:
-    room_id = path_id(request)
-    rec = await node_of(request).store.get(ROOMS_COLLECTION, room_id)
-    if rec is None:
-        raise not_found("room", room_id)
-    return rec
+    return await get_room(node_of(request).store, path_id(request))
 
 
 @requires("write")
 async def create(request: web.Request) -> web.Response:
     fields = await read_json(request, CREATE)
-    room_id = new_id("rm")
-    policy = fields["playback_policy"]
-    playback_ids = [{"id": new_playback_id(), "policy": policy}] if fields["record"] else []
-    data: dict[str, Any] = {
-        **fields,
-        "status": "idle",
-        "started_at": None,
-        "finished_at": None,
-        "broadcast_stream_id": room_id if fields["record"] else None,
-        "playback_ids": playback_ids,
-    }
-    # A recorded room is broadcast: its playback id plays the composite over
-    # LL-HLS while the room runs and its asset afterwards (control.room_broadcasts).
-    ops: list[Op] = [
-        Put(ROOMS_COLLECTION, room_id, data, expect_version=0, tags={"status": "idle"})
-    ]
-    ops += [
-        Put(
-            PLAYBACK_IDS,
-            p["id"],
-            {"object_type": "room", "object_id": room_id, "policy": p["policy"]},
-            expect_version=0,
-            tags={"object_id": room_id},
-        )
-        for p in playback_ids
-    ]
-    await node_of(request).outbox.commit(ops)
-    rec = await node_of(request).store.get(ROOMS_COLLECTION, room_id)
-    assert rec is not None
+    rec = await create_room(node_of(request).outbox, fields)
     return json_ok(room_view(rec, participants=0), status=201)
 
 
@@ -140,11 +114,7 @@ async def delete(request: web.Request) -> web.Response:
     service = _rooms(request).service
     if await service.close_room(rec.id, reason="deleted"):
         await service.drain_events()
-    fresh = await node_of(request).store.get(ROOMS_COLLECTION, rec.id)
-    if fresh is not None:
-        ops: list[Op] = [Delete(ROOMS_COLLECTION, rec.id)]
-        ops += [Delete(PLAYBACK_IDS, p["id"]) for p in fresh.data.get("playback_ids", [])]
-        await node_of(request).outbox.commit(ops)
+    await delete_room_records(node_of(request).outbox, rec.id)
     return web.Response(status=204)
 
 
@@ -181,7 +151,7 @@ async def create_token(request: web.Request) -> web.Response:
     fields = await read_json(request, TOKEN)
     rec = await _get_room(request)
     if rec.data.get("status") == "finished":
-        raise ApiError(409, "room_finished", "The room has finished")
+        raise InvalidState("The room has finished", error_type="room_finished")
     tokens = _rooms(request).tokens
     token = tokens.issue(
         rec.id,

@@ -1,20 +1,15 @@
 """`/v1/signing-keys`: RSA-2048 key pairs for signed playback (RS256 JWTs).
 
-The private key (PEM) is returned once, at creation; the store keeps only the
-public key (collection ``signing_keys``, data ``{public_key, algorithm}``).
-Playback verifies tokens with ``kid`` = the signing key id.
+The records and the keys themselves are `control.domain.signing_keys`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from control.auth import rfc3339
+from control.domain.signing_keys import SIGNING_KEYS, SigningKeys, signing_key_view
 from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,
@@ -34,78 +29,37 @@ from control.http.helpers import (
 )
 from control.http.middleware import requires
 from control.http.node_key import node_of
-from control.http.validation import not_found, read_json
-from control.ids import new_id
-from control.store.base import Delete, Put, Record
-
-COLLECTION = "signing_keys"
+from control.http.validation import read_json
 
 
-def generate_key_pair() -> tuple[str, str]:
-    """(private PEM PKCS#8, public PEM SubjectPublicKeyInfo)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
-def render(r: Record) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "object": "signing_key",
-        "algorithm": r.data.get("algorithm", "RS256"),
-        "public_key": r.data["public_key"],
-        "created_at": rfc3339(r.created_at),
-    }
+def _keys(request: web.Request) -> SigningKeys:
+    return SigningKeys(node_of(request).outbox)
 
 
 @requires("admin")
 async def create(request: web.Request) -> web.Response:
     await read_json(request)
-    private, public = await asyncio.to_thread(generate_key_pair)
-    key_id = new_id("sigk")
-    data = {"public_key": public, "algorithm": "RS256"}
-    outbox = node_of(request).outbox
-    await outbox.commit([Put(COLLECTION, key_id, data, expect_version=0)])
-    rec = await node_of(request).store.get(COLLECTION, key_id)
-    assert rec is not None
-    return json_ok({**render(rec), "private_key": private}, status=201)
+    rec, private = await _keys(request).create()
+    return json_ok({**signing_key_view(rec), "private_key": private}, status=201)
 
 
 @requires("read")
 async def list_(request: web.Request) -> web.Response:
     limit, after = page_params(request)
     store = node_of(request).store
-    await check_starting_after(store, COLLECTION, after)
-    page = await store.list(COLLECTION, limit=limit, starting_after=after)
-    return json_ok(list_body(page, render))
+    await check_starting_after(store, SIGNING_KEYS, after)
+    page = await store.list(SIGNING_KEYS, limit=limit, starting_after=after)
+    return json_ok(list_body(page, signing_key_view))
 
 
 @requires("read")
 async def get(request: web.Request) -> web.Response:
-    key_id = path_id(request)
-    rec = await node_of(request).store.get(COLLECTION, key_id)
-    if rec is None:
-        raise not_found("signing key", key_id)
-    return json_ok(render(rec))
+    return json_ok(signing_key_view(await _keys(request).get(path_id(request))))
 
 
 @requires("admin")
 async def delete(request: web.Request) -> web.Response:
-    key_id = path_id(request)
-    store = node_of(request).store
-    rec = await store.get(COLLECTION, key_id)
-    if rec is None:
-        raise not_found("signing key", key_id)
-    await node_of(request).outbox.commit([Delete(COLLECTION, key_id)])
+    await _keys(request).delete(path_id(request))
     return web.Response(status=204)
 
 

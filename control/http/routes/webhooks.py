@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from control.auth import rfc3339
+from control.domain.api_keys import rfc3339
 from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,

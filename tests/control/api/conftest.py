@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from control.auth import create_api_key
+from control.domain.api_keys import create_api_key
 from control.http.app import make_http_app
 from control.http.routes import control_modules
 from control.node import Node, build_node

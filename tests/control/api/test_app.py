@@ -60,7 +60,7 @@ async def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path) -> 
 
     import aiohttp
 
-    from control.auth import create_api_key
+    from control.domain.api_keys import create_api_key
     from control.http.middleware import requires
     from tests.control.api.service_process import free_port
 

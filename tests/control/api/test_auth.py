@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from control.auth import COLLECTION, hash_key
+from control.domain.api_keys import COLLECTION, hash_key
 from tests.control.api.conftest import Api
 
 READ = [("GET", "/v1/live-streams"), ("GET", "/v1/events"), ("GET", "/v1/signing-keys")]

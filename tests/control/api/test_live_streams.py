@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from control.live_streams import (
+from control.domain.live_streams import (
     Action,
     InvalidTransition,
     LiveStreamStatus,

@@ -11,26 +11,27 @@ the record is only what the API shows and what playback needs to find it.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from control.ids import new_id
-from control.live_streams import (
+from control.domain.errors import NotFoundError
+from control.domain.live_streams import (
     COLLECTION as LIVE_STREAMS,
 )
-from control.live_streams import (
-    PLAYBACK_IDS,
-    STREAM_KEY_INDEX,
-    NotFoundError,
+from control.domain.live_streams import (
+    LIVE_STREAM_RECORDS,
     new_playback_id,
+    playback_id_deletes,
+    playback_id_put,
     rfc3339,
 )
+from control.domain.records import Collection
+from control.ids import new_id
 from control.outbox import Change, Outbox
-from control.store.base import Delete, EventDraft, Op, Put, Record, Store
+from control.store.base import EventDraft, Op, Put, Record, Store
 from vod.recorder import RecordingWarning, WarningCallback
 
-COLLECTION = "assets"
 RECENT_ASSETS_KEPT = 10
 
 
@@ -61,9 +62,10 @@ def asset_prefix(asset_id: str) -> str:
 
 
 MAX_WARNINGS = 20
-UPLOADS = "uploads"
+UPLOAD_RECORDS = Collection("uploads", tags=lambda d: {"status": str(d["status"])})
 """Upload records: ``waiting`` → ``uploading`` (the body is arriving) →
 ``asset_created``; ``errored`` when the reconciler found one interrupted."""
+UPLOADS = UPLOAD_RECORDS.name
 
 
 UPLOAD_ALIVE_TTL_S = 120.0
@@ -77,19 +79,21 @@ def upload_alive_key(upload_id: str) -> str:
 
 
 def upload_put(upload_id: str, data: dict[str, Any], expect_version: int) -> Put:
-    """The compare-and-set put of an upload record, listed by its status."""
-    return Put(
-        UPLOADS, upload_id, data, expect_version=expect_version, tags={"status": data["status"]}
-    )
+    """The compare-and-set put of an upload record."""
+    return UPLOAD_RECORDS.put(upload_id, data, expect_version=expect_version)
 
 
-def _tags(data: dict[str, Any]) -> dict[str, str]:
+def _asset_tags(data: Mapping[str, Any]) -> dict[str, str]:
     """What assets are listed by: their live stream, and their status and MP4
     status (the reconciler lists what is still preparing)."""
     tags = {"status": str(data["status"]), "mp4_status": str(data.get("mp4_status", ""))}
     if data.get("live_stream_id"):
         tags["live_stream_id"] = str(data["live_stream_id"])
     return tags
+
+
+ASSET_RECORDS = Collection("assets", tags=_asset_tags)
+COLLECTION = ASSET_RECORDS.name
 
 
 class AssetService:
@@ -157,14 +161,8 @@ class AssetService:
             **(extra or {}),
         }
         ops: list[Op] = [
-            Put(COLLECTION, asset_id, data, expect_version=0, tags=_tags(data)),
-            Put(
-                PLAYBACK_IDS,
-                playback["id"],
-                {"object_type": "asset", "object_id": asset_id, "policy": policy},
-                expect_version=0,
-                tags={"object_id": asset_id},
-            ),
+            ASSET_RECORDS.put(asset_id, data),
+            playback_id_put(playback["id"], "asset", asset_id, policy),
         ]
         return ops, data, now
 
@@ -199,7 +197,7 @@ class AssetService:
         async def attempt() -> Change[str]:
             ls = await self.store.get(LIVE_STREAMS, live_stream_id)
             if ls is None:
-                raise NotFoundError(live_stream_id)
+                raise NotFoundError("live stream", live_stream_id)
             if ls.data.get("active_asset_id"):
                 return Change(str(ls.data["active_asset_id"]))
             policy = (
@@ -216,15 +214,7 @@ class AssetService:
             ls_data = dict(ls.data)
             ls_data["active_asset_id"] = asset_id
             ls_data["updated_at"] = now
-            ops.append(
-                Put(
-                    LIVE_STREAMS,
-                    ls.id,
-                    ls_data,
-                    expect_version=ls.version,
-                    unique={STREAM_KEY_INDEX: ls_data["stream_key"]},
-                )
-            )
+            ops.append(LIVE_STREAM_RECORDS.put(ls.id, ls_data, expect_version=ls.version))
             view = self.to_json(Record(COLLECTION, asset_id, 1, now, data))
             return Change(asset_id, ops, [EventDraft("asset.created", asset_id, view)])
 
@@ -261,7 +251,7 @@ class AssetService:
             return Change(
                 view,
                 [
-                    Put(COLLECTION, rec.id, data, expect_version=rec.version, tags=_tags(data)),
+                    ASSET_RECORDS.put(rec.id, data, expect_version=rec.version),
                     *others,
                     *then,
                 ],
@@ -343,10 +333,10 @@ class AssetService:
         async def attempt() -> Change[dict[str, Any]]:
             rec = await self.store.get(COLLECTION, asset_id)
             if rec is None:
-                raise NotFoundError(asset_id)
+                raise NotFoundError("asset", asset_id)
             view = self.to_json(rec)
-            ops: list[Op] = [Delete(COLLECTION, rec.id, expect_version=rec.version)]
-            ops += [Delete(PLAYBACK_IDS, p["id"]) for p in rec.data.get("playback_ids", [])]
+            ops: list[Op] = [ASSET_RECORDS.delete(rec.id, expect_version=rec.version)]
+            ops += playback_id_deletes(rec.data)
             return Change(view, ops, [EventDraft("asset.deleted", rec.id, view)])
 
         return await self.outbox.compare_and_set(attempt, what=f"asset {asset_id}")

@@ -24,17 +24,38 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from control.domain.errors import InvalidState, NotFoundError
+from control.domain.records import Collection
 from control.ids import new_id
 from control.outbox import Change, Outbox
 from control.settings import Settings
-from control.store.base import Delete, EventDraft, Op, Put, Record, Store
+from control.store.base import EventDraft, Op, Put, Record, Store
 
 log = logging.getLogger(__name__)
 
-COLLECTION = "live_streams"
-PLAYBACK_IDS = "playback_ids"
 STREAM_KEY_INDEX = "stream_key"
+LIVE_STREAM_RECORDS = Collection(
+    "live_streams", unique=lambda d: {STREAM_KEY_INDEX: str(d["stream_key"])}
+)
+"""A stream key opens one stream: the unique index finds it and keeps it unique."""
+PLAYBACK_ID_RECORDS = Collection("playback_ids", tags=lambda d: {"object_id": str(d["object_id"])})
+"""Record id = playback id; data ``{object_type, object_id, policy}``: playback
+resolves any playback id (a stream's, an asset's, a room's) with one `get`."""
+COLLECTION = LIVE_STREAM_RECORDS.name
+PLAYBACK_IDS = PLAYBACK_ID_RECORDS.name
 STREAM_KEY_PREFIX = "sk_"
+
+
+def playback_id_put(playback_id: str, object_type: str, object_id: str, policy: str) -> Put:
+    """A new playback id for a live stream, an asset or a room."""
+    return PLAYBACK_ID_RECORDS.put(
+        playback_id, {"object_type": object_type, "object_id": object_id, "policy": policy}
+    )
+
+
+def playback_id_deletes(data: dict[str, Any]) -> list[Op]:
+    """The deletes of the playback ids a record's data lists."""
+    return [PLAYBACK_ID_RECORDS.delete(p["id"]) for p in data.get("playback_ids", [])]
 
 
 class LiveStreamStatus(StrEnum):
@@ -57,7 +78,7 @@ class Action(StrEnum):
     ENABLE = "enable"
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(InvalidState):
     def __init__(self, status: LiveStreamStatus, action: Action) -> None:
         super().__init__(f"cannot {action.value} a live stream that is {status.value}")
         self.status = status
@@ -130,10 +151,6 @@ def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
-
-
-class NotFoundError(Exception):
-    pass
 
 
 class LiveStreamService:
@@ -226,14 +243,8 @@ class LiveStreamService:
         }
         view = self._view(live_id, now, data, 1)
         ops: list[Op] = [
-            Put(COLLECTION, live_id, data, expect_version=0, unique={STREAM_KEY_INDEX: stream_key}),
-            Put(
-                PLAYBACK_IDS,
-                playback["id"],
-                {"object_type": "live_stream", "object_id": live_id, "policy": playback_policy},
-                expect_version=0,
-                tags={"object_id": live_id},
-            ),
+            LIVE_STREAM_RECORDS.put(live_id, data),
+            playback_id_put(playback["id"], "live_stream", live_id, playback_policy),
         ]
         await self.outbox.commit(ops, [EventDraft("live_stream.created", live_id, view)])
         return self.with_key(view, data)
@@ -249,7 +260,7 @@ class LiveStreamService:
         async def attempt() -> Change[dict[str, Any]]:
             rec = await self.store.get(COLLECTION, live_stream_id)
             if rec is None:
-                raise NotFoundError(live_stream_id)
+                raise NotFoundError("live stream", live_stream_id)
             data = dict(rec.data)
             event_type = change(data)
             if event_type is None and data == rec.data:
@@ -278,14 +289,8 @@ class LiveStreamService:
 
     @staticmethod
     def _put(rec: Record, data: dict[str, Any]) -> Put:
-        """The compare-and-set put of a stream's new data, with its unique stream key."""
-        return Put(
-            COLLECTION,
-            rec.id,
-            data,
-            expect_version=rec.version,
-            unique={STREAM_KEY_INDEX: data["stream_key"]},
-        )
+        """The compare-and-set put of a stream's new data."""
+        return LIVE_STREAM_RECORDS.put(rec.id, data, expect_version=rec.version)
 
     async def apply(self, live_stream_id: str, action: Action) -> dict[str, Any]:
         """Run one lifecycle action (the ingest side calls this for connect/activate/...)."""
@@ -325,10 +330,10 @@ class LiveStreamService:
         async def attempt() -> Change[dict[str, Any]]:
             rec = await self.store.get(COLLECTION, live_stream_id)
             if rec is None:
-                raise NotFoundError(live_stream_id)
+                raise NotFoundError("live stream", live_stream_id)
             view = self.to_json(rec)
-            ops: list[Op] = [Delete(COLLECTION, rec.id, expect_version=rec.version)]
-            ops += [Delete(PLAYBACK_IDS, p["id"]) for p in rec.data.get("playback_ids", [])]
+            ops: list[Op] = [LIVE_STREAM_RECORDS.delete(rec.id, expect_version=rec.version)]
+            ops += playback_id_deletes(rec.data)
             return Change(view, ops, [EventDraft("live_stream.deleted", rec.id, view)])
 
         return await self.outbox.compare_and_set(attempt, what=f"live stream {live_stream_id}")
