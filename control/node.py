@@ -41,6 +41,7 @@ from control.domain.live_streams import (
     NoLiveControl,
 )
 from control.domain.uploads import Clips, Uploads
+from control.domain.webhook_endpoints import WebhookEndpoints
 from control.jobs import DEFAULT_QUEUE, JobRunner
 from control.live import LiveLifecycle
 from control.metrics import Registry
@@ -55,7 +56,8 @@ from control.store import open_store
 from control.store.base import Op, Store
 from control.tasks import BackgroundTasks
 from control.vod_jobs import MP4, AssetJobs
-from control.webhooks import RetryPolicy, WebhookService
+from control.webhooks import RetryPolicy, WebhookService, new_webhook_secret
+from control.webhooks.destination import check_url
 from ingest.conn_limits import ConnectionLimits, default_max_connections
 from ingest.hub import Hub
 from ingest.rtmp.server import RtmpLimits, RtmpServer
@@ -142,6 +144,7 @@ class Node:
         live_streams: LiveStreamService,
         live_admin: LiveStreamAdmin,
         webhooks: WebhookService,
+        webhook_endpoints: WebhookEndpoints,
         jobs: JobRunner,
         retention: Retention,
         media: Media | None,
@@ -159,6 +162,7 @@ class Node:
         self.live_streams = live_streams
         self.live_admin = live_admin
         self.webhooks = webhooks
+        self.webhook_endpoints = webhook_endpoints
         self.jobs = jobs
         self.retention = retention
         self.media = media
@@ -362,6 +366,11 @@ def build_node(
         live_streams=live_streams,
         live_admin=LiveStreamAdmin(live_streams, kick),
         webhooks=webhooks,
+        webhook_endpoints=WebhookEndpoints(
+            outbox,
+            new_secret=new_webhook_secret,
+            check_destination=None if settings.webhook_allow_private else check_url,
+        ),
         jobs=jobs,
         retention=retention,
         media=media_part,

@@ -24,8 +24,8 @@ from control.jobs import FAILED_JOBS
 from control.leased_loop import LeasedLoop
 from control.outbox import Change, Outbox
 from control.settings import Settings
-from control.store.base import Event, Put, Store
-from control.webhooks.model import DELIVERIES
+from control.store.base import Event, Store
+from control.webhooks.model import DELIVERIES, DELIVERY_RECORDS
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,7 @@ class Retention:
                 return Change(0)
             clean = {k: v for k, v in data.items() if k not in _SECRET_FIELDS}
             new = {**rec.data, "payload": {**payload, "data": clean}}  # type: ignore[dict-item]
-            tags = (
-                {"endpoint_id": str(rec.data["endpoint_id"])} if "endpoint_id" in rec.data else {}
-            )
-            return Change(1, [Put(DELIVERIES, rec.id, new, expect_version=rec.version, tags=tags)])
+            return Change(1, [DELIVERY_RECORDS.put(rec.id, new, expect_version=rec.version)])
 
         return await self.outbox.compare_and_set(attempt, what=f"webhook delivery {delivery_id}")
 

@@ -111,3 +111,29 @@ def test_no_import_cycles_inside_a_package(package: str) -> None:
     graph = {_module_name(p): _targets(p, modules) for p in paths}
     cycles = _cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_domain_does_not_reach_aiohttp() -> None:
+    """control/domain/ is HTTP-free: neither it nor any project module it imports
+    (directly or through others, function-local imports included) imports aiohttp."""
+    paths = sorted(
+        p for pkg in ("ingest", "realtime", "vod", "control") for p in (ROOT / pkg).rglob("*.py")
+    )
+    by_name = {_module_name(p): p for p in paths}
+    modules = set(by_name)
+    seen: dict[str, list[str]] = {}
+    todo = [(m, [m]) for m in modules if m.startswith("control.domain")]
+    offenders = []
+    while todo:
+        name, chain = todo.pop()
+        if name in seen:
+            continue
+        seen[name] = chain
+        path = by_name[name]
+        if "aiohttp" in _imports(path):
+            offenders.append(" -> ".join(chain))
+        # a module also runs its packages' __init__ when imported
+        parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+        for target in sorted(_targets(path, modules) | {p for p in parents if p in modules}):
+            todo.append((target, [*chain, target]))
+    assert not offenders, "aiohttp reached from the domain:\n" + "\n".join(offenders)

@@ -16,13 +16,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from control.domain.records import Collection
 from control.ids import new_id
 from control.outbox import Change, Outbox
-from control.store.base import Conflict, Page, Put, Record, Store
+from control.store.base import Conflict, Page, Record, Store
 
 log = logging.getLogger(__name__)
 
-COLLECTION = "api_keys"
+API_KEY_RECORDS = Collection("api_keys", unique=lambda d: {"hash": str(d["hash"])})
+"""Stored hashed: the unique index on the hash finds a presented key in one lookup."""
+COLLECTION = API_KEY_RECORDS.name
 KEY_PREFIX = "onair_sk_"
 SCOPES = ("read", "write", "admin")
 _RANK = {s: i for i, s in enumerate(SCOPES)}
@@ -93,7 +96,7 @@ async def create_api_key(
         "last_used_at": None,
         "revoked_at": None,
     }
-    await store.commit([Put(COLLECTION, key_id, data, expect_version=0, unique={"hash": digest})])
+    await store.commit([API_KEY_RECORDS.put(key_id, data)])
     record = await store.get(COLLECTION, key_id)
     created = record.created_at if record else time.time()
     return key_to_json(key_id, created, data), key
@@ -117,9 +120,7 @@ async def revoke_api_key(outbox: Outbox, key_id: str) -> dict[str, Any] | None:
             return Change(key_to_json(record.id, record.created_at, data))
         data["status"] = "revoked"
         data["revoked_at"] = time.time()
-        put = Put(
-            COLLECTION, key_id, data, expect_version=record.version, unique={"hash": data["hash"]}
-        )
+        put = API_KEY_RECORDS.put(key_id, data, expect_version=record.version)
         return Change(key_to_json(record.id, record.created_at, data), [put])
 
     return await outbox.compare_and_set(attempt, what=f"api key {key_id}")
@@ -192,15 +193,7 @@ class ApiKeyCache:
         data["last_used_at"] = now
         try:
             await self.store.commit(
-                [
-                    Put(
-                        COLLECTION,
-                        record.id,
-                        data,
-                        expect_version=record.version,
-                        unique={"hash": digest},
-                    )
-                ]
+                [API_KEY_RECORDS.put(record.id, data, expect_version=record.version)]
             )
         except Conflict:
             pass  # someone else changed it (maybe a revoke): theirs wins

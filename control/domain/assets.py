@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from control.domain.errors import NotFoundError
+from control.domain.errors import InvalidState, NotFoundError
 from control.domain.live_streams import (
     COLLECTION as LIVE_STREAMS,
 )
@@ -48,7 +48,7 @@ _ALLOWED: dict[AssetStatus, set[AssetStatus]] = {
 }
 
 
-class InvalidAssetTransition(Exception):
+class InvalidAssetTransition(InvalidState):
     pass
 
 

@@ -42,8 +42,11 @@ class Forbidden(DomainError):
 class InvalidInput(DomainError):
     """A value that passed the schema but not the domain's checks."""
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, error_type: str = "validation_error"
+    ) -> None:
         super().__init__(message, param=param)
+        self.error_type = error_type
 
 
 class NotReady(DomainError):

@@ -118,7 +118,7 @@ def api_error(exc: DomainError) -> ApiError:
     status, error_type = next(
         DOMAIN_ERRORS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_ERRORS
     )
-    if isinstance(exc, InvalidState | Busy | Refused):
+    if isinstance(exc, InvalidState | InvalidInput | Busy | Refused):
         error_type = exc.error_type
     if isinstance(exc, Refused) and exc.too_large:
         status = 413

@@ -25,6 +25,7 @@ from control.store.base import Conflict, Event, Put, Record, Store, list_all
 from control.webhooks.model import (
     CURSOR_ID,
     DELIVERIES,
+    DELIVERY_RECORDS,
     ENDPOINTS,
     PENDING,
     STATE,
@@ -101,10 +102,7 @@ class Dispatcher:
     ) -> list[tuple[str, str]]:
         if not planned:
             return []
-        puts = [
-            Put(DELIVERIES, did, new_delivery(ev, ep, now), tags={"endpoint_id": ep.id})
-            for ev, ep, did in planned
-        ]
+        puts = [DELIVERY_RECORDS.put(did, new_delivery(ev, ep, now)) for ev, ep, did in planned]
         try:
             await self.store.commit(puts)
             return [(ep.id, did) for _ev, ep, did in planned]

@@ -26,10 +26,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from control.domain.records import Collection
+from control.domain.webhook_endpoints import ENDPOINT_RECORDS
 from control.store.base import Event, Record
 
-ENDPOINTS = "webhook_endpoints"
-DELIVERIES = "webhook_deliveries"
+ENDPOINTS = ENDPOINT_RECORDS.name
+DELIVERY_RECORDS = Collection(
+    "webhook_deliveries",
+    tags=lambda d: {"endpoint_id": str(d["endpoint_id"])} if "endpoint_id" in d else {},
+)
+"""One per (event, endpoint); listed by endpoint."""
+DELIVERIES = DELIVERY_RECORDS.name
 STATE = "webhook_state"
 CURSOR_ID = "dispatcher"
 QUEUE_PREFIX = "webhooks"

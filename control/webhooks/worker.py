@@ -28,10 +28,11 @@ from typing import Any
 import aiohttp
 
 from control.outbox import Change, Outbox
-from control.store.base import Conflict, NotFound, Put, Record, Store, Task
+from control.store.base import Conflict, NotFound, Record, Store, Task
 from control.webhooks.destination import error_class, refuse_literal
 from control.webhooks.model import (
     DELIVERIES,
+    DELIVERY_RECORDS,
     FAILED,
     MAX_LOGGED_ATTEMPTS,
     PENDING,
@@ -171,13 +172,7 @@ async def retry_delivery(
         data.update(manual_retries=n, updated_at=now, next_attempt_at=now)
         if not was_pending:
             data.update(status=PENDING, completed_at=None, window_start=None)
-        put = Put(
-            DELIVERIES,
-            id,
-            data,
-            expect_version=rec.version,
-            tags={"endpoint_id": data["endpoint_id"]},
-        )
+        put = DELIVERY_RECORDS.put(id, data, expect_version=rec.version)
         return Change(n, [put])
 
     n = await outbox.compare_and_set(attempt, what=f"delivery {id}")
@@ -400,13 +395,7 @@ class DeliveryWorker:
             if force_fail and data.get("status") == PENDING:
                 data.update(status=FAILED, completed_at=now, next_attempt_at=None)
                 when = None
-            put = Put(
-                DELIVERIES,
-                rec.id,
-                data,
-                expect_version=rec.version,
-                tags={"endpoint_id": str(data["endpoint_id"])},
-            )
+            put = DELIVERY_RECORDS.put(rec.id, data, expect_version=rec.version)
             try:
                 # the attempt log and the task's fate in one transaction
                 await self.store.settle(task.queue, task.id, self.owner, [put], run_at=when)

@@ -10,13 +10,12 @@ previous_secret_expires_at}``; deliveries in ``webhook_deliveries`` tagged
 
 from __future__ import annotations
 
-import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from control.domain.api_keys import rfc3339
+from control.domain.webhook_endpoints import ENDPOINTS, WebhookEndpoints, endpoint_view
 from control.http.helpers import (
     DATETIME,
     IDEMPOTENCY_PARAM,
@@ -39,15 +38,9 @@ from control.http.helpers import (
 from control.http.middleware import requires
 from control.http.node_key import node_of
 from control.http.validation import ApiError, F, Obj, not_found, read_json
-from control.ids import new_id
-from control.outbox import Change
-from control.store.base import Delete, NotFound, Put, Record
-from control.webhooks import new_webhook_secret
-from control.webhooks.destination import check_url
+from control.store.base import NotFound, Record
+from control.webhooks.model import DELIVERIES
 
-ENDPOINTS = "webhook_endpoints"
-DELIVERIES = "webhook_deliveries"
-ROTATION_GRACE_S = 24 * 3600.0
 EVENT_PATTERN = r"^(\*|[a-z_]+\.(\*|[a-z_]+))$"
 
 _EVENTS = F(
@@ -82,50 +75,8 @@ UPDATE = Obj(
 )
 
 
-async def _check_destination(request: web.Request, url: str) -> str:
-    """`_check_url`, then refuse non-public destinations (unless allowed)."""
-    _check_url(url)
-    if not node_of(request).settings.webhook_allow_private:
-        why = await check_url(url)
-        if why is not None:
-            raise ApiError(
-                422,
-                "destination_refused",
-                f"Webhooks go to public addresses only: {why} "
-                "(set ONAIR_WEBHOOK_ALLOW_PRIVATE=true for receivers inside your network)",
-                "url",
-            )
-    return url
-
-
-def _check_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ApiError(422, "validation_error", "url is not a valid URL", "url") from None
-    if port == 0:
-        raise ApiError(422, "validation_error", "url has an invalid port", "url")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiError(422, "validation_error", "url must be an absolute http(s) URL", "url")
-    return url
-
-
-def render_endpoint(r: Record, *, secret: bool = False) -> dict[str, Any]:
-    d = r.data
-    out: dict[str, Any] = {
-        "id": r.id,
-        "object": "webhook_endpoint",
-        "url": d["url"],
-        "events": list(d.get("events") or []),
-        "description": d.get("description"),
-        "status": d.get("status", "enabled"),
-        "created_at": rfc3339(r.created_at),
-        "secret_rotated_at": rfc3339(d.get("secret_rotated_at")),
-    }
-    if secret:
-        out["secret"] = d["secret"]
-    return out
+def _endpoints(request: web.Request) -> WebhookEndpoints:
+    return node_of(request).webhook_endpoints
 
 
 def _ts(value: Any) -> str | None:
@@ -177,21 +128,13 @@ def render_delivery(r: Record) -> dict[str, Any]:
 @requires("admin")
 async def create(request: web.Request) -> web.Response:
     fields = await read_json(request, CREATE)
-    endpoint_id = new_id("we")
-    data: dict[str, Any] = {
-        "url": await _check_destination(request, fields["url"]),
-        "events": fields.get("events") or [],
-        "description": fields.get("description"),
-        "status": fields["status"],
-        "secret": new_webhook_secret(),
-        "previous_secret": None,
-        "previous_secret_expires_at": None,
-        "secret_rotated_at": None,
-    }
-    await node_of(request).outbox.commit([Put(ENDPOINTS, endpoint_id, data, expect_version=0)])
-    rec = await node_of(request).store.get(ENDPOINTS, endpoint_id)
-    assert rec is not None
-    return json_ok(render_endpoint(rec, secret=True), status=201)
+    rec = await _endpoints(request).create(
+        url=fields["url"],
+        events=fields.get("events") or [],
+        description=fields.get("description"),
+        status=fields["status"],
+    )
+    return json_ok(endpoint_view(rec, secret=True), status=201)
 
 
 @requires("admin")
@@ -203,75 +146,37 @@ async def list_(request: web.Request) -> web.Response:
             400, "invalid_parameter", "starting_after does not name an endpoint", "starting_after"
         )
     page = await store.list(ENDPOINTS, limit=limit, starting_after=after)
-    return json_ok(list_body(page, render_endpoint))
-
-
-async def _get_endpoint(request: web.Request) -> Record:
-    endpoint_id = path_id(request)
-    rec = await node_of(request).store.get(ENDPOINTS, endpoint_id)
-    if rec is None:
-        raise not_found("webhook endpoint", endpoint_id)
-    return rec
+    return json_ok(list_body(page, endpoint_view))
 
 
 @requires("admin")
 async def get(request: web.Request) -> web.Response:
-    return json_ok(render_endpoint(await _get_endpoint(request)))
-
-
-async def _modify(request: web.Request, change: Any) -> Record:
-    node = node_of(request)
-
-    async def attempt() -> Change[str]:
-        rec = await _get_endpoint(request)
-        data = dict(rec.data)
-        change(data)
-        return Change(rec.id, [Put(ENDPOINTS, rec.id, data, expect_version=rec.version)])
-
-    endpoint_id = await node.outbox.compare_and_set(
-        attempt, what=f"webhook endpoint {path_id(request)}"
-    )
-    fresh = await node.store.get(ENDPOINTS, endpoint_id)
-    if fresh is None:
-        raise not_found("webhook endpoint", endpoint_id)
-    return fresh
+    return json_ok(endpoint_view(await _endpoints(request).get(path_id(request))))
 
 
 @requires("admin")
 async def update(request: web.Request) -> web.Response:
     fields = await read_json(request, UPDATE, partial=True)
-    if "url" in fields:
-        await _check_destination(request, fields["url"])
-    rec = await _modify(request, lambda d: d.update(fields))
-    return json_ok(render_endpoint(rec))
+    return json_ok(endpoint_view(await _endpoints(request).update(path_id(request), fields)))
 
 
 @requires("admin")
 async def rotate_secret(request: web.Request) -> web.Response:
     await read_json(request)
-
-    def change(d: dict[str, Any]) -> None:
-        now = time.time()
-        d["previous_secret"] = d["secret"]
-        d["previous_secret_expires_at"] = now + ROTATION_GRACE_S
-        d["secret"] = new_webhook_secret()
-        d["secret_rotated_at"] = now
-
-    rec = await _modify(request, change)
-    return json_ok(render_endpoint(rec, secret=True))
+    rec = await _endpoints(request).rotate_secret(path_id(request))
+    return json_ok(endpoint_view(rec, secret=True))
 
 
 @requires("admin")
 async def delete(request: web.Request) -> web.Response:
-    rec = await _get_endpoint(request)
-    await node_of(request).outbox.commit([Delete(ENDPOINTS, rec.id)])
+    await _endpoints(request).delete(path_id(request))
     return web.Response(status=204)
 
 
 @requires("admin")
 async def deliveries(request: web.Request) -> web.Response:
     limit, after = page_params(request)
-    rec = await _get_endpoint(request)
+    rec = await _endpoints(request).get(path_id(request))
     store = node_of(request).store
     if after is not None and await store.get(DELIVERIES, after) is None:
         raise ApiError(
