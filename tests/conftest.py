@@ -19,3 +19,25 @@ def redis_url() -> Iterator[str]:
         pytest.skip("redis-server is not installed")
     with redis_server() as url:
         yield url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite leaves nothing running: every `onair serve` it started, with its
+    VOD pool (forkserver and workers), is gone when it ends. What is left is
+    killed and fails the run."""
+    import os
+    import signal
+
+    from tests.control.api.service_process import leftover_groups
+
+    left = leftover_groups()
+    for pgid in left:
+        os.killpg(pgid, signal.SIGKILL)
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"processes of {len(left)} onair serve group(s) outlived the suite: {left}",
+                red=True,
+            )

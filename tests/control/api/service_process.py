@@ -27,6 +27,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+STARTED_GROUPS: set[int] = set()
+"""Process groups of every `onair serve` the suite started (one per start)."""
+
+
+def leftover_groups() -> list[int]:
+    """Those that still hold a process (a service, its forkserver, a worker)."""
+    alive = []
+    for pgid in sorted(STARTED_GROUPS):
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:  # pragma: no cover - not ours any more
+            continue
+        alive.append(pgid)
+    return alive
+
+
 class ServiceProcess:
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
@@ -76,6 +94,7 @@ class ServiceProcess:
                 cwd=str(self.data_dir.parent),
                 start_new_session=True,
             )
+        STARTED_GROUPS.add(self.proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.stdout_path.read_text()
