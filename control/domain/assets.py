@@ -21,8 +21,8 @@ from control.domain.live_streams import (
 )
 from control.domain.live_streams import (
     LIVE_STREAM_RECORDS,
+    delete_playable,
     new_playback_id,
-    playback_id_deletes,
     playback_id_put,
     rfc3339,
 )
@@ -330,16 +330,14 @@ class AssetService:
         await self.change(asset_id, mutate)
 
     async def delete(self, asset_id: str) -> dict[str, Any]:
-        async def attempt() -> Change[dict[str, Any]]:
-            rec = await self.store.get(COLLECTION, asset_id)
-            if rec is None:
-                raise NotFoundError("asset", asset_id)
-            view = self.to_json(rec)
-            ops: list[Op] = [ASSET_RECORDS.delete(rec.id, expect_version=rec.version)]
-            ops += playback_id_deletes(rec.data)
-            return Change(view, ops, [EventDraft("asset.deleted", rec.id, view)])
-
-        return await self.outbox.compare_and_set(attempt, what=f"asset {asset_id}")
+        return await delete_playable(
+            self.outbox,
+            ASSET_RECORDS,
+            asset_id,
+            what="asset",
+            event_type="asset.deleted",
+            view=self.to_json,
+        )
 
 
 def recording_warnings(assets: AssetService, asset_id: str) -> WarningCallback:

@@ -58,6 +58,30 @@ def playback_id_deletes(data: dict[str, Any]) -> list[Op]:
     return [PLAYBACK_ID_RECORDS.delete(p["id"]) for p in data.get("playback_ids", [])]
 
 
+async def delete_playable(
+    outbox: Outbox,
+    records: Collection,
+    record_id: str,
+    *,
+    what: str,
+    event_type: str,
+    view: Callable[[Record], dict[str, Any]],
+) -> dict[str, Any]:
+    """Delete a record that owns playback ids (a live stream, an asset): with
+    them and its deletion event, in one commit; its last view is returned."""
+
+    async def attempt() -> Change[dict[str, Any]]:
+        rec = await outbox.store.get(records.name, record_id)
+        if rec is None:
+            raise NotFoundError(what, record_id)
+        last = view(rec)
+        ops: list[Op] = [records.delete(rec.id, expect_version=rec.version)]
+        ops += playback_id_deletes(rec.data)
+        return Change(last, ops, [EventDraft(event_type, rec.id, last)])
+
+    return await outbox.compare_and_set(attempt, what=f"{what} {record_id}")
+
+
 class LiveStreamStatus(StrEnum):
     IDLE = "idle"
     ACTIVE = "active"
@@ -327,16 +351,14 @@ class LiveStreamService:
         return await self.apply(live_stream_id, Action.COMPLETE)
 
     async def delete(self, live_stream_id: str) -> dict[str, Any]:
-        async def attempt() -> Change[dict[str, Any]]:
-            rec = await self.store.get(COLLECTION, live_stream_id)
-            if rec is None:
-                raise NotFoundError("live stream", live_stream_id)
-            view = self.to_json(rec)
-            ops: list[Op] = [LIVE_STREAM_RECORDS.delete(rec.id, expect_version=rec.version)]
-            ops += playback_id_deletes(rec.data)
-            return Change(view, ops, [EventDraft("live_stream.deleted", rec.id, view)])
-
-        return await self.outbox.compare_and_set(attempt, what=f"live stream {live_stream_id}")
+        return await delete_playable(
+            self.outbox,
+            LIVE_STREAM_RECORDS,
+            live_stream_id,
+            what="live stream",
+            event_type="live_stream.deleted",
+            view=self.to_json,
+        )
 
 
 class LiveStreamAdmin:

@@ -8,34 +8,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from control.domain.api_keys import rfc3339
 from control.domain.errors import NotFoundError
 from control.domain.records import Collection
 from control.ids import new_id
 from control.outbox import Outbox
 from control.store.base import Record
+from vod.tokens import generate_signing_key
 
 SIGNING_KEY_RECORDS = Collection("signing_keys")
 SIGNING_KEYS = SIGNING_KEY_RECORDS.name
-
-
-def generate_key_pair() -> tuple[str, str]:
-    """(private PEM PKCS#8, public PEM SubjectPublicKeyInfo)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 def signing_key_view(r: Record) -> dict[str, Any]:
@@ -55,7 +37,7 @@ class SigningKeys:
 
     async def create(self) -> tuple[Record, str]:
         """A new key: its record, and the private key PEM (not kept anywhere)."""
-        private, public = await asyncio.to_thread(generate_key_pair)
+        private, public = await asyncio.to_thread(generate_signing_key)
         key_id = new_id("sigk")
         data = {"public_key": public, "algorithm": "RS256"}
         await self.outbox.commit([SIGNING_KEY_RECORDS.put(key_id, data)])
