@@ -28,12 +28,13 @@ import functools
 import inspect
 import logging
 import math
+import ssl
 import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 
@@ -523,8 +524,9 @@ def _parse_query(qs: str) -> dict[str, str]:
     return query
 
 
-class EdgeSite(web.TCPSite):
-    """An aiohttp TCP site whose connections the playback edge sees first."""
+class EdgeSite(web.BaseSite):
+    """An aiohttp site on a TCP port whose connections the playback edge sees
+    first (it hands aiohttp what is not live playback)."""
 
     def __init__(
         self,
@@ -538,11 +540,21 @@ class EdgeSite(web.TCPSite):
         limits: ConnectionLimits | None = None,
         max_per_client: int = 256,
         head_timeout_s: float = 15.0,
-        **kwargs: Any,
+        ssl_context: ssl.SSLContext | None = None,
+        backlog: int = 128,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
     ) -> None:
-        super().__init__(runner, host, port, **kwargs)
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         server = runner.server
         assert server is not None, "call runner.setup() first"
+        self.host = host
+        self.requested_port = port if port is not None else (8443 if ssl_context else 8080)
+        self.ssl_context = ssl_context
+        self.backlog = backlog
+        self.reuse_address = reuse_address
+        self.reuse_port = reuse_port
+        self.bound_port: int | None = None
         self.edge = PlaybackEdge(
             server,
             resolve,
@@ -553,20 +565,30 @@ class EdgeSite(web.TCPSite):
             head_timeout_s=head_timeout_s,
         )
 
+    @property
+    def port(self) -> int:
+        """The port listened on (once started; the requested one before)."""
+        return self.bound_port if self.bound_port is not None else self.requested_port
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.host or '0.0.0.0'}:{self.port}"
+
     async def start(self) -> None:
-        await web.BaseSite.start(self)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        await super().start()
+        server = await asyncio.get_running_loop().create_server(
             self.edge,
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
+            self.host,
+            self.requested_port,
+            ssl=self.ssl_context,
+            backlog=self.backlog,
+            reuse_address=self.reuse_address,
+            reuse_port=self.reuse_port,
         )
-        if self._server.sockets:
-            self._bound_port = self._server.sockets[0].getsockname()[1]
+        self._server = server  # BaseSite.stop() closes it
+        if server.sockets:
+            self.bound_port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         self.edge.close()
