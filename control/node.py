@@ -4,7 +4,7 @@
 each given what it needs as constructor arguments (the way mediamtx's
 ``core.createResources`` builds its servers)::
 
-    store → outbox → API keys, live streams, webhooks, jobs, retention
+    store → outbox, event bus → API keys, live streams, webhooks, jobs, retention
           → [media] blob store, VOD pool, assets + asset jobs
           → LL-HLS manager → live lifecycle, room broadcasts
           → hub (observed by both, through HubDispatch)
@@ -32,7 +32,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from control.domain.api_keys import ApiKeyCache
+from control.domain.api_keys import API_KEY_RECORDS, ApiKeyCache
 from control.domain.assets import AssetService
 from control.domain.live_streams import (
     LiveControl,
@@ -42,6 +42,7 @@ from control.domain.live_streams import (
 )
 from control.domain.uploads import Clips, Uploads
 from control.domain.webhook_endpoints import WebhookEndpoints
+from control.eventbus import API_KEYS, EVENTS, GRANTS, BusTransport, EventBus
 from control.jobs import DEFAULT_QUEUE, JobRunner
 from control.live import LiveLifecycle
 from control.metrics import Registry
@@ -53,7 +54,7 @@ from control.room_broadcasts import HubDispatch, RoomBroadcasts
 from control.rooms import RoomKeeper, Rooms, StoreRooms
 from control.settings import Settings
 from control.store import open_store
-from control.store.base import Op, Store
+from control.store.base import Enqueue, Op, Store
 from control.tasks import BackgroundTasks
 from control.vod_jobs import MP4, AssetJobs
 from control.webhooks import RetryPolicy, WebhookService, new_webhook_secret
@@ -140,6 +141,7 @@ class Node:
         store: Store,
         owns_store: bool,
         outbox: Outbox,
+        bus: EventBus,
         api_keys: ApiKeyCache,
         live_streams: LiveStreamService,
         live_admin: LiveStreamAdmin,
@@ -158,6 +160,7 @@ class Node:
         self.store = store
         self.owns_store = owns_store
         self.outbox = outbox
+        self.bus = bus
         self.api_keys = api_keys
         self.live_streams = live_streams
         self.live_admin = live_admin
@@ -180,6 +183,7 @@ class Node:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._close_core)
             await self._open_store(stack)
+            await self._start_bus(stack)
             await self._start_services(stack)
             if self.media is not None:
                 await self._start_media(stack, self.media)
@@ -223,6 +227,10 @@ class Node:
             await asyncio.to_thread(self.settings.data_path.mkdir, parents=True, exist_ok=True)
         await self.store.open()
         stack.push_async_callback(self.store.close)
+
+    async def _start_bus(self, stack: AsyncExitStack) -> None:
+        await self.bus.start()
+        stack.push_async_callback(self.bus.stop)
 
     async def _start_services(self, stack: AsyncExitStack) -> None:
         grace = self.settings.shutdown_timeout_s
@@ -335,6 +343,18 @@ def build_node(
         poll_interval_s=store_poll_s(settings),
     )
     outbox.listeners.append(lambda _events: webhooks.notify())
+    bus = EventBus(settings.node_id, the_store if isinstance(the_store, BusTransport) else None)
+    # what this node commits wakes the others at once; what they commit wakes it
+    outbox.listeners.append(lambda _events: bus.publish(EVENTS))
+    bus.on(EVENTS, notifier.notify)
+    bus.on(EVENTS, webhooks.notify)
+
+    def revoke_api_keys(ops: Sequence[Op]) -> None:
+        if any(not isinstance(op, Enqueue) and op.collection == API_KEY_RECORDS.name for op in ops):
+            bus.publish(API_KEYS)
+
+    outbox.op_listeners.append(revoke_api_keys)
+    bus.on(API_KEYS, api_keys.clear)
     state.queue_depths["webhooks"] = webhooks.backlog
     jobs = JobRunner(
         the_store,
@@ -346,7 +366,7 @@ def build_node(
     state.queue_depths["jobs"] = lambda: the_store.queue_depth(jobs.queue)
     retention = Retention(the_store, outbox, settings, owner=f"{settings.node_id}:retention")
     media_part = (
-        _build_media(settings, the_store, outbox, live_streams, jobs, tasks, state)
+        _build_media(settings, the_store, outbox, bus, live_streams, jobs, tasks, state)
         if media
         else None
     )
@@ -362,6 +382,7 @@ def build_node(
         store=the_store,
         owns_store=owns_store,
         outbox=outbox,
+        bus=bus,
         api_keys=api_keys,
         live_streams=live_streams,
         live_admin=LiveStreamAdmin(live_streams, kick),
@@ -382,6 +403,7 @@ def _build_media(
     settings: Settings,
     store: Store,
     outbox: Outbox,
+    bus: EventBus,
     live_streams: LiveStreamService,
     jobs: JobRunner,
     tasks: BackgroundTasks,
@@ -449,8 +471,15 @@ def _build_media(
         thumbnail_concurrency=settings.thumbnail_concurrency,
     )
     # a deleted live stream, room, asset, playback id or signing key stops edge
-    # playback on this node at once (other nodes: within EDGE_CACHE_S)
-    outbox.op_listeners.append(playback.forget_grants_after)
+    # playback at once, on this node and (through the bus) on every other
+
+    def revoke_grants(ops: Sequence[Op]) -> None:
+        if Playback.may_revoke(ops):
+            playback.forget_grants()
+            bus.publish(GRANTS)
+
+    outbox.op_listeners.append(revoke_grants)
+    bus.on(GRANTS, playback.forget_grants)
     rtmp = RtmpServer(
         hub,
         lifecycle,

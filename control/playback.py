@@ -10,7 +10,8 @@ to what there is to serve, and the grants the playback edge reuses.
 The playback edge asks `edge_route` per request: a live stream's grant (the
 playback id, the token, the route) is cached for `EDGE_CACHE_S` at most and
 never past the token's expiry, and dropped at once when this node commits a
-change that may revoke it (`forget_grants_after`). The HTTP answers are
+change that may revoke it, or hears of one from another node (`may_revoke`,
+`forget_grants`, wired by the node through the event bus). The HTTP answers are
 `control.http.routes.playback`'s.
 """
 
@@ -128,16 +129,20 @@ class Playback:
             task.add_done_callback(lambda _: self._edge_lookups.pop(key, None))
         return task
 
-    def forget_grants_after(self, ops: Sequence[Op]) -> None:
-        """Drop the edge's cached grants when a commit may have revoked one."""
-        if self._edge_cache and any(
+    @staticmethod
+    def may_revoke(ops: Sequence[Op]) -> bool:
+        """Whether a commit of `ops` may revoke a grant the edge holds."""
+        return any(
             not isinstance(op, Enqueue)
             and op.collection in _GRANT_COLLECTIONS
             and (isinstance(op, Delete) or op.collection in _GRANT_DEFINING)
             for op in ops
-        ):
-            self._edge_cache.clear()
-            self._grant_epoch += 1
+        )
+
+    def forget_grants(self) -> None:
+        """Drop every cached grant, and any a lookup in flight would cache."""
+        self._edge_cache.clear()
+        self._grant_epoch += 1
 
     async def _edge_lookup(self, playback_id: str, token: str) -> EdgeRoute | None:
         epoch = self._grant_epoch

@@ -142,9 +142,10 @@ class ApiKeyCache:
     """Authenticates bearer tokens against the store.
 
     Valid keys are cached in-process for `ttl_s` (default 1 s) to save a store
-    round trip per request; a revoke through this node drops the entry at once,
-    other nodes see it within `ttl_s`. `last_used_at` is written at most once
-    per key per LAST_USED_EVERY_S per node."""
+    round trip per request; a revoke drops the entry at once on this node and,
+    through the event bus, on the others (within `ttl_s` at worst).
+    `last_used_at` is written at most once per key per LAST_USED_EVERY_S per
+    node."""
 
     MAX_ENTRIES = 10_000
 
@@ -153,6 +154,10 @@ class ApiKeyCache:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[ApiKeyInfo, float]] = {}
         self._last_write: dict[str, float] = {}
+
+    def clear(self) -> None:
+        """Forget every validated key (a key was revoked on another node)."""
+        self._cache.clear()
 
     def invalidate(self, key_id: str) -> None:
         for digest, (info, _) in list(self._cache.items()):

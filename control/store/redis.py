@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -434,6 +434,15 @@ class RedisStore:
         }.items():
             self._scripts[name] = r.register_script(src)
 
+    # -- pub/sub (control.eventbus's transport) -----------------------------------
+    async def publish(self, channel: str, message: str) -> None:
+        await self._r.publish(self.prefix + channel, message)
+
+    async def subscribe(self, channel: str) -> RedisSubscription:
+        pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self.prefix + channel)
+        return RedisSubscription(pubsub)
+
     async def close(self) -> None:
         if self._redis is not None:
             r, self._redis = self._redis, None
@@ -736,3 +745,18 @@ class RedisStore:
                 "delete_before", self.prefix, collection, _f(before), max(1, int(limit))
             )
         )
+
+
+class RedisSubscription:
+    """Messages of one pub/sub subscription (it holds one connection of its own)."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self._pubsub = pubsub
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for message in self._pubsub.listen():
+            if message.get("type") == "message":
+                yield str(message["data"])
+
+    async def aclose(self) -> None:
+        await self._pubsub.aclose()
