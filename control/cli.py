@@ -1,5 +1,5 @@
-"""The `onair` command: `serve`, `keys create|list|revoke` (direct store
-access), and a thin HTTP client `streams create|list|show`."""
+"""The `onair` command: `serve`, `drain` and `keys create|list|revoke` (direct
+store access), and a thin HTTP client `streams create|list|show`."""
 
 from __future__ import annotations
 
@@ -98,8 +98,13 @@ async def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        print("onair: shutting down", file=sys.stderr, flush=True)
+        signalled = asyncio.ensure_future(stop.wait())
+        drained = asyncio.ensure_future(node.exit_requested.wait())
+        await asyncio.wait([signalled, drained], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (signalled, drained):
+            waiter.cancel()
+        why = "drained" if node.exit_requested.is_set() else "shutting down"
+        print(f"onair: {why}", file=sys.stderr, flush=True)
     finally:
         for extra in runners:
             await extra.cleanup()
@@ -189,6 +194,42 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Revoked {view['id']}")
         return 0
     raise AssertionError(args.keys_cmd)
+
+
+# ------------------------------------------------------------------ drain
+
+
+def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
+    """Ask a node to drain (no new publishers or rooms, exit once empty or at
+    the timeout) and wait until it has left the registry."""
+    from control.registry import alive, request_drain
+
+    async def drain(store: Any) -> int:
+        nodes = {r.id: r for r in await alive(store)}
+        node_id = args.node
+        if node_id is None:
+            if len(nodes) != 1:
+                names = ", ".join(sorted(nodes)) or "none"
+                print(f"onair: say which node with --node (alive: {names})", file=sys.stderr)
+                return 2
+            node_id = next(iter(nodes))
+        if node_id not in nodes:
+            print(f"onair: no such node alive: {node_id}", file=sys.stderr)
+            return 1
+        await request_drain(store, node_id, args.timeout)
+        print(f"Draining {node_id} (at most {args.timeout:g} s)…", flush=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.timeout + 30
+        while loop.time() < deadline:
+            if node_id not in {r.id for r in await alive(store)}:
+                print(f"{node_id} drained and left")
+                return 0
+            await asyncio.sleep(0.5)
+        print(f"onair: {node_id} is still there after {args.timeout:g} s", file=sys.stderr)
+        return 1
+
+    result: int = asyncio.run(_with_store(settings, drain))
+    return result
 
 
 # ------------------------------------------------------------------ streams (HTTP client)
@@ -298,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rtmp-port", type=int)
     s.add_argument("--public-url")
 
+    d = sub.add_parser(
+        "drain",
+        help="a node takes no new publishers or rooms and exits once empty (direct store access)",
+    )
+    d.add_argument("--node", help="the node's ONAIR_NODE_ID (default: the only node alive)")
+    d.add_argument("--timeout", type=float, default=300.0, help="seconds before it exits anyway")
+
     k = sub.add_parser("keys", help="manage API keys (direct store access)")
     ksub = k.add_subparsers(dest="keys_cmd", required=True)
     kc = ksub.add_parser("create", help="create a key; prints it alone on the last line")
@@ -351,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.cmd == "keys":
         return cmd_keys(args, settings)
+    if args.cmd == "drain":
+        return cmd_drain(args, settings)
     if args.cmd == "streams":
         return cmd_streams(args, settings)
     return 2

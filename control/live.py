@@ -48,7 +48,7 @@ from control.faults import fault_point
 from control.publish_authority import StoreAuthority
 from control.store.base import Op, Record, Store
 from ingest.hub import HubObserver, Publication, Stream
-from ingest.ports import PublishGrant
+from ingest.ports import PublishDenied, PublishGrant
 from realtime.hls.manager import LiveHlsManager, LiveOutput
 from vod.blobstore import BlobError, BlobStore
 from vod.manifest import Manifest
@@ -118,6 +118,8 @@ class LiveLifecycle(HubObserver):
         self._background: asyncio.Task[None] | None = None
         self._waiting: dict[str, float] = {}
         """Orphan candidates whose lease another node held when seen (id → first seen)."""
+        self.accepting = True
+        """False while the node drains: no new publisher is granted."""
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -156,6 +158,8 @@ class LiveLifecycle(HubObserver):
     async def authorize_publish(
         self, stream_key: str, *, protocol: str, remote: str
     ) -> PublishGrant:
+        if not self.accepting:
+            raise PublishDenied("draining", "this server is draining: publish to another")
         grant = await self._authority.authorize_publish(
             stream_key, protocol=protocol, remote=remote
         )
@@ -169,8 +173,6 @@ class LiveLifecycle(HubObserver):
             record = await self.live_streams.get(ls_id)
             if record is None:
                 self._broadcasts.pop(ls_id, None)
-                from ingest.ports import PublishDenied
-
                 raise PublishDenied("bad_key", "unknown stream key")
             d = record.data
             b.latency_mode = d.get("latency_mode", "low")

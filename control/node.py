@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -49,6 +50,7 @@ from control.metrics import Registry
 from control.outbox import EventNotifier, Outbox
 from control.playback import Playback
 from control.reconciler import Reconciler
+from control.registry import Load, NodeRegistry
 from control.retention import Retention
 from control.room_broadcasts import HubDispatch, RoomBroadcasts
 from control.rooms import RoomKeeper, Rooms, StoreRooms
@@ -76,6 +78,8 @@ from vod.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
+DRAIN_CHECK_S = 0.5
+
 Extra = Callable[["Node"], AbstractAsyncContextManager[None]]
 """A part added to a node from outside (tests): entered after the services and
 media, before the job runner starts and the node reports ready."""
@@ -88,6 +92,8 @@ class NodeState:
 
     ready: bool = False
     shutting_down: bool = False
+    draining: bool = False
+    """Taking no new publishers or rooms, and leaving once empty (`onair drain`)."""
     health_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
     """name → async check; GET /v1/health is 503 when one returns False."""
     queue_depths: dict[str, Callable[[], Awaitable[int]]] = field(default_factory=dict)
@@ -149,6 +155,7 @@ class Node:
         webhook_endpoints: WebhookEndpoints,
         jobs: JobRunner,
         retention: Retention,
+        registry: NodeRegistry,
         media: Media | None,
         extras: Sequence[Extra] = (),
     ) -> None:
@@ -168,10 +175,13 @@ class Node:
         self.webhook_endpoints = webhook_endpoints
         self.jobs = jobs
         self.retention = retention
+        self.registry = registry
         self.media = media
         self.extras = tuple(extras)
         self._stack: AsyncExitStack | None = None
         self._shutdown_begun = False
+        self.exit_requested = asyncio.Event()
+        """Set when the node wants its process to exit (it drained)."""
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -190,6 +200,10 @@ class Node:
             for extra in self.extras:
                 await stack.enter_async_context(extra(self))
             await self._start_jobs(stack)
+            await self.registry.start()
+            stack.push_async_callback(self.registry.stop)
+            drain = asyncio.get_running_loop().create_task(self._drain_when_asked(), name="drain")
+            stack.push_async_callback(_cancel, drain)
             self._stack = stack.pop_all()
 
     async def begin_shutdown(self) -> None:
@@ -205,6 +219,36 @@ class Node:
         if self.media is not None:
             await self.media.rooms.close_all()
             await self.media.webrtc.close()
+
+    async def _drain_when_asked(self) -> None:
+        """Once a drain is asked for: no new publishers or rooms, and ask for the
+        process to exit when nothing is left here or the deadline passes."""
+        await self.registry.drain_asked.wait()
+        self.state.draining = True
+        media = self.media
+        if media is not None:
+            media.lifecycle.accepting = False
+            media.rooms.service.accepting_rooms = False
+        while not self.empty():
+            left = self.registry.drain_deadline - time.monotonic()
+            if left <= 0:
+                break  # what is still here is handed over by the graceful stop
+            await asyncio.sleep(min(DRAIN_CHECK_S, left))
+        log.info("node %s drained: exiting", self.settings.node_id)
+        self.exit_requested.set()
+
+    def empty(self) -> bool:
+        """Nothing here that leaving would interrupt: no publisher, room or
+        WebRTC session."""
+        media = self.media
+        if media is None:
+            return True
+        return (
+            not any(s.live for s in media.hub.streams)
+            and not media.rooms.service.rooms
+            and not media.webrtc.whip.sessions
+            and not media.webrtc.whep.sessions
+        )
 
     async def stop(self) -> None:
         """Stop every part in the reverse order of `start`."""
@@ -290,6 +334,12 @@ class Node:
             await self.stop()
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _stop(service: Any, grace_s: float) -> None:
     """`await service.stop(timeout_s=grace_s)`, logging instead of raising."""
     try:
@@ -373,6 +423,12 @@ def build_node(
     kick: LiveControl = (
         media_part.lifecycle if media_part is not None else live_control or NoLiveControl()
     )
+    registry = NodeRegistry(
+        the_store,
+        node_id=settings.node_id,
+        url=settings.node_address,
+        load=lambda cpu: _load(cpu, media_part, state),
+    )
     return Node(
         settings=settings,
         metrics=metrics,
@@ -394,8 +450,21 @@ def build_node(
         ),
         jobs=jobs,
         retention=retention,
+        registry=registry,
         media=media_part,
         extras=list(extras),
+    )
+
+
+def _load(cpu: float, media: Media | None, state: NodeState) -> Load:
+    if media is None:
+        return Load(cpu=cpu, streams=0, viewers=0, rooms=0)
+    rtmp_connections = media.rtmp.connection_count
+    return Load(
+        cpu=cpu,
+        streams=sum(1 for s in media.hub.streams if s.live),
+        viewers=len(media.webrtc.whep.sessions) + max(0, len(state.conn_limits) - rtmp_connections),
+        rooms=len(media.rooms.service.rooms),
     )
 
 

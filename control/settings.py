@@ -124,6 +124,8 @@ class Settings:
     tls_key_file: str | None = None
     # --- cluster ---
     node_id: str = field(default_factory=_default_node_id)
+    node_url: str | None = None
+    """This node's address for other nodes (default: the public base URL)."""
     # --- SSE ---
     # --- media ---
     media_workers: int = 1
@@ -175,6 +177,11 @@ class Settings:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self.http_port}"
+
+    @property
+    def node_address(self) -> str:
+        """Where other nodes reach this one (`node_url`, else the base URL)."""
+        return (self.node_url or self.base_url).rstrip("/")
 
     @property
     def public_host(self) -> str:

@@ -19,7 +19,8 @@ class PublishGrant:
 class PublishDenied(Exception):
     """The stream key may not publish. `code` picks the protocol's answer:
     "bad_key" (unknown key: RTMP NetStream.Publish.BadName, WHIP 401),
-    "disabled" (key of a disabled stream: RTMP NetStream.Publish.Rejected, WHIP 403)."""
+    "disabled" (key of a disabled stream: RTMP NetStream.Publish.Rejected, WHIP 403),
+    "draining" (this server takes no new publishers: RTMP Rejected, WHIP 503)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -28,16 +29,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import os
     import signal
 
-    from tests.control.api.service_process import leftover_groups
+    from tests.control.api.service_process import leftover_processes
 
-    left = leftover_groups()
-    for pgid in left:
-        os.killpg(pgid, signal.SIGKILL)
-    if left:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(
-                f"processes of {len(left)} onair serve group(s) outlived the suite: {left}",
-                red=True,
-            )
+    left = leftover_processes()
+    if not left:
+        return
+    for line in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("processes of onair serve outlived the suite:", red=True)
+        for line in left:
+            reporter.write_line(f"  {line}", red=True)

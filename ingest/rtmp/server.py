@@ -710,6 +710,11 @@ class RtmpServer:
                 self._coalescing.discard(conn)
         self._arm_coalesce_timer()
 
+    @property
+    def connection_count(self) -> int:
+        """Peers connected now (handshaking, publishing or lingering)."""
+        return len(self._connections)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(

@@ -67,6 +67,8 @@ class WhipHandlers:
         try:
             session = await self.service.create(key, offer, request.remote or "")
         except PublishDenied as exc:
+            if exc.code == "draining":
+                return error_response(503, "service_unavailable", exc.message, {"Retry-After": "1"})
             if exc.code == "disabled":
                 return error_response(
                     403, "forbidden", exc.message or "this live stream is disabled"

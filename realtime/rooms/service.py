@@ -255,6 +255,8 @@ class RoomService:
         so a server without rooms is not woken twice a second for nothing."""
         self.event_log: list[RoomEvent] = []
         """Every event emitted (most recent 1000), for tests and debugging."""
+        self.accepting_rooms = True
+        """False while the node drains: rooms already here go on, no new one opens."""
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -341,6 +343,8 @@ class RoomService:
             )
         ar = self.rooms.get(room_id)
         if ar is None:
+            if not self.accepting_rooms:
+                raise RoomError("server_draining", "this server is draining: join through another")
             config = await self.directory.room_config(room_id)
             if config is None:
                 raise RoomError("room_not_found", "no such room, or it has finished")

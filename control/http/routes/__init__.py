@@ -14,9 +14,17 @@ from control.node import Media, Node
 
 
 def control_modules() -> list[ModuleType]:
-    from control.http.routes import events, health, keys, live_streams, signing_keys, webhooks
+    from control.http.routes import (
+        events,
+        health,
+        keys,
+        live_streams,
+        nodes,
+        signing_keys,
+        webhooks,
+    )
 
-    return [health, keys, live_streams, signing_keys, webhooks, events]
+    return [health, keys, live_streams, signing_keys, webhooks, events, nodes]
 
 
 def media_modules() -> list[ModuleType]:

@@ -63,9 +63,17 @@ async def _snapshot(node: Node) -> tuple[float, dict[str, Any], int]:
     results = await asyncio.gather(*(_run_check(checks[n]) for n in names))
     check_view = {n: ("ok" if ok else "failing") for n, ok in zip(names, results, strict=True)}
     queues = await queue_depths(node) if results and all(results) else {}
-    ready = state.ready and not state.shutting_down and all(results)
+    ready = state.ready and not state.shutting_down and not state.draining and all(results)
+    if ready:
+        status = "ok"
+    elif state.shutting_down:
+        status = "shutting_down"
+    elif state.draining:
+        status = "draining"  # alive, but load balancers should send new work elsewhere
+    else:
+        status = "unavailable"
     body = {
-        "status": "ok" if ready else ("shutting_down" if state.shutting_down else "unavailable"),
+        "status": status,
         "ready": ready,
         "checks": check_view,
         "queues": queues,
@@ -123,7 +131,7 @@ HEALTH_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["status", "ready", "checks"],
     "properties": {
-        "status": {"type": "string", "enum": ["ok", "unavailable", "shutting_down"]},
+        "status": {"type": "string", "enum": ["ok", "unavailable", "shutting_down", "draining"]},
         "ready": {"type": "boolean"},
         "checks": {
             "type": "object",

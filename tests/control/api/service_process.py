@@ -31,18 +31,20 @@ STARTED_GROUPS: set[int] = set()
 """Process groups of every `onair serve` the suite started (one per start)."""
 
 
-def leftover_groups() -> list[int]:
-    """Those that still hold a process (a service, its forkserver, a worker)."""
-    alive = []
-    for pgid in sorted(STARTED_GROUPS):
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            continue
-        except PermissionError:  # pragma: no cover - not ours any more
-            continue
-        alive.append(pgid)
-    return alive
+def leftover_processes() -> list[str]:
+    """`ps` lines of the processes (zombies aside: nothing runs in them, and
+    reaping them is init's job) still in those groups."""
+    if not STARTED_GROUPS:
+        return []
+    table = subprocess.run(
+        ["ps", "-eo", "pid,pgid,stat,args"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()[1:]
+    left = []
+    for line in table:
+        fields = line.split(None, 3)
+        if len(fields) >= 3 and int(fields[1]) in STARTED_GROUPS and not fields[2].startswith("Z"):
+            left.append(line.strip())
+    return left
 
 
 class ServiceProcess:
