@@ -25,6 +25,7 @@ Payloads (all keys are BlobStore keys / asset prefixes):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -88,11 +89,22 @@ class VodContext:
         return tempfile.TemporaryDirectory(prefix="onair-vod-", dir=self.scratch_dir)
 
 
+WORKER_NICENESS = 10
+"""VOD work (MP4s, thumbnails, uploads, clips) yields the CPU to the live path:
+a flood of thumbnail requests must not slow playback or the API."""
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
+
+
 def make_process_pool(max_workers: int = 1) -> ProcessPoolExecutor:
-    """A process pool for VOD CPU work (forkserver with the media modules preloaded)."""
+    """A process pool for VOD CPU work (forkserver with the media modules
+    preloaded), its workers at a lower CPU priority than the node."""
     mp = multiprocessing.get_context("forkserver")
     mp.set_forkserver_preload(["av", "vod.media", "vod.mp4", "vod.thumbnails", "vod.transcode"])
-    return ProcessPoolExecutor(max_workers=max_workers, mp_context=mp)
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=mp, initializer=_lower_priority)
 
 
 def make_handlers(ctx: VodContext) -> dict[str, Handler]:

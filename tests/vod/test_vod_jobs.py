@@ -280,3 +280,11 @@ async def test_cpu_work_goes_to_the_process_pool(
     await blobs.put("uploads/x", b"not a video")
     await handlers["upload"]({"source_key": "uploads/x", "prefix": "assets/u6"}, Progress())
     assert executor.names == ["remux_to_mp4", "extract_thumbnail", "clip_to_cmaf", "process_upload"]
+
+
+def test_pool_workers_yield_the_cpu_to_the_live_path(pool: ProcessPoolExecutor) -> None:
+    import os
+
+    from vod.jobs import WORKER_NICENESS
+
+    assert pool.submit(os.nice, 0).result(timeout=30) >= os.nice(0) + WORKER_NICENESS
