@@ -39,6 +39,12 @@ async def bootstrap_admin_key(store: Any, node_id: str) -> str | None:
         await store.kv_delete(BOOTSTRAP_LOCK)
 
 
+def _store_name(settings: Settings) -> str:
+    if settings.redis_sentinels:
+        return f"Redis {settings.redis_sentinel_master} via Sentinel {settings.redis_sentinels}"
+    return settings.redis_url or os.path.abspath(settings.data_dir)
+
+
 def banner(settings: Settings, admin_key: str | None) -> str:
     lines = [
         "onair is running",
@@ -47,7 +53,7 @@ def banner(settings: Settings, admin_key: str | None) -> str:
         f"  RTMP ingest:  {settings.rtmp_url}   (stream key from POST /v1/live-streams)",
         *([f"  RTMPS ingest: {settings.rtmps_url}"] if settings.rtmps_url else []),
         f"  WHIP ingest:  {settings.whip_url}",
-        f"  Data:         {settings.redis_url or os.path.abspath(settings.data_dir)}",
+        f"  Data:         {_store_name(settings)}",
     ]
     if admin_key:
         lines += [
@@ -117,11 +123,11 @@ async def serve(settings: Settings) -> None:
 async def _with_store(settings: Settings, fn: Any) -> Any:
     from pathlib import Path
 
-    from control.store import open_store
+    from control.store import store_for
 
-    if not settings.redis_url:
+    if not settings.shared_store:
         await asyncio.to_thread(Path(settings.data_dir).mkdir, parents=True, exist_ok=True)
-    store = open_store(settings.redis_url, Path(settings.data_dir))
+    store = store_for(settings)
     await store.open()
     try:
         return await fn(store)

@@ -55,7 +55,7 @@ from control.retention import Retention
 from control.room_broadcasts import HubDispatch, RoomBroadcasts
 from control.rooms import RoomKeeper, Rooms, StoreRooms
 from control.settings import Settings
-from control.store import open_store
+from control.store import store_for
 from control.store.base import Enqueue, Op, Store
 from control.tasks import BackgroundTasks
 from control.vod_jobs import MP4, AssetJobs
@@ -267,7 +267,7 @@ class Node:
     async def _open_store(self, stack: AsyncExitStack) -> None:
         if not self.owns_store:
             return
-        if not self.settings.redis_url:
+        if not self.settings.shared_store:
             await asyncio.to_thread(self.settings.data_path.mkdir, parents=True, exist_ok=True)
         await self.store.open()
         stack.push_async_callback(self.store.close)
@@ -353,7 +353,7 @@ def store_poll_s(settings: Settings) -> float:
     not woken for. Every local commit wakes them at once; polling finds what
     other nodes committed. With SQLite there is only this node, so the poll is
     a safety net and need not wake an idle server five times a second."""
-    return 0.5 if settings.redis_url else 2.0
+    return 0.5 if settings.shared_store else 2.0
 
 
 def build_node(
@@ -375,7 +375,7 @@ def build_node(
         conn_limits=ConnectionLimits(total=settings.max_connections or default_max_connections()),
     )
     owns_store = store is None
-    the_store = store if store is not None else open_store(settings.redis_url, settings.data_path)
+    the_store = store if store is not None else store_for(settings)
     state.health_checks["store"] = lambda: the_store.ping()
     outbox = Outbox(the_store, notifier)
     api_keys = ApiKeyCache(the_store, settings.api_key_cache_s)

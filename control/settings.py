@@ -42,6 +42,13 @@ class Settings:
     (SO_RCVLOWAT): CPU per stream against added latency; 0 reads every packet."""
     public_url: str | None = None
     redis_url: str | None = None
+    redis_sentinels: str | None = None
+    """``host:port,host:port...`` of Redis Sentinels: the store follows their
+    master (`redis_sentinel_master`) through a failover."""
+    redis_sentinel_master: str = "mymaster"
+    redis_replicas_acked: int | None = None
+    """Replicas that must hold a write before it counts (Redis ``WAIT``):
+    default 1 with Sentinel (a failover loses no acknowledged write), else 0."""
     s3_endpoint: str | None = None
     s3_bucket: str | None = None
     s3_region: str | None = None
@@ -177,6 +184,20 @@ class Settings:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self.http_port}"
+
+    @property
+    def shared_store(self) -> bool:
+        """The store is Redis (many nodes), not this machine's SQLite."""
+        return bool(self.redis_url or self.redis_sentinels)
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        out = []
+        for item in (self.redis_sentinels or "").split(","):
+            host, _, port = item.strip().rpartition(":")
+            if host and port.isdigit():
+                out.append((host.strip("[]"), int(port)))
+        return out
 
     @property
     def node_address(self) -> str:

@@ -1,7 +1,8 @@
 """The durable state layer: the Store protocol, its two backends, the factory.
 
-`open_store(redis_url, data_dir)` picks Redis when a URL is configured and
-SQLite (``<data_dir>/onair.db``) otherwise. It returns the store unopened;
+`open_store(redis_url, data_dir, sentinels=...)` picks Redis when a URL or
+Sentinels are configured and SQLite (``<data_dir>/onair.db``) otherwise;
+`store_for(settings)` reads them from the settings. It returns the store unopened;
 both backends are awaitable, so either style works::
 
     store = open_store(url, data_dir); await store.open()
@@ -12,7 +13,9 @@ both backends are awaitable, so either style works::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from control.store.base import (
     Conflict,
@@ -30,18 +33,43 @@ from control.store.base import (
     TokenBucketResult,
 )
 
+if TYPE_CHECKING:
+    from control.settings import Settings
+
 SQLITE_FILENAME = "onair.db"
 
 
-def open_store(redis_url: str | None, data_dir: Path) -> Store:
-    """The configured Store (await it, or call `open()`, before use)."""
-    if redis_url:
+def open_store(
+    redis_url: str | None,
+    data_dir: Path,
+    *,
+    sentinels: Sequence[tuple[str, int]] = (),
+    sentinel_master: str = "mymaster",
+    replicas_acked: int | None = None,
+) -> Store:
+    """The configured Store (await it, or call `open()`, before use): Redis
+    through Sentinel, or at a URL; else SQLite in `data_dir`."""
+    if sentinels or redis_url:
         from control.store.redis import RedisStore
 
-        return RedisStore(redis_url)
+        acked = replicas_acked if replicas_acked is not None else (1 if sentinels else 0)
+        return RedisStore(
+            redis_url, sentinels=sentinels, master=sentinel_master, replicas_acked=acked
+        )
     from control.store.sqlite import SqliteStore
 
     return SqliteStore(Path(data_dir) / SQLITE_FILENAME)
+
+
+def store_for(settings: Settings) -> Store:
+    """The store `settings` name (unopened)."""
+    return open_store(
+        settings.redis_url,
+        settings.data_path,
+        sentinels=settings.sentinel_addresses,
+        sentinel_master=settings.redis_sentinel_master,
+        replicas_acked=settings.redis_replicas_acked,
+    )
 
 
 __all__ = [

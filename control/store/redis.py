@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
 
 from control.ids import new_id
 from control.store._common import bucket_result, dumps, loads
@@ -367,24 +368,51 @@ def _f(value: float) -> str:
     return repr(float(value))
 
 
+REPLICAS_CHECK_S = 1.0
+"""How long the count of connected replicas is trusted."""
+_DURABLE_SCRIPTS = frozenset(
+    {"commit", "enqueue", "complete", "retry_at", "trim_events", "swap_log", "delete_before"}
+)
+"""Scripts whose writes must survive a failover (state, events, jobs)."""
+
+
 class RedisStore:
     """The Store protocol on one Redis. `prefix` namespaces every key (tests use
     a fresh prefix per test; production uses the default)."""
 
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         *,
+        sentinels: Sequence[tuple[str, int]] = (),
+        master: str = "mymaster",
+        replicas_acked: int = 0,
+        replica_timeout_s: float = 1.0,
         prefix: str = "onair:",
         clock: Callable[[], float] = time.time,
         max_connections: int = 64,
     ) -> None:
+        """`url` for one Redis, or `sentinels` (host, port) watching `master`
+        (Redis Sentinel: connections follow a failover to the new master).
+        `replicas_acked` > 0: a write (commit, queue) counts only once that many
+        replicas hold it (``WAIT``; fewer while fewer are connected), so a
+        failover loses no acknowledged write; one they do not take in
+        `replica_timeout_s` is a `StoreError`."""
+        if not url and not sentinels:
+            raise ValueError("a Redis URL or Sentinel addresses are needed")
         self.url = url
+        self.sentinels = tuple(sentinels)
+        self.master = master
+        self.replicas_acked = replicas_acked
+        self.replica_timeout_s = replica_timeout_s
+        self._replicas_connected = 0
+        self._replicas_checked = 0.0
         self.prefix = prefix
         self._clock = clock
         self._max_connections = max_connections
         self._redis: aioredis.Redis | None = None
         self._pool: aioredis.BlockingConnectionPool | None = None
+        self._sentinel: Sentinel | None = None
         self._scripts: dict[str, Any] = {}
 
     @property
@@ -394,7 +422,33 @@ class RedisStore:
         return self._redis
 
     async def _call(self, name: str, *args: Any) -> Any:
-        return await self._scripts[name](args=list(args))
+        script = self._scripts[name]
+        wanted = await self._replicas_wanted() if name in _DURABLE_SCRIPTS else 0
+        if not wanted:
+            return await script(args=list(args))
+        # WAIT counts the writes of its own connection: script and WAIT share one
+        async with self._r.pipeline(transaction=False) as pipe:
+            await script(args=list(args), client=pipe)
+            pipe.wait(wanted, int(self.replica_timeout_s * 1000))
+            result, acked = await pipe.execute()
+        if int(acked) < wanted:
+            self._replicas_checked = 0.0  # look again: a replica may have gone
+            raise StoreError(f"a write reached {acked} of {wanted} replica(s) in time")
+        return result
+
+    async def _replicas_wanted(self) -> int:
+        """`replicas_acked`, or fewer while fewer replicas are connected (after a
+        failover until the old master returns as a replica): a write is then as
+        safe as the replicas there are, as Redis's own min-replicas-to-write
+        would have it, rather than refused until one comes back."""
+        if not self.replicas_acked:
+            return 0
+        now = time.monotonic()
+        if now - self._replicas_checked > REPLICAS_CHECK_S:
+            info = await self._r.info("replication")
+            self._replicas_connected = int(info.get("connected_slaves", 0))
+            self._replicas_checked = now
+        return min(self.replicas_acked, self._replicas_connected)
 
     def __await__(self) -> Generator[Any, None, RedisStore]:
         """`store = await open_store(...)` opens the store and returns it."""
@@ -409,11 +463,23 @@ class RedisStore:
     async def open(self) -> None:
         if self._redis is not None:
             return
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, decode_responses=True, max_connections=self._max_connections, timeout=30
-        )
-        r = aioredis.Redis(connection_pool=pool)
-        self._pool = pool
+        if self.sentinels:
+            sentinel = self._sentinel = Sentinel(
+                list(self.sentinels),
+                sentinel_kwargs={"socket_timeout": 1.0},
+                socket_timeout=5.0,
+                socket_connect_timeout=2.0,
+            )
+            r = sentinel.master_for(
+                self.master, decode_responses=True, max_connections=self._max_connections
+            )
+        else:
+            assert self.url is not None
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, decode_responses=True, max_connections=self._max_connections, timeout=30
+            )
+            r = aioredis.Redis(connection_pool=pool)
+            self._pool = pool
         await r.ping()
         self._redis = r
         for name, src in {
@@ -446,10 +512,14 @@ class RedisStore:
     async def close(self) -> None:
         if self._redis is not None:
             r, self._redis = self._redis, None
-            await r.aclose()
+            await r.aclose(close_connection_pool=self._pool is None)
             if self._pool is not None:
                 await self._pool.disconnect()
                 self._pool = None
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is not None:
+            for client in sentinel.sentinels:
+                await client.aclose()
 
     async def ping(self) -> bool:
         try:

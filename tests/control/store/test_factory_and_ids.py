@@ -45,3 +45,24 @@ def test_secrets_are_url_safe() -> None:
     s = new_secret("sk", 32)
     assert re.fullmatch(r"sk_[A-Za-z0-9_-]{43}", s)
     assert new_secret("sk") != new_secret("sk")
+
+
+def test_sentinel_settings_pick_redis_through_sentinel(tmp_path: Path) -> None:
+    from control.settings import load_settings
+    from control.store import store_for
+    from control.store.redis import RedisStore
+
+    settings = load_settings(
+        {
+            "ONAIR_REDIS_SENTINELS": "127.0.0.1:26379, [::1]:26380,bad",
+            "ONAIR_REDIS_SENTINEL_MASTER": "media",
+        },
+        data_dir=str(tmp_path),
+    )
+    assert settings.shared_store
+    store = store_for(settings)
+    assert isinstance(store, RedisStore)
+    assert store.sentinels == (("127.0.0.1", 26379), ("::1", 26380))
+    assert store.master == "media" and store.replicas_acked == 1
+    plain = store_for(load_settings({}, redis_url="redis://127.0.0.1:1/0", data_dir="."))
+    assert isinstance(plain, RedisStore) and plain.replicas_acked == 0
