@@ -70,4 +70,16 @@ for pkg in "${missing[@]}"; do
     fi
 done
 [ "${#available[@]}" -gt 0 ] || exit 0
-"${as_root[@]}" apt-get install -y -qq --no-install-recommends "${available[@]}" >&2
+# Packages with services (nginx, redis-server) must not start them: the tests
+# and benchmarks run their own on free ports. Debian's invoke-rc.d asks
+# policy-rc.d; without one on the machine, a temporary one says no.
+guard=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$guard" >/dev/null
+    "${as_root[@]}" chmod +x "$guard"
+fi
+status=0
+"${as_root[@]}" apt-get install -y -qq --no-install-recommends "${available[@]}" >&2 || status=$?
+[ -z "$guard" ] || "${as_root[@]}" rm -f "$guard"
+exit "$status"
