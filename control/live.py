@@ -57,6 +57,13 @@ from vod.recorder import Recorder, RecordingFailed, finalize_recording
 log = logging.getLogger(__name__)
 
 ENDS_BROADCAST = frozenset({"completed", "disabled", "deleted"})
+
+
+def origin_key(live_stream_id: str) -> str:
+    """The store key naming the node whose LL-HLS serves the stream (its origin)."""
+    return f"origin:{live_stream_id}"
+
+
 """Kick reasons after which no reconnect window runs."""
 
 LEASE_TTL_S = 10.0
@@ -145,6 +152,8 @@ class LiveLifecycle(HubObserver):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(b.recorder.close(), 10)
             await self.store.release_lease(self._lease(b.live_stream_id), self.node_id)
+            with contextlib.suppress(Exception):
+                await self._release_origin(b.live_stream_id)
         self._broadcasts.clear()
 
     def recording_manifest(self, asset_id: str) -> Manifest | None:
@@ -211,6 +220,8 @@ class LiveLifecycle(HubObserver):
 
     # ------------------------------------------------------------ hub observer
     def publication_started(self, stream: Stream, publication: Publication) -> None:
+        # this node serves the stream's LL-HLS now: other nodes relay from it
+        self._spawn(self._claim_origin(stream.id))
         b = self._broadcasts.get(stream.id)
         if b is None:
             self.hls.serve(stream, LiveOutput())
@@ -318,6 +329,7 @@ class LiveLifecycle(HubObserver):
                 fault_point("finish.committed")
             self._broadcasts.pop(live_stream_id, None)
             await self.store.release_lease(self._lease(live_stream_id), self.node_id)
+            await self._release_origin(live_stream_id)
 
     async def _complete_asset(
         self,
@@ -372,6 +384,14 @@ class LiveLifecycle(HubObserver):
     def _lease(live_stream_id: str) -> str:
         return f"ingest:{live_stream_id}"
 
+    async def _claim_origin(self, live_stream_id: str) -> None:
+        await self.store.kv_set(origin_key(live_stream_id), self.node_id, ttl_s=LEASE_TTL_S)
+
+    async def _release_origin(self, live_stream_id: str) -> None:
+        """Stop naming this node the origin (unless another took the stream over)."""
+        if await self.store.kv_get(origin_key(live_stream_id)) == self.node_id:
+            await self.store.kv_delete(origin_key(live_stream_id))
+
     async def _maintain(self) -> None:
         last_sweep = time.monotonic()
         while True:
@@ -379,6 +399,8 @@ class LiveLifecycle(HubObserver):
             for ls_id in list(self._broadcasts):
                 try:
                     await self.store.acquire_lease(self._lease(ls_id), self.node_id, LEASE_TTL_S)
+                    if self.hls.get(ls_id) is not None:
+                        await self._claim_origin(ls_id)
                 except Exception:
                     log.exception("lease renewal failed for %s", ls_id)
             try:

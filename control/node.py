@@ -50,7 +50,8 @@ from control.metrics import Registry
 from control.outbox import EventNotifier, Outbox
 from control.playback import Playback
 from control.reconciler import Reconciler
-from control.registry import Load, NodeRegistry
+from control.registry import Load, NodeRegistry, node_url
+from control.relay import LiveRelay
 from control.retention import Retention
 from control.room_broadcasts import HubDispatch, RoomBroadcasts
 from control.rooms import RoomKeeper, Rooms, StoreRooms
@@ -131,6 +132,8 @@ class Media:
     rooms: Rooms
     uploads: Uploads
     clips: Clips
+    relay: LiveRelay
+    """Live playback of streams another node ingests (origin-edge)."""
 
 
 class Node:
@@ -308,6 +311,8 @@ class Node:
         stack.push_async_callback(media.reconciler.stop)
         await media.rooms.start()
         stack.push_async_callback(media.rooms.stop)
+        await media.relay.start()
+        stack.push_async_callback(media.relay.stop)
 
     async def _start_jobs(self, stack: AsyncExitStack) -> None:
         """Last: every part has registered its job handlers, so the runner starts
@@ -600,6 +605,9 @@ def _build_media(
         rooms=rooms,
         uploads=Uploads(outbox, assets, asset_jobs, blobs, settings),
         clips=Clips(assets, asset_jobs, settings),
+        relay=LiveRelay(
+            store, node_id=settings.node_id, node_url=lambda node: node_url(store, node)
+        ),
     )
 
 

@@ -96,6 +96,13 @@ async def alive(store: Store) -> list[Record]:
     return [r for r, flag in zip(records, flags, strict=True) if flag]
 
 
+async def node_url(store: Store, node_id: str) -> str | None:
+    """Where `node_id` said other nodes reach it."""
+    rec = await store.get(NODES, node_id)
+    url = rec.data.get("url") if rec is not None else None
+    return str(url).rstrip("/") if url else None
+
+
 async def request_drain(store: Store, node_id: str, timeout_s: float) -> None:
     """Ask `node_id` to drain within `timeout_s` (it sees it within a heartbeat)."""
     await store.kv_set(drain_key(node_id), repr(float(timeout_s)), ttl_s=timeout_s + 60)

@@ -22,6 +22,7 @@ from control.http.middleware import api_error
 from control.http.node_key import media_of
 from control.http.validation import ApiError
 from control.playback import MP4_KEY, Playback, token_suffix
+from control.relay import RELAY_HEADER
 from realtime.hls import http as live_http
 from vod.blobstore import BlobNotFound
 from vod.manifest import is_media_name, media_key
@@ -72,12 +73,26 @@ def _playlist(body: str, *, final: bool) -> web.Response:
     )
 
 
+async def _relayed(request: web.Request, target: Target) -> web.Response | None:
+    """A live stream another node ingests: its answer, relayed (the origin never
+    relays a relayed request: a stream it lost is its 404)."""
+    if target.live_stream is None or RELAY_HEADER in request.headers:
+        return None
+    reply = await media_of(request).relay.fetch(target.live_stream.id, request.path_qs)
+    if reply is None:
+        return None
+    return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+
+
 @_answers
 async def multivariant(request: web.Request) -> web.StreamResponse:
     playback, target, suffix = await _resolve(request, "v")
     live = playback.live_of(target)
     if live is not None:
         return await live_http.serve_multivariant(request, live, suffix)
+    relayed = await _relayed(request, target)
+    if relayed is not None:
+        return relayed
     _asset, manifest = await playback.vod_of(target)
     body = render_multivariant_playlist(manifest, f"{target.playback_id}/media.m3u8", suffix=suffix)
     return _playlist(body, final=manifest.final)
@@ -92,6 +107,9 @@ async def child(request: web.Request) -> web.StreamResponse:
     live = playback.live_of(target)
     if live is not None:
         return await live_http.serve_child(request, live, name, suffix)
+    relayed = await _relayed(request, target)
+    if relayed is not None:
+        return relayed
     asset = await playback.asset_of(target)
     if asset is None:
         raise NotFoundError("recording", message="nothing to play")

@@ -1,0 +1,114 @@
+"""Live LL-HLS from any node: node B answers the playback URLs of a stream node
+A ingests by relaying them from A — the same bytes, blocking requests held on
+B, one upstream request per URL however many viewers wait (two media nodes on
+one Redis, each with its own connections)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from control.http.app import NODE
+from control.live import origin_key
+from control.relay import LiveRelay
+from control.settings import load_settings
+from control.store.redis import RedisStore
+from tests.control.test_edge import Service, service
+
+pytestmark = pytest.mark.redis
+
+HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"')
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[Service, Service]]:
+    prefix = f"relay{uuid.uuid4().hex[:8]}:"
+    stores = [RedisStore(redis_url, prefix=prefix), RedisStore(redis_url, prefix=prefix)]
+    for store in stores:
+        await store.open()
+    try:
+        settings = [
+            load_settings(
+                {},
+                data_dir=str(tmp_path / name),
+                rtmp_port=0,
+                host="127.0.0.1",
+                node_id=name,
+                redis_url=redis_url,
+            )
+            for name in ("node-a", "node-b")
+        ]
+        async with service(settings[0], stores[0]) as a:
+            # B says where it is only after it listens: set its URL from its port
+            async with service(settings[1], stores[1]) as b:
+                yield a, b
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def relay_of(svc: Service) -> LiveRelay:
+    media = svc.app[NODE].media
+    assert media is not None
+    return media.relay
+
+
+async def point_registry_at(a: Service) -> None:
+    """The registry records a node's configured URL; the test nodes listen on
+    ports chosen at start, so A's record is pointed at the port it got."""
+    registry = a.app[NODE].registry
+    registry.url = a.base
+    await registry.beat()
+
+
+async def test_another_node_relays_a_live_stream_with_one_upstream_request_per_url(
+    nodes: tuple[Service, Service],
+) -> None:
+    a, b = nodes
+    await point_registry_at(a)
+    stream_id, pid = await a.live()
+    store = a.app[NODE].store
+    for _ in range(100):
+        if await store.kv_get(origin_key(stream_id)) == "node-a":
+            break
+        await asyncio.sleep(0.05)
+    assert await store.kv_get(origin_key(stream_id)) == "node-a"
+    assert b.app[NODE].media is not None and b.app[NODE].media.hls.get(stream_id) is None
+
+    status, _, body = await b.get(f"/play/{pid}.m3u8")
+    assert status == 200 and f"{pid}/media.m3u8".encode() in body
+    status, _, body = await b.get(f"/play/{pid}/media.m3u8")
+    assert status == 200 and b"#EXT-X-PART" in body
+    hint = HINT.search(body.decode())
+    assert hint is not None
+    msn, part = hint.groups()
+    path = f"/play/{pid}/media.m3u8?_HLS_msn={msn}&_HLS_part={part}"
+
+    # twenty viewers on B wait for the next part: one request goes to A
+    answers = await asyncio.gather(*(b.get(path) for _ in range(20)))
+    assert {status for status, _, _ in answers} == {200}
+    assert len({body for _, _, body in answers}) == 1
+    assert relay_of(b).upstream_requests[path] == 1
+    assert f"{msn}.{part}.m4s".encode() in answers[0][2]
+
+    # the part: the same bytes A serves, fetched from A once
+    part_path = f"/play/{pid}/{msn}.{part}.m4s"
+    from_b = await asyncio.gather(*(b.get(part_path) for _ in range(10)))
+    status, _headers, from_a = await a.get(part_path)
+    assert status == 200 and {body for _, _, body in from_b} == {from_a}
+    assert relay_of(b).upstream_requests[part_path] == 1
+    assert "immutable" in from_b[0][1]["Cache-Control"]
+
+
+async def test_a_stream_live_nowhere_is_not_relayed(nodes: tuple[Service, Service]) -> None:
+    a, b = nodes
+    ls = await a.api("POST", "/v1/live-streams", {"record": False})
+    pid = ls["playback_ids"][0]["id"]
+    status, _, _ = await b.get(f"/play/{pid}/media.m3u8")
+    assert status == 404
+    assert relay_of(b).upstream_requests == {}
