@@ -577,7 +577,14 @@ def _build_media(
     )
     rtc = webrtc_config(settings)
     whip = WhipService(hub, lifecycle, rtc)
-    whep = WhepService(hub, rtc, playback.resolve_live, keyframe_request=whip.request_keyframe)
+    relay = LiveRelay(store, node_id=settings.node_id, node_url=lambda node: node_url(store, node))
+    whep = WhepService(
+        hub,
+        rtc,
+        playback.resolve_live,
+        keyframe_request=whip.request_keyframe,
+        locate=relay.origin_url,
+    )
     directory = StoreRooms(store, outbox)
     room_service = RoomService(
         JoinTokens(None), directory, directory, hub=hub, rtc=RtcSettings(rtc)
@@ -605,9 +612,7 @@ def _build_media(
         rooms=rooms,
         uploads=Uploads(outbox, assets, asset_jobs, blobs, settings),
         clips=Clips(assets, asset_jobs, settings),
-        relay=LiveRelay(
-            store, node_id=settings.node_id, node_url=lambda node: node_url(store, node)
-        ),
+        relay=relay,
     )
 
 

@@ -28,6 +28,7 @@ from ingest.webrtc.sdp import SdpError, UnsupportedOffer
 from realtime.whep.session import (
     PlaybackDenied,
     ResolverUnavailable,
+    ServedElsewhere,
     StreamNotLive,
     WhepService,
 )
@@ -71,6 +72,18 @@ class WhepHandlers:
             return error_response(exc.status, kind, exc.message)
         except PermissionError as exc:
             return error_response(403, "forbidden", str(exc) or "playback not allowed")
+        except ServedElsewhere as exc:
+            # RFC 9725 §4.6: the session is made where the media is; the client
+            # repeats the POST there and keeps talking to that session's URL
+            # Clients drop Authorization when a redirect leaves the host: a
+            # signed playback's token goes along in the query instead
+            query = dict(request.query)
+            if token and "token" not in query:
+                query["token"] = token
+            location = exc.base_url + str(request.rel_url.with_query(query))
+            return error_response(
+                307, "redirect", "this stream plays from another node", {"Location": location}
+            )
         except (LookupError, StreamNotLive):
             return error_response(404, "not_found", "no live stream for this playback id")
         except ResolverUnavailable:

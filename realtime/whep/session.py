@@ -89,6 +89,18 @@ class StreamNotLive(Exception):
     pass
 
 
+class ServedElsewhere(Exception):
+    """Another node ingests the stream: the viewer should ask it (`base_url`)."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
+        self.base_url = base_url
+
+
+Locate = Callable[[str], Awaitable[str | None]]
+"""live stream id → the base URL of the node that ingests it, if another does."""
+
+
 class ResolverUnavailable(Exception):
     """The playback resolver failed for another reason: HTTP 503."""
 
@@ -388,11 +400,14 @@ class WhepService:
         config: WebRtcConfig,
         resolve: Resolver,
         keyframe_request: Callable[[str], object] | None = None,
+        locate: Locate | None = None,
     ) -> None:
+        """`locate`: where a stream that is not live here is live (a cluster)."""
         self.hub = hub
         self.config = config
         self.resolve = resolve
         self.keyframe_request = keyframe_request
+        self.locate = locate
         self.sessions: dict[str, WhepSession] = {}
         self._opus: dict[str, SharedOpus] = {}
 
@@ -400,7 +415,8 @@ class WhepService:
         self, playback_id: str, token: str | None, offer_sdp: str, remote: str = ""
     ) -> WhepSession:
         """Raises `PlaybackDenied`, `PermissionError`, `LookupError`, `StreamNotLive`,
-        `ResolverUnavailable`, `SdpError`, `UnsupportedOffer`, `TooManySessions`."""
+        `ServedElsewhere`, `ResolverUnavailable`, `SdpError`, `UnsupportedOffer`,
+        `TooManySessions`."""
         admit(self.sessions.values(), self.config, live_stream_id=None, remote=remote)
         try:
             result = self.resolve(playback_id, token)
@@ -414,6 +430,9 @@ class WhepService:
         summary = inspect_offer(offer_sdp, sending=False)
         stream = self.hub.get(live_stream_id)
         if stream is None or not stream.live:
+            origin = await self.locate(live_stream_id) if self.locate is not None else None
+            if origin is not None:
+                raise ServedElsewhere(origin)
             raise StreamNotLive(live_stream_id)
         for track in stream.tracks:
             if track.kind is TrackKind.VIDEO and track.codec != "h264":

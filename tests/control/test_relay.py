@@ -112,3 +112,47 @@ async def test_a_stream_live_nowhere_is_not_relayed(nodes: tuple[Service, Servic
     status, _, _ = await b.get(f"/play/{pid}/media.m3u8")
     assert status == 404
     assert relay_of(b).upstream_requests == {}
+
+
+@pytest.fixture(scope="module")
+def h264_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.webrtc._media import make_h264_aac_file
+
+    return str(make_h264_aac_file(str(tmp_path_factory.mktemp("media") / "src.mp4")))
+
+
+@pytest.mark.e2e
+async def test_whep_on_another_node_is_sent_to_the_origin_and_plays(
+    nodes: tuple[Service, Service], h264_file: str
+) -> None:
+    import contextlib
+
+    import av
+
+    from ingest.webrtc.config import WebRtcConfig
+    from tests.support.webrtc_client import delete_session, whep_play
+    from tests.webrtc._media import feed_file
+
+    a, b = nodes
+    await point_registry_at(a)
+    ls = await a.api("POST", "/v1/live-streams", {"record": False})
+    pid = ls["playback_ids"][0]["id"]
+    media_a, media_b = a.app[NODE].media, b.app[NODE].media
+    assert media_a is not None and media_b is not None
+    feeder = asyncio.ensure_future(feed_file(media_a.hub, ls["id"], h264_file))
+    try:
+        await asyncio.sleep(1.5)
+        pc, location = await whep_play(f"{b.base}/v1/whep/{pid}", WebRtcConfig.loopback())
+        try:
+            assert location.startswith(a.base)  # the session is where the media is
+            video = next(t.receiver.track for t in pc.getTransceivers() if t.kind == "video")
+            frames = [await asyncio.wait_for(video.recv(), 15) for _ in range(10)]
+            assert all(isinstance(f, av.VideoFrame) for f in frames)
+            assert len(media_a.webrtc.whep.sessions) == 1 and not media_b.webrtc.whep.sessions
+        finally:
+            assert await delete_session(location) == 200
+            await pc.close()
+    finally:
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder

@@ -37,7 +37,9 @@ async def _post_offer(
             if resp.status != 201:
                 await pc.close()
                 raise HttpStatusError(resp.status, body)
-            location = urljoin(url, resp.headers["Location"])
+            # after a redirect (the stream plays from another node) the session
+            # lives where the answer came from
+            location = urljoin(str(resp.url), resp.headers["Location"])
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
     return location
 
