@@ -45,11 +45,13 @@ from control.domain.live_streams import (
     LiveStreamStatus,
 )
 from control.faults import fault_point
+from control.positions import PositionKeeper, forget_position, load_position
 from control.publish_authority import StoreAuthority
 from control.store.base import Op, Record, Store
 from ingest.hub import HubObserver, Publication, Stream
 from ingest.ports import PublishDenied, PublishGrant
 from realtime.hls.manager import LiveHlsManager, LiveOutput
+from realtime.segments import Continuation
 from vod.blobstore import BlobError, BlobStore
 from vod.manifest import Manifest
 from vod.recorder import Recorder, RecordingFailed, finalize_recording
@@ -87,6 +89,8 @@ class _Broadcast:
     finishing: bool = False
     stream: Stream | None = None
     """The hub stream of its latest publication (kicks close that publication)."""
+    resume: Continuation | None = None
+    """Where another node's playlist of this stream left off (a failover)."""
     connects: int = 0
     """Granted publishes so far; a disconnect only opens the window if none came since."""
     publications: int = 0
@@ -188,6 +192,9 @@ class LiveLifecycle(HubObserver):
             b.record = bool(d.get("record", True))
             b.reconnect_window_s = float(d.get("reconnect_window_s", 60))
             b.connects += 1
+            if self.hls.get(ls_id) is None:
+                # another node may have been serving it: continue its playlist
+                b.resume = await load_position(self.store, ls_id)
             if b.window is not None:  # a reconnect inside the window
                 b.window.cancel()
                 b.window = None
@@ -228,12 +235,14 @@ class LiveLifecycle(HubObserver):
             return
         b.publications += 1
         b.stream = stream
+        positions = PositionKeeper(self.store, stream.id, b.resume, self._spawn)
         self.hls.serve(
             stream,
             LiveOutput(
                 latency_mode=b.latency_mode,
-                sinks=(b.recorder,) if b.recorder is not None else (),
+                sinks=(positions, b.recorder) if b.recorder is not None else (positions,),
                 on_playable=lambda _generation: self._playable(stream.id),
+                resume=b.resume,
             ),
         )
 
@@ -330,6 +339,7 @@ class LiveLifecycle(HubObserver):
             self._broadcasts.pop(live_stream_id, None)
             await self.store.release_lease(self._lease(live_stream_id), self.node_id)
             await self._release_origin(live_stream_id)
+            await forget_position(self.store, live_stream_id)
 
     async def _complete_asset(
         self,

@@ -99,3 +99,14 @@ class SegmentSink(Protocol):
     def on_end(self) -> None:
         """The stream's broadcast is over (no more segments will come)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """Where a live playlist another server was serving left off, so a new one
+    continues it: its next media sequence number, and the discontinuity
+    sequence number of the last segment it had. The new playlist's first
+    segment then follows with a discontinuity (a new encoder session)."""
+
+    next_msn: int
+    discontinuity_sequence: int

@@ -29,7 +29,7 @@ from realtime.hls.playlist import (
     target_duration_for,
 )
 from realtime.segmenter import LATENCY_MODES
-from realtime.segments import InitSegment, Part, Segment, SegmentSink
+from realtime.segments import Continuation, InitSegment, Part, Segment, SegmentSink
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,10 @@ class LiveHls:
         latency_mode: str = "low",
         extra_sinks: Sequence[SegmentSink] = (),
         window_s: float = 30.0,
+        resume: Continuation | None = None,
     ) -> None:
+        """`resume`: continue the playlist another server left (media sequence
+        and discontinuity sequence go on from there)."""
         if latency_mode not in LATENCY_MODES:
             raise ValueError(f"unknown latency_mode {latency_mode!r}")
         self.stream_id = stream_id
@@ -60,11 +63,11 @@ class LiveHls:
         self._segments: deque[Segment] = deque()
         self._by_msn: dict[int, Segment] = {}
         self._open: list[Part] = []
-        self._open_msn = 0
+        self._open_msn = resume.next_msn if resume is not None else 0
         self._open_pdt = 0.0
         self._open_discontinuity = False
         self._open_init_gen = 0
-        self._discontinuity_sequence = 0
+        self._discontinuity_sequence = resume.discontinuity_sequence if resume is not None else 0
         self._max_part = 0.0
         self._target_duration = target_duration_for(self.segment_target_s, ())
         self._peak_bps = 0

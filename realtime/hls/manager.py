@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ingest.hub import HubObserver, Publication, Stream, StreamReader
 from realtime.hls.live import LiveHls
 from realtime.segmenter import LATENCY_MODES, Segmenter
-from realtime.segments import Part, SegmentSink
+from realtime.segments import Continuation, Part, SegmentSink
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class LiveOutput:
     """Extra segment sinks beside the playlist (the recorder)."""
     on_playable: Callable[[int], None] | None = None
     """Called with the generation when its first part exists."""
+    resume: Continuation | None = None
+    """Continue the playlist another node was serving (a failover)."""
 
 
 @dataclass(slots=True)
@@ -112,12 +114,20 @@ class LiveHlsManager(HubObserver):
         if entry is not None:
             self._drop(stream.id)  # a finished broadcast: a new one starts from msn 0
         mode = output.latency_mode if output.latency_mode in LATENCY_MODES else "low"
-        live = LiveHls(stream.id, latency_mode=mode, extra_sinks=tuple(output.sinks))
+        live = LiveHls(
+            stream.id, latency_mode=mode, extra_sinks=tuple(output.sinks), resume=output.resume
+        )
         if output.on_playable is not None:
             live.listeners.append(self._playable_listener(stream.id, output.on_playable))
         reader = stream.subscribe("hls", READER_MAX_UNITS, from_keyframe=True)
         part_s, seg_s = LATENCY_MODES[mode]
-        segmenter = Segmenter(reader, live, part_target_s=part_s, segment_target_s=seg_s)
+        segmenter = Segmenter(
+            reader,
+            live,
+            part_target_s=part_s,
+            segment_target_s=seg_s,
+            start_msn=output.resume.next_msn if output.resume is not None else 0,
+        )
         task = asyncio.get_running_loop().create_task(
             segmenter.run(), name=f"segmenter:{stream.id}"
         )

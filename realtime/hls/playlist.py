@@ -184,7 +184,9 @@ def render_media_playlist(
         if not seg.complete and not seg.parts:
             continue
         first = i == skipped
-        if seg.discontinuity and not first:
+        # on the first segment too: DISCONTINUITY-SEQUENCE counts only the tags
+        # that left the playlist (a continued playlist starts with one)
+        if seg.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
         if first or seg.init_generation != prev_init:
             lines.append(f'#EXT-X-MAP:URI="{init_uri(seg.init_generation)}{suffix}"')

@@ -15,9 +15,11 @@ import pytest
 
 from control.http.app import NODE
 from control.live import origin_key
+from control.node import Media
 from control.relay import LiveRelay
 from control.settings import load_settings
 from control.store.redis import RedisStore
+from ingest.hub import Publication
 from tests.control.test_edge import Service, service
 
 pytestmark = pytest.mark.redis
@@ -156,3 +158,43 @@ async def test_whep_on_another_node_is_sent_to_the_origin_and_plays(
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await feeder
+
+
+async def test_a_node_taking_a_stream_over_continues_its_playlist(
+    nodes: tuple[Service, Service],
+) -> None:
+    import time
+
+    from tests.realtime.media import feed_realtime, synthetic_tracks, synthetic_units
+
+    a, b = nodes
+    ls = await a.api("POST", "/v1/live-streams", {"record": False})
+    media_a, media_b = a.app[NODE].media, b.app[NODE].media
+    assert media_a is not None and media_b is not None
+
+    async def publish(media: Media, seconds: float) -> tuple[Publication, asyncio.Task[None]]:
+        await media.lifecycle.authorize_publish(
+            ls["stream_key"], protocol="test", remote="127.0.0.1"
+        )
+        pub = media.hub.publish(ls["id"], synthetic_tracks(), source="test")
+        units = synthetic_units(seconds, wallclock0=time.time())
+        return pub, asyncio.create_task(feed_realtime(pub, units))
+
+    pub_a, feeding = await publish(media_a, 3.5)
+    await feeding
+    live_a = media_a.hls.get(ls["id"])
+    assert live_a is not None
+    pub_a.close("disconnected")  # the encoder lost A
+    await asyncio.sleep(0.5)  # A flushes its last segment and saves its position
+    last_a = live_a.last_complete_msn
+    assert last_a >= 2
+
+    pub_b, feeding = await publish(media_b, 3.5)
+    await feeding
+    live_b = media_b.hls.get(ls["id"])
+    assert live_b is not None and live_b.has_media
+    text = live_b.media_playlist()
+    assert live_b.first_msn == last_a + 1, text  # no going back to 0
+    assert f"#EXT-X-MEDIA-SEQUENCE:{last_a + 1}\n" in text
+    assert text.index("#EXT-X-DISCONTINUITY\n") < text.index("#EXTINF")
+    pub_b.close("disconnected")

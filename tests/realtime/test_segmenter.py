@@ -270,3 +270,31 @@ async def test_run_feeds_inline_and_a_failing_sink_ends_only_the_segmenter() -> 
     with pytest.raises(RuntimeError, match="sink broke"):
         await asyncio.wait_for(task, 2)
     assert out.ended == 1
+
+
+def test_a_continued_playlist_goes_on_from_where_another_server_left_it() -> None:
+    """A failover: the new server's playlist starts at the next media sequence
+    number with a discontinuity, its discontinuity sequence going on."""
+    from realtime.hls.live import LiveHls
+    from realtime.segments import Continuation
+
+    live = LiveHls("s", resume=Continuation(next_msn=42, discontinuity_sequence=3))
+    seg = Segmenter(None, live, part_target_s=0.2, segment_target_s=1.0, start_msn=42)
+    run(synthetic_units(3.5), seg=seg, out=live, end=False)  # type: ignore[arg-type]
+    text = live.media_playlist()
+    assert "#EXT-X-MEDIA-SEQUENCE:42\n" in text
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:3\n" in text
+    first_segment = text.index("#EXTINF")
+    assert text.index("#EXT-X-DISCONTINUITY\n") < first_segment  # before msn 42
+    assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+    assert live.first_msn == 42 and live.last_complete_msn >= 44
+
+
+def test_a_fresh_playlist_starts_at_zero_without_a_discontinuity() -> None:
+    from realtime.hls.live import LiveHls
+
+    live = LiveHls("s")
+    seg = Segmenter(None, live, part_target_s=0.2, segment_target_s=1.0)
+    run(synthetic_units(2.5), seg=seg, out=live, end=False)  # type: ignore[arg-type]
+    text = live.media_playlist()
+    assert "#EXT-X-MEDIA-SEQUENCE:0\n" in text and "#EXT-X-DISCONTINUITY\n" not in text
