@@ -594,6 +594,7 @@ def _build_media(
         room_service,
         directory,
         RoomKeeper(store, room_service, directory, settings.node_id, room_broadcasts),
+        node_id=settings.node_id,
     )
     return Media(
         blobs=blobs,

@@ -2,7 +2,13 @@
 join tokens keyed from the store when the node starts, and the `RoomKeeper`
 that keeps this node's ``room:<id>`` leases and finishes rooms a dead node left
 ``active`` (reason ``node_lost``, recording adopted). Their stored state is
-`control.domain.rooms`."""
+`control.domain.rooms`.
+
+A room is hosted by one node (``room_host:<id>``, claimed by the first node a
+participant reaches, renewed by its keeper); a participant whose signaling
+socket reaches another node is relayed there (`Rooms.host_elsewhere`, the
+HTTP route pipes the socket), and the API's participant calls are forwarded to
+it, so any node serves any room."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import logging
 import time
 
 from control.domain.rooms import ROOMS_COLLECTION, StoreRooms, load_token_secret
+from control.registry import alive_key, node_url
 from control.room_broadcasts import RoomBroadcasts
 from control.store.base import Record, Store
 from realtime.rooms.room import RoomFinished
@@ -27,6 +34,11 @@ ROOM_HEARTBEAT_S = 2.0
 
 def room_lease(room_id: str) -> str:
     return f"room:{room_id}"
+
+
+def room_host_key(room_id: str) -> str:
+    """The store key naming the node that hosts a room's sessions."""
+    return f"room_host:{room_id}"
 
 
 class RoomKeeper:
@@ -53,6 +65,7 @@ class RoomKeeper:
     async def renew(self) -> None:
         for room_id in list(self.service.rooms):
             await self.store.acquire_lease(room_lease(room_id), self.node_id, ROOM_LEASE_TTL_S)
+            await self.store.kv_set(room_host_key(room_id), self.node_id, ttl_s=ROOM_LEASE_TTL_S)
 
     async def sweep(self) -> None:
         after: str | None = None
@@ -110,9 +123,11 @@ class Rooms:
         directory: StoreRooms,
         keeper: RoomKeeper,
         *,
+        node_id: str,
         secret: str | None = None,
     ) -> None:
         self.store = store
+        self.node_id = node_id
         self.service = service
         self.tokens: JoinTokens = service.tokens
         self.directory = directory
@@ -148,3 +163,28 @@ class Rooms:
 
     def live_count(self, room_id: str) -> int:
         return len(self.service.participants(room_id))
+
+    async def hosted_at(self, room_id: str) -> str | None:
+        """The base URL of another living node hosting `room_id`, if one does."""
+        if room_id in self.service.rooms:
+            return None
+        owner = await self.store.kv_get(room_host_key(room_id))
+        if owner and owner != self.node_id and await self.store.kv_get(alive_key(owner)):
+            return await node_url(self.store, owner)
+        return None
+
+    async def host_elsewhere(self, room_id: str) -> str | None:
+        """Where a participant joining `room_id` goes: the base URL of the living
+        node hosting it when that is not this one; None when this node hosts it
+        (or takes it: nobody else does)."""
+        if room_id in self.service.rooms:
+            return None
+        key = room_host_key(room_id)
+        if await self.store.kv_set_if_absent(key, self.node_id, ttl_s=ROOM_LEASE_TTL_S):
+            return None
+        url = await self.hosted_at(room_id)
+        if url is not None:
+            return url
+        # its host is gone (or said nothing of where it is): the room moves here
+        await self.store.kv_set(key, self.node_id, ttl_s=ROOM_LEASE_TTL_S)
+        return None

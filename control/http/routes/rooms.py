@@ -4,9 +4,11 @@ node's `control.rooms.Rooms` (the SFU and the rooms' stored state)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from control.domain.api_keys import rfc3339
@@ -41,11 +43,13 @@ from control.http.helpers import (
 from control.http.middleware import requires
 from control.http.node_key import media_of, node_of
 from control.http.validation import F, Obj, not_found, read_json
+from control.relay import RELAY_HEADER
 from control.rooms import Rooms
 from control.store.base import Record
+from realtime.rooms import signaling as sig
 from realtime.rooms.routes import STATIC
 from realtime.rooms.tokens import IDENTITY_RE, MAX_TTL_S
-from realtime.rooms.ws import signal_handler
+from realtime.rooms.ws import HEARTBEAT_S, signal_handler
 
 # ------------------------------------------------------------------ API
 
@@ -111,6 +115,9 @@ async def get(request: web.Request) -> web.Response:
 @requires("write")
 async def delete(request: web.Request) -> web.Response:
     rec = await _get_room(request)
+    forwarded = await _forwarded(request)  # its host ends its sessions
+    if forwarded is not None:
+        return forwarded
     service = _rooms(request).service
     if await service.close_room(rec.id, reason="deleted"):
         await service.drain_events()
@@ -121,6 +128,9 @@ async def delete(request: web.Request) -> web.Response:
 @requires("read")
 async def participants(request: web.Request) -> web.Response:
     rec = await _get_room(request)
+    forwarded = await _forwarded(request)
+    if forwarded is not None:
+        return forwarded
     items = _rooms(request).service.participants(rec.id)
     data = [
         {
@@ -140,6 +150,9 @@ async def participants(request: web.Request) -> web.Response:
 @requires("write")
 async def remove_participant(request: web.Request) -> web.Response:
     rec = await _get_room(request)
+    forwarded = await _forwarded(request)
+    if forwarded is not None:
+        return forwarded
     identity = request.match_info["identity"]
     if not await _rooms(request).service.remove_participant(rec.id, identity):
         raise not_found("participant", identity)
@@ -192,7 +205,77 @@ def add_routes(app: web.Application) -> None:
 
 
 async def signal(request: web.Request) -> web.StreamResponse:
-    return await signal_handler(_rooms(request).service)(request)
+    rooms = _rooms(request)
+    if RELAY_HEADER not in request.headers:
+        host = await rooms.host_elsewhere(request.match_info["id"])
+        if host is not None:
+            return await _relay_signal(request, host)
+    return await signal_handler(rooms.service)(request)
+
+
+async def _relay_signal(request: web.Request, host: str) -> web.WebSocketResponse:
+    """Pipe a participant's signaling socket to the node hosting the room (the
+    media flows between the participant and that node directly: its answers
+    name its own ICE candidates)."""
+    ws = web.WebSocketResponse(max_msg_size=sig.MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S)
+    await ws.prepare(request)
+    headers = {RELAY_HEADER: node_of(request).settings.node_id}
+    if "Authorization" in request.headers:
+        headers["Authorization"] = request.headers["Authorization"]
+    url = "ws" + host.removeprefix("http") + request.path_qs
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(
+                url, headers=headers, max_msg_size=sig.MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S
+            ) as upstream,
+        ):
+
+            async def pipe(src: Any, dst: Any) -> None:
+                async for msg in src:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        await dst.send_str(msg.data)
+                    elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR):
+                        break
+
+            tasks = [
+                asyncio.ensure_future(pipe(ws, upstream)),
+                asyncio.ensure_future(pipe(upstream, ws)),
+            ]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            if upstream.closed and not ws.closed:
+                code = upstream.close_code or 1000
+                await ws.close(code=code, message=b"host closed")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        if not ws.closed:
+            await ws.send_str(sig.to_json(sig.Error("room_unavailable", f"the room's node: {exc}")))
+            await ws.close(code=1011, message=b"room_unavailable")
+    if not ws.closed:
+        await ws.close()
+    return ws
+
+
+async def _forwarded(request: web.Request) -> web.Response | None:
+    """The answer of the node hosting the room (participants live there), when
+    another node hosts it."""
+    if RELAY_HEADER in request.headers:
+        return None
+    host = await _rooms(request).hosted_at(request.match_info["id"])
+    if host is None:
+        return None
+    headers = {
+        RELAY_HEADER: node_of(request).settings.node_id,
+        "Authorization": request.headers.get("Authorization", ""),
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            request.method, host + request.path_qs, headers=headers, data=await request.read()
+        ) as r,
+    ):
+        return web.Response(status=r.status, body=await r.read(), content_type=r.content_type)
 
 
 async def page(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,58 @@
+"""Rooms on any node: a room is hosted by the node its first participant
+reached; a participant whose signaling socket reaches another node is relayed
+to the host and is in the same room; the participant calls of the API work
+from any node (two media nodes on one Redis, each with its own connections)."""
+
+from __future__ import annotations
+
+import pytest
+
+from control.http.app import NODE
+from control.rooms import room_host_key
+from tests.control.test_edge import Service
+from tests.control.test_relay import nodes, point_registry_at  # noqa: F401
+from tests.support.room_client import RoomClient
+
+pytestmark = pytest.mark.redis
+
+
+async def token(svc: Service, room_id: str, identity: str) -> str:
+    return str(
+        (await svc.api("POST", f"/v1/rooms/{room_id}/tokens", {"identity": identity}))["token"]
+    )
+
+
+async def test_a_participant_reaching_another_node_joins_the_room_on_its_host(
+    nodes: tuple[Service, Service],  # noqa: F811
+) -> None:
+    a, b = nodes
+    await point_registry_at(a)
+    await point_registry_at(b)
+    room = await a.api("POST", "/v1/rooms", {})
+    rid = room["id"]
+    alice = RoomClient(a.base, rid, await token(a, rid, "alice"))
+    bob = RoomClient(b.base, rid, await token(b, rid, "bob"))
+    try:
+        assert (await alice.connect())["type"] == "joined"  # A hosts the room now
+        assert await a.app[NODE].store.kv_get(room_host_key(rid)) == "node-a"
+        joined = await bob.connect()  # through B, relayed to A
+        assert joined["type"] == "joined" and "alice" in bob.participants
+        await alice.wait_for(
+            lambda m: m["type"] == "participant_joined" and m["participant"]["identity"] == "bob"
+        )
+        media_a, media_b = a.app[NODE].media, b.app[NODE].media
+        assert media_a is not None and media_b is not None
+        assert rid in media_a.rooms.service.rooms and rid not in media_b.rooms.service.rooms
+
+        # the API's participant calls work from the node that does not host it
+        listed = await b.api("GET", f"/v1/rooms/{rid}/participants")
+        assert sorted(p["identity"] for p in listed["data"]) == ["alice", "bob"]
+        await b.api("DELETE", f"/v1/rooms/{rid}/participants/bob")
+        await alice.wait_for(
+            lambda m: m["type"] == "participant_left" and m.get("identity") == "bob"
+        )
+        listed = await b.api("GET", f"/v1/rooms/{rid}/participants")
+        assert [p["identity"] for p in listed["data"]] == ["alice"]
+    finally:
+        await bob.close()
+        await alice.close()
