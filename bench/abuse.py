@@ -8,7 +8,9 @@ What it measures, in each phase, side by side:
 * webhook first-attempt p50: a stream renamed twice a second, from the event's
   commit (`created_at`) to its first arrival at a receiver on loopback.
 
-The attack (from other loopback addresses, bounded, stopped at the end):
+The attack (in a process of its own, so the probes measure the server and not
+an event loop busy with the attack; from other loopback addresses, bounded,
+stopped at the end):
 `--connections` (2,000) idle or dripping connections from 127.0.0.2, and a
 thumbnail flood (`--thumb-workers` workers asking for random times of a VOD
 asset) from 127.0.0.3 — tests/support/abuse.py.
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing as mp
 import sys
 import tempfile
 import time
@@ -44,6 +47,39 @@ RESULTS = ROOT / "bench" / "results"
 
 def pct(values: list[float], p: float) -> float | None:
     return round(g2g.pct(values, p) * 1000, 1) if values else None
+
+
+def attack_main(
+    port: int,
+    url: str,
+    vod_pid: str,
+    vod_duration: float,
+    connections: int,
+    thumb_workers: int,
+    stop: Any,
+    out: Any,
+) -> None:
+    """The attack, in its own process until `stop` is set; its counts to `out`."""
+    from tests.support.abuse import ConnectionFlood, ThumbnailFlood
+
+    async def attack() -> dict[str, Any]:
+        flood = ConnectionFlood("127.0.0.1", port, connections=connections)
+        thumbs = ThumbnailFlood(url, vod_pid, vod_duration, workers=thumb_workers)
+        await flood.start()
+        await thumbs.start()
+        await asyncio.to_thread(stop.wait, 600)
+        report = {
+            "connections_opened": flood.opened,
+            "connections_refused": dict(flood.refused),
+            "dripping_cut": flood.cut,
+            "held_at_end": flood.held_now,
+            "thumbnail_answers": {str(k): v for k, v in thumbs.statuses.items()},
+        }
+        await thumbs.stop()
+        await flood.stop()
+        return report
+
+    out.put(asyncio.run(attack()))
 
 
 class Probes:
@@ -158,7 +194,6 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import aiohttp
 
     from tests.control.api.service_process import ServiceProcess
-    from tests.support.abuse import ConnectionFlood, ThumbnailFlood
 
     page_port = g2g.free_port()
     page_runner = await g2g.start_page_server(page_port)
@@ -206,12 +241,28 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         )
         probes.start()
         for phase in ("unattacked", "attacked"):
-            flood = thumbs = None
+            attacker = stop_attack = attack_out = None
             if phase == "attacked":
-                flood = ConnectionFlood("127.0.0.1", svc.port, connections=args.connections)
-                thumbs = ThumbnailFlood(svc.url, vod_pid, vod_duration, workers=args.thumb_workers)
-                await flood.start()
-                await thumbs.start()
+                # in a process of its own: the probes below measure the server, not
+                # an event loop busy reconnecting 2,000 sockets
+                ctx = mp.get_context("spawn")
+                stop_attack, attack_out = ctx.Event(), ctx.Queue()
+                attacker = ctx.Process(
+                    target=attack_main,
+                    args=(
+                        svc.port,
+                        svc.url,
+                        vod_pid,
+                        vod_duration,
+                        args.connections,
+                        args.thumb_workers,
+                        stop_attack,
+                        attack_out,
+                    ),
+                    daemon=True,
+                )
+                attacker.start()
+                await asyncio.sleep(1.0)  # the flood is up
             print(f"  {phase} ...", flush=True)
             measuring = asyncio.ensure_future(g2g.measure(target, t0_ms, args.warmup, args.seconds))
             await asyncio.sleep(args.warmup)
@@ -229,16 +280,10 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "webhook_first_attempt_p50_ms": pct(probes.webhook, 0.5),
                 "webhook_deliveries": len(probes.webhook),
             }
-            if flood is not None and thumbs is not None:
-                row["attack"] = {
-                    "connections_opened": flood.opened,
-                    "connections_refused": dict(flood.refused),
-                    "dripping_cut": flood.cut,
-                    "held_at_end": flood.held_now,
-                    "thumbnail_answers": {str(k): v for k, v in thumbs.statuses.items()},
-                }
-                await thumbs.stop()
-                await flood.stop()
+            if attacker is not None and stop_attack is not None and attack_out is not None:
+                stop_attack.set()
+                row["attack"] = await asyncio.to_thread(attack_out.get, True, 60)
+                await asyncio.to_thread(attacker.join, 30)
             out["phases"][phase] = row
         await probes.stop()
     finally:

@@ -58,7 +58,6 @@ async def _node(role: str, redis_url: str, port_q: mp.Queue, stop_ev: Any, secon
     from control.http.edge import edge_site
     from control.node import build_node
     from control.settings import load_settings
-    from ingest.hub import MediaUnit, TrackInfo, TrackKind
 
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.TemporaryDirectory(prefix=f"onair-cluster-{role}-")
@@ -114,44 +113,17 @@ async def _node(role: str, redis_url: str, port_q: mp.Queue, stop_ev: Any, secon
         ) as r:
             stream = await r.json()
     stream_id, playback_id = stream["id"], stream["playback_ids"][0]["id"]
-    sps = bytes.fromhex("6764001facd9")
-    avcc = (
-        bytes([1, 0x64, 0, 0x1F, 0xFF, 0xE1, 0, len(sps)])
-        + sps
-        + bytes([1, 0, 4])
-        + bytes.fromhex("68ebe3cb")
-    )
-    tracks = (
-        TrackInfo(TrackKind.VIDEO, "h264", 1000, avcc, width=1280, height=720),
-        TrackInfo(TrackKind.AUDIO, "aac", 1000, bytes([0x11, 0x90]), sample_rate=48000, channels=2),
-    )
     # as ingest does: the lifecycle grants the publish (and keeps this node the
     # stream's origin), then the publication starts
     await node.media.lifecycle.authorize_publish(
         stream["stream_key"], protocol="bench", remote="127.0.0.1"
     )
-    pub = node.media.hub.publish(stream_id, tracks, source="bench")
+    pub = node.media.hub.publish(stream_id, hb.synthetic_tracks(), source="bench")
     live = node.media.hls.get(stream_id)
     assert live is not None
     live.listeners.append(lambda p: completed.__setitem__(f"{p.msn}.{p.index}", time.time()))
     port_q.put((site.port, playback_id))
-    frame_bytes = 2_500_000 // 8 // 30
-    t0 = time.monotonic()
-    v = a = 0
-    total = seconds * 2 + 30
-    while time.monotonic() - t0 < total and not stop_ev.is_set():
-        now = time.monotonic() - t0
-        while v / 30 <= now:
-            ms = round(v * 1000 / 30)
-            key_frame = v % 30 == 0
-            size = frame_bytes * (6 if key_frame else 1)
-            pub.write(MediaUnit(TrackKind.VIDEO, ms, ms, os.urandom(16) * (size // 16), key_frame))
-            v += 1
-        while a * 1024 / 48000 <= now:
-            ms = round(a * 1024 * 1000 / 48000)
-            pub.write(MediaUnit(TrackKind.AUDIO, ms, ms, b"\x21" * 300, True))
-            a += 1
-        await asyncio.sleep(0.005)
+    await hb.synthetic_feed(pub, 2_500_000, seconds * 2 + 30, stop_ev)
     await asyncio.to_thread(stop_ev.wait, seconds * 3 + 180)
     pub.close()
     await runner.cleanup()

@@ -76,7 +76,6 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
     from control.http.edge import edge_site
     from control.node import build_node
     from control.settings import load_settings
-    from ingest.hub import MediaUnit, TrackInfo, TrackKind
     from realtime.hls.edge import EdgeRequest
 
     logging.basicConfig(level=logging.WARNING)
@@ -139,17 +138,7 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
             stream = await r.json()
     stream_id, playback_id = stream["id"], stream["playback_ids"][0]["id"]
 
-    sps = bytes.fromhex("6764001facd9")
-    avcc = (
-        bytes([1, 0x64, 0, 0x1F, 0xFF, 0xE1, 0, len(sps)])
-        + sps
-        + bytes([1, 0, 4])
-        + bytes.fromhex("68ebe3cb")
-    )
-    tracks = (
-        TrackInfo(TrackKind.VIDEO, "h264", 1000, avcc, width=1280, height=720),
-        TrackInfo(TrackKind.AUDIO, "aac", 1000, bytes([0x11, 0x90]), sample_rate=48000, channels=2),
-    )
+    tracks = synthetic_tracks()
     hub = node.media.hub
     pub = hub.publish(stream_id, tracks, source="bench")
     live = node.media.hls.get(stream_id)
@@ -157,10 +146,38 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
     live.listeners.append(lambda p: completed.__setitem__(f"{p.msn}.{p.index}", time.time()))
     port_q.put((port, playback_id))
 
+    await synthetic_feed(pub, bitrate, seconds + 5, stop_ev)
+    await asyncio.to_thread(stop_ev.wait, seconds + 120)
+    pub.close()
+    await runner.cleanup()
+    tmp.cleanup()
+
+
+def synthetic_tracks() -> tuple[Any, ...]:
+    """A 720p H.264 track and a 48 kHz AAC track (configs only: nothing decodes)."""
+    from ingest.hub import TrackInfo, TrackKind
+
+    sps = bytes.fromhex("6764001facd9")
+    avcc = (
+        bytes([1, 0x64, 0, 0x1F, 0xFF, 0xE1, 0, len(sps)])
+        + sps
+        + bytes([1, 0, 4])
+        + bytes.fromhex("68ebe3cb")
+    )
+    return (
+        TrackInfo(TrackKind.VIDEO, "h264", 1000, avcc, width=1280, height=720),
+        TrackInfo(TrackKind.AUDIO, "aac", 1000, bytes([0x11, 0x90]), sample_rate=48000, channels=2),
+    )
+
+
+async def synthetic_feed(pub: Any, bitrate: int, seconds: float, stop_ev: Any) -> None:
+    """30 fps H.264-sized frames (a keyframe a second) and AAC frames, in real time."""
+    from ingest.hub import MediaUnit, TrackKind
+
     frame_bytes = max(100, bitrate // 8 // 30)
     t0 = time.monotonic()
     v = a = 0
-    while time.monotonic() - t0 < seconds + 5 and not stop_ev.is_set():
+    while time.monotonic() - t0 < seconds and not stop_ev.is_set():
         now = time.monotonic() - t0
         while v / 30 <= now:
             ms = round(v * 1000 / 30)
@@ -173,10 +190,6 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
             pub.write(MediaUnit(TrackKind.AUDIO, ms, ms, b"\x21" * 300, True))
             a += 1
         await asyncio.sleep(0.005)
-    await asyncio.to_thread(stop_ev.wait, seconds + 120)
-    pub.close()
-    await runner.cleanup()
-    tmp.cleanup()
 
 
 # -- clients ----------------------------------------------------------------------

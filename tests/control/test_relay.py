@@ -198,3 +198,27 @@ async def test_a_node_taking_a_stream_over_continues_its_playlist(
     assert f"#EXT-X-MEDIA-SEQUENCE:{last_a + 1}\n" in text
     assert text.index("#EXT-X-DISCONTINUITY\n") < text.index("#EXTINF")
     pub_b.close("disconnected")
+
+
+async def test_a_grant_revoked_on_another_node_stops_edge_playback_at_once(
+    nodes: tuple[Service, Service],
+) -> None:
+    """Node B serves a live stream through its edge (the grant cached for
+    EDGE_CACHE_S); the stream is deleted through node A: B stops at once."""
+    import time
+
+    from control.playback import EDGE_CACHE_S
+    from tests.control.test_edge import served_by_edge
+
+    a, b = nodes
+    stream_id, pid = await b.live()
+    status, headers, _ = await b.get(f"/play/{pid}/media.m3u8")
+    assert status == 200 and served_by_edge(headers)  # the grant is cached now
+    await a.api("DELETE", f"/v1/live-streams/{stream_id}")
+    t0 = time.monotonic()
+    while True:
+        status, _, _ = await b.get(f"/play/{pid}/media.m3u8")
+        if status == 404 or time.monotonic() - t0 > EDGE_CACHE_S:
+            break
+        await asyncio.sleep(0.02)
+    assert status == 404 and time.monotonic() - t0 < 0.5
