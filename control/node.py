@@ -534,6 +534,7 @@ def _build_media(
             asset_id
         )
 
+    relay = LiveRelay(store, node_id=settings.node_id, node_url=lambda node: node_url(store, node))
     playback = Playback(
         store=store,
         blobs=blobs,
@@ -543,6 +544,7 @@ def _build_media(
         presign_s=settings.s3_presign_s,
         max_token_ttl_s=settings.playback_token_max_ttl_s,
         thumbnail_concurrency=settings.thumbnail_concurrency,
+        relay=relay,
     )
     # a deleted live stream, room, asset, playback id or signing key stops edge
     # playback at once, on this node and (through the bus) on every other
@@ -577,7 +579,6 @@ def _build_media(
     )
     rtc = webrtc_config(settings)
     whip = WhipService(hub, lifecycle, rtc)
-    relay = LiveRelay(store, node_id=settings.node_id, node_url=lambda node: node_url(store, node))
     whep = WhepService(
         hub,
         rtc,

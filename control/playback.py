@@ -2,6 +2,8 @@
 to what there is to serve, and the grants the playback edge reuses.
 
 * a live stream that is live here → LL-HLS from `realtime.hls` (`live_of`);
+* a live stream another node ingests → its origin's answers, relayed
+  (`control.relay`; on the edge's fast path too);
 * a live stream that is not → the VOD of its active or most recent asset;
 * an asset → its VOD (a growing DVR playlist while its broadcast records);
 * thumbnails rendered on the VOD pool (bounded: `Busy` beyond it), a finished
@@ -18,6 +20,7 @@ change that may revoke it, or hears of one from another node (`may_revoke`,
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +33,7 @@ from control.domain.live_streams import PLAYBACK_IDS
 from control.domain.playback import PlaybackPolicy, Target
 from control.domain.rooms import ROOMS_COLLECTION
 from control.domain.signing_keys import SIGNING_KEYS
+from control.relay import LiveRelay
 from control.store.base import Delete, Enqueue, Op, Record, Store
 from realtime.hls.edge import EdgeRoute
 from realtime.hls.live import LiveHls
@@ -70,8 +74,11 @@ class Playback:
         presign_s: int = 0,
         max_token_ttl_s: float | None = None,
         thumbnail_concurrency: int = 2,
+        relay: LiveRelay | None = None,
     ) -> None:
         self.store = store
+        self.relay = relay
+        """Where live streams other nodes ingest are relayed from (None: nowhere)."""
         self.policy = PlaybackPolicy(store, max_token_ttl_s=max_token_ttl_s)
         self._thumb_slots = asyncio.Semaphore(max(1, thumbnail_concurrency))
         """Renders at once; beyond them a thumbnail request is refused (`Busy`)."""
@@ -120,7 +127,8 @@ class Playback:
             live = self.hls.get(hit[1])
             if live is route.live:
                 return route
-            return EdgeRoute(live, playback_id, route.suffix) if live is not None else None
+            # the stream came here or left since the grant: follow it
+            return self._route(hit[1], live, playback_id, route.suffix)
         task = self._edge_lookups.get(key)
         if task is None:
             # one store lookup per id and token, however many viewers ask at once
@@ -154,8 +162,8 @@ class Playback:
             return None
         stream_id = target.live_stream.id
         live = self.hls.get(stream_id)
-        if live is None:
-            return None
+        if live is None and (self.relay is None or await self.relay.origin_url(stream_id) is None):
+            return None  # live nowhere: its VOD, from the aiohttp handlers
         suffix = token_suffix(token, target)
         # A grant is reused for EDGE_CACHE_S at most (a deleted playback id or
         # signing key stops playback within that), never past the token's expiry.
@@ -165,10 +173,25 @@ class Playback:
             self._edge_cache = {k: v for k, v in self._edge_cache.items() if v[0] > now}
             if len(self._edge_cache) >= EDGE_CACHE_MAX:
                 self._edge_cache.clear()
-        route = EdgeRoute(live, playback_id, suffix)
+        route = self._route(stream_id, live, playback_id, suffix)
+        if route is None:
+            return None
         if epoch == self._grant_epoch:  # nothing was revoked while we looked
             self._edge_cache[(playback_id, token)] = (until, stream_id, route)
         return route
+
+    def _route(
+        self, stream_id: str, live: LiveHls | None, playback_id: str, suffix: str
+    ) -> EdgeRoute | None:
+        if live is not None:
+            return EdgeRoute(live, playback_id, suffix)
+        relay = self.relay
+        if relay is None:
+            return None
+        # the relay answers None when no node serves it: the edge hands over
+        return EdgeRoute(
+            None, playback_id, suffix, upstream=functools.partial(relay.request, stream_id)
+        )
 
     async def asset_of(self, target: Target) -> Record | None:
         """The asset a target plays as VOD: its own, or its live stream's current or latest."""

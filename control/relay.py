@@ -3,7 +3,8 @@
 A live stream is served by the node that ingests it, its **origin** (the store
 key ``origin:<stream id>``, claimed and renewed by the live lifecycle there).
 Any other node answers that stream's playback URLs by relaying them from the
-origin (`LiveRelay.fetch`):
+origin (`LiveRelay.request`; the playback edge writes the answers, so a
+waiting viewer costs a done-callback, not a task):
 
 * **one upstream request per URL however many viewers ask**: a request for a
   URL already on its way upstream waits for that answer (blocking playlist
@@ -32,18 +33,16 @@ import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import aiohttp
 
 from control.live import origin_key
 from control.registry import alive_key
 from control.store.base import Store
+from realtime.hls.edge import RELAY_HEADER, Relayed
 
 log = logging.getLogger(__name__)
 
-RELAY_HEADER = "X-Onair-Relay"
-"""Set on requests an edge sends its origin (the origin answers, never relays)."""
 ORIGIN_TTL_S = 0.5
 CACHE_MAX = 4096
 """Answers kept at most (parts of the live window, blocking playlist answers)."""
@@ -52,13 +51,6 @@ UPSTREAM_TIMEOUT_S = 20.0
 """A blocking playlist request is held up to three target durations."""
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 _PASSED_HEADERS = ("Content-Type", "Cache-Control", "Access-Control-Allow-Origin")
-
-
-@dataclass(frozen=True, slots=True)
-class Relayed:
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 NodeUrl = Callable[[str], Awaitable[str | None]]
@@ -103,9 +95,10 @@ class LiveRelay:
         self._origins[stream_id] = (now + ORIGIN_TTL_S, url)
         return url
 
-    async def fetch(self, stream_id: str, path_qs: str) -> Relayed | None:
-        """The origin's answer for `path_qs` (a playback URL of `stream_id`), or
-        None when no other node serves the stream."""
+    def request(self, stream_id: str, path_qs: str) -> Relayed | asyncio.Future[Relayed | None]:
+        """The origin's answer for `path_qs` (a playback URL of `stream_id`): kept,
+        or the future every asker of that URL shares (None: no other node serves
+        the stream). Waiters must not cancel it."""
         hit = self._cache.get(path_qs)
         if hit is not None:
             if hit[0] > time.monotonic():
@@ -117,7 +110,14 @@ class LiveRelay:
             pending = asyncio.ensure_future(self._upstream(stream_id, path_qs))
             self._inflight[path_qs] = pending
             pending.add_done_callback(lambda _f: self._inflight.pop(path_qs, None))
-        return await asyncio.shield(pending)
+        return pending
+
+    async def fetch(self, stream_id: str, path_qs: str) -> Relayed | None:
+        """`request`, awaited."""
+        got = self.request(stream_id, path_qs)
+        if isinstance(got, Relayed):
+            return got
+        return await asyncio.shield(got)
 
     async def _upstream(self, stream_id: str, path_qs: str) -> Relayed | None:
         assert self._session is not None, "the relay is not started"

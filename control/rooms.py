@@ -8,7 +8,12 @@ A room is hosted by one node (``room_host:<id>``, claimed by the first node a
 participant reaches, renewed by its keeper); a participant whose signaling
 socket reaches another node is relayed there (`Rooms.host_elsewhere`, the
 HTTP route pipes the socket), and the API's participant calls are forwarded to
-it, so any node serves any room."""
+it, so any node serves any room. When the host is gone (its process died: its
+address refuses connections, or its alive key lapsed), the node a participant
+reaches next takes the room over (`take_over`: one node wins), so people who
+reconnect get the room again on a living node; the dead host's recording is
+finished from what it stored and the room records anew (the ``node_lost``
+semantics of a room nobody rejoined are the keeper's)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 from control.domain.rooms import ROOMS_COLLECTION, StoreRooms, load_token_secret
 from control.registry import alive_key, node_url
@@ -32,6 +38,10 @@ ROOM_LEASE_TTL_S = 8.0
 ROOM_HEARTBEAT_S = 2.0
 
 
+class RoomHostContended(Exception):
+    """Nodes kept taking the room from each other while this one looked."""
+
+
 def room_lease(room_id: str) -> str:
     return f"room:{room_id}"
 
@@ -39,6 +49,14 @@ def room_lease(room_id: str) -> str:
 def room_host_key(room_id: str) -> str:
     """The store key naming the node that hosts a room's sessions."""
     return f"room_host:{room_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomHost:
+    """Another living node hosting a room, and where it is reached."""
+
+    node_id: str
+    url: str
 
 
 class RoomKeeper:
@@ -173,18 +191,33 @@ class Rooms:
             return await node_url(self.store, owner)
         return None
 
-    async def host_elsewhere(self, room_id: str) -> str | None:
-        """Where a participant joining `room_id` goes: the base URL of the living
-        node hosting it when that is not this one; None when this node hosts it
-        (or takes it: nobody else does)."""
+    async def host_elsewhere(self, room_id: str) -> RoomHost | None:
+        """Where a participant joining `room_id` goes: the living node hosting it
+        when that is not this one; None when this node hosts it (or takes it:
+        nobody else does, or its host is dead)."""
         if room_id in self.service.rooms:
             return None
         key = room_host_key(room_id)
-        if await self.store.kv_set_if_absent(key, self.node_id, ttl_s=ROOM_LEASE_TTL_S):
-            return None
-        url = await self.hosted_at(room_id)
-        if url is not None:
-            return url
-        # its host is gone (or said nothing of where it is): the room moves here
-        await self.store.kv_set(key, self.node_id, ttl_s=ROOM_LEASE_TTL_S)
-        return None
+        for _ in range(3):
+            if await self.store.kv_set_if_absent(key, self.node_id, ttl_s=ROOM_LEASE_TTL_S):
+                return None
+            owner = await self.store.kv_get(key)
+            if owner is None:
+                continue  # it lapsed meanwhile: claim it
+            if owner == self.node_id:
+                return None
+            if await self.store.kv_get(alive_key(owner)):
+                url = await node_url(self.store, owner)
+                if url is not None:
+                    return RoomHost(owner, url)
+            # its host is gone (or said nothing of where it is)
+            if await self.take_over(room_id, owner):
+                return None
+        raise RoomHostContended(room_id)
+
+    async def take_over(self, room_id: str, dead_host: str) -> bool:
+        """Host `room_id` here instead of `dead_host`, unless another node already
+        took it (False: ask `host_elsewhere` again)."""
+        return await self.store.kv_replace(
+            room_host_key(room_id), dead_host, self.node_id, ttl_s=ROOM_LEASE_TTL_S
+        )

@@ -249,6 +249,13 @@ class Store(Protocol):
 
     async def kv_set_if_absent(self, key: str, value: str, ttl_s: float | None = None) -> bool: ...
 
+    async def kv_replace(
+        self, key: str, expected: str, value: str, ttl_s: float | None = None
+    ) -> bool:
+        """Set `key` to `value` only while it holds `expected` (not expired): of
+        several nodes replacing the same value, one wins."""
+        ...
+
     async def kv_delete(self, key: str) -> None: ...
 
     # -- rate limits and singleton leases ----------------------------------------------

@@ -298,6 +298,16 @@ redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
+_REPLACE = r"""
+if redis.call('GET', ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[4] == '' then
+  redis.call('SET', ARGV[1], ARGV[3])
+else
+  redis.call('SET', ARGV[1], ARGV[3], 'PX', ARGV[4])
+end
+return 1
+"""
+
 _RELEASE = r"""
 if redis.call('GET', ARGV[1]) == ARGV[2] then redis.call('DEL', ARGV[1]) end
 return 1
@@ -494,6 +504,7 @@ class RedisStore:
             "take_token": _TAKE_TOKEN,
             "acquire": _ACQUIRE,
             "release": _RELEASE,
+            "replace": _REPLACE,
             "trim_events": _TRIM_EVENTS,
             "swap_log": _SWAP_LOG,
             "delete_before": _DELETE_BEFORE,
@@ -787,6 +798,12 @@ class RedisStore:
             self._kv(key), value, nx=True, px=None if ttl_s is None else _ms(ttl_s)
         )
         return bool(res)
+
+    async def kv_replace(
+        self, key: str, expected: str, value: str, ttl_s: float | None = None
+    ) -> bool:
+        ttl = "" if ttl_s is None else str(_ms(ttl_s))
+        return bool(await self._call("replace", self._kv(key), expected, value, ttl))
 
     async def kv_delete(self, key: str) -> None:
         await self._r.delete(self._kv(key))

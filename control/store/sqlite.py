@@ -759,6 +759,22 @@ class SqliteStore:
 
         return await self._write(q)
 
+    async def kv_replace(
+        self, key: str, expected: str, value: str, ttl_s: float | None = None
+    ) -> bool:
+        now = self._clock()
+        expires = None if ttl_s is None else now + ttl_s
+
+        def q() -> bool:
+            cur = self._db.execute(
+                "UPDATE kv SET value=?, expires_at=? WHERE key=? AND value=?"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (value, expires, key, expected, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(q)
+
     async def kv_delete(self, key: str) -> None:
         await self._write(lambda: self._db.execute("DELETE FROM kv WHERE key=?", (key,)))
 

@@ -15,6 +15,12 @@ heads it does not understand, unknown or refused playback ids) is handed
 to aiohttp: the transport is switched to a fresh aiohttp `RequestHandler`,
 which gets every byte not yet consumed and keeps the connection from then on.
 
+A live stream another node ingests (origin-edge) is served the same way: its
+route carries an `Upstream` instead of a `LiveHls`, which answers a playback
+URL from a cache or with the one shared future of the request on its way to
+the origin; every viewer waiting for it is a done-callback on that future, and
+the origin's bytes and caching headers are written as they came.
+
 The composition root supplies `resolve(playback_id, token)`, which checks the
 playback policy and returns an `EdgeRoute` (synchronously when cached, else an
 awaitable) or None to hand the request over, and `observe` for metrics and
@@ -87,17 +93,40 @@ _SAFE_ID = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 _SAFE_NAME = _SAFE_ID | {"."}
 _FIELDS: dict[tuple[str, str, str | None], str] = {}
 """Rendered header fields by (content type, cache control, retry-after): a handful."""
+_RELAYED_FIELDS: dict[tuple[tuple[str, str], ...], str] = {}
+"""The same for relayed answers, by the origin's header fields."""
 _SPLIT_WRITE = 16 * 1024
 """Bodies above this are written apart from the head (no copy into one buffer)."""
 
 
+RELAY_HEADER = "X-Onair-Relay"
+"""Set on requests an edge sends the origin: the origin answers them, never relays."""
+_RELAY_FIELD = RELAY_HEADER.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """The origin's answer to a playback URL, passed on as it came."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+Upstream = Callable[[str], "Relayed | asyncio.Future[Relayed | None]"]
+"""path and query → the origin's answer, now (cached) or the shared future of
+the request on its way; a future's None: no other node serves the stream."""
+
+
 @dataclass(slots=True, frozen=True)
 class EdgeRoute:
-    """A live stream the edge may serve for a playback id, and the child-URI suffix."""
+    """A live stream the edge may serve for a playback id, and the child-URI suffix:
+    from this node (`live`), or relayed from its origin (`upstream`)."""
 
-    live: LiveHls
+    live: LiveHls | None
     playback_id: str
     suffix: str = ""
+    upstream: Upstream | None = None
 
 
 @dataclass(slots=True)
@@ -390,16 +419,60 @@ class _Connection(asyncio.Protocol):
         if route is None or name == "download.mp4":
             self._hand_over()
             return False
+        self.route_label = MULTIVARIANT_ROUTE if name is None else CHILD_ROUTE
+        live = route.live
+        if live is None:
+            return self._relay(route, head)
         del self.buf[: head.size]
         self.request_id = self.edge.request_id(head.headers.get("x-request-id"))
-        live = route.live
         if name is None:
-            self.route_label = MULTIVARIANT_ROUTE
             step = responder.multivariant(live, media_playlist_uri(route.playback_id), route.suffix)
         else:
-            self.route_label = CHILD_ROUTE
             step = responder.child(live, name, query, route.suffix)
         return self._advance(step)
+
+    def _relay(self, route: EdgeRoute, head: RequestHead) -> bool:
+        """Answer with the origin's reply: now when it is cached, else when the
+        shared upstream request completes. The head stays buffered until then,
+        so a stream no other node serves is handed to aiohttp whole."""
+        # an edge's own request reaching a node that lost the stream is never
+        # relayed again: aiohttp answers it (404), and the edge looks again
+        if route.upstream is None or _RELAY_FIELD in head.headers:
+            self._hand_over()
+            return False
+        got = route.upstream(head.target)
+        if isinstance(got, Relayed):
+            return self._pass_on(head, got)
+        self.state = _WAITING
+        got.add_done_callback(functools.partial(self._relay_done, head))
+        return False
+
+    def _relay_done(self, head: RequestHead, future: asyncio.Future[Relayed | None]) -> None:
+        if self.closed or self.head is not head:
+            return
+        self.state = _IDLE
+        reply: Relayed | None = None
+        if not future.cancelled() and future.exception() is None:
+            reply = future.result()
+        elif not future.cancelled():
+            log.warning("relaying from the origin failed: %r", future.exception())
+        if reply is None:
+            self._hand_over()
+            return
+        if self._pass_on(head, reply):
+            self._serve_buffered()
+
+    def _pass_on(self, head: RequestHead, reply: Relayed) -> bool:
+        del self.buf[: head.size]
+        self.request_id = self.edge.request_id(head.headers.get("x-request-id"))
+        key = tuple(reply.headers.items())
+        fields = _RELAYED_FIELDS.get(key)
+        if fields is None:
+            if len(_RELAYED_FIELDS) > 256:
+                _RELAYED_FIELDS.clear()
+            fields = _RELAYED_FIELDS[key] = header_lines(list(key))
+        self._write(reply.status, fields, reply.body)
+        return not self.closed
 
     def _advance(self, step: Step) -> bool:
         """Send a reply (True: ready for the next request) or wait (False)."""
@@ -427,17 +500,19 @@ class _Connection(asyncio.Protocol):
             self._serve_buffered()
 
     def _send(self, reply: Reply) -> None:
-        head = self.head
-        transport = self.transport
-        assert head is not None and transport is not None
-        keep_alive = head.keep_alive and not self.eof
         key = (reply.content_type, reply.cache_control, reply.retry_after)
         fields = _FIELDS.get(key)
         if fields is None:
             fields = _FIELDS[key] = header_lines(list(reply_headers(reply).items()))
-        body = reply.body
+        self._write(reply.status, fields, reply.body)
+
+    def _write(self, status: int, fields: str, body: bytes) -> None:
+        head = self.head
+        transport = self.transport
+        assert head is not None and transport is not None
+        keep_alive = head.keep_alive and not self.eof
         first = response_head(
-            reply.status,
+            status,
             f"{fields}X-Request-Id: {self.request_id}\r\n",
             len(body),
             keep_alive=keep_alive,
@@ -456,7 +531,7 @@ class _Connection(asyncio.Protocol):
                     head.path,
                     head.query_string,
                     self.route_label,
-                    reply.status,
+                    status,
                     time.perf_counter() - self.started,
                     self.remote,
                     self.request_id,

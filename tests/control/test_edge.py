@@ -59,10 +59,15 @@ class Service:
         assert live is not None and await live.wait_media(timeout_s=5)
         return ls["id"], ls["playback_ids"][0]["id"]
 
-    async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+    async def get(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         """On a connection of its own, as a player's are: a connection that carried
         anything but live playback stays with aiohttp."""
-        async with aiohttp.ClientSession() as player, player.get(self.base + path) as r:
+        async with (
+            aiohttp.ClientSession() as player,
+            player.get(self.base + path, headers=headers) as r,
+        ):
             return r.status, dict(r.headers), await r.read()
 
 

@@ -20,7 +20,7 @@ from control.relay import LiveRelay
 from control.settings import load_settings
 from control.store.redis import RedisStore
 from ingest.hub import Publication
-from tests.control.test_edge import Service, service
+from tests.control.test_edge import Service, served_by_edge, service
 
 pytestmark = pytest.mark.redis
 
@@ -91,12 +91,17 @@ async def test_another_node_relays_a_live_stream_with_one_upstream_request_per_u
     msn, part = hint.groups()
     path = f"/play/{pid}/media.m3u8?_HLS_msn={msn}&_HLS_part={part}"
 
-    # twenty viewers on B wait for the next part: one request goes to A
+    # twenty viewers on B wait for the next part: one request goes to A, and
+    # B's playback edge holds them and writes the answer (not aiohttp)
     answers = await asyncio.gather(*(b.get(path) for _ in range(20)))
     assert {status for status, _, _ in answers} == {200}
     assert len({body for _, _, body in answers}) == 1
     assert relay_of(b).upstream_requests[path] == 1
     assert f"{msn}.{part}.m4s".encode() in answers[0][2]
+    assert all(served_by_edge(headers) for _, headers, _ in answers)
+    request_ids = {v for _, h, _ in answers for k, v in h.items() if k.lower() == "x-request-id"}
+    assert len(request_ids) == 20
+    assert answers[0][1]["Content-Type"] == "application/vnd.apple.mpegurl"
 
     # the part: the same bytes A serves, fetched from A once
     part_path = f"/play/{pid}/{msn}.{part}.m4s"
@@ -105,6 +110,23 @@ async def test_another_node_relays_a_live_stream_with_one_upstream_request_per_u
     assert status == 200 and {body for _, _, body in from_b} == {from_a}
     assert relay_of(b).upstream_requests[part_path] == 1
     assert "immutable" in from_b[0][1]["Cache-Control"]
+    assert all(served_by_edge(headers) for _, headers, _ in from_b)
+
+
+async def test_the_origin_never_relays_an_edge_s_request_further(
+    nodes: tuple[Service, Service],
+) -> None:
+    """A node asked by an edge for a stream it does not hold answers 404 (the
+    edge then looks the origin up again), however the store points."""
+    from realtime.hls.edge import RELAY_HEADER
+
+    a, b = nodes
+    await point_registry_at(a)
+    stream_id, pid = await a.live()
+    status, _, _ = await b.get(f"/play/{pid}/media.m3u8")
+    assert status == 200
+    status, _, _ = await b.get(f"/play/{pid}/media.m3u8", headers={RELAY_HEADER: "node-c"})
+    assert status == 404
 
 
 async def test_a_stream_live_nowhere_is_not_relayed(nodes: tuple[Service, Service]) -> None:
@@ -208,7 +230,6 @@ async def test_a_grant_revoked_on_another_node_stops_edge_playback_at_once(
     import time
 
     from control.playback import EDGE_CACHE_S
-    from tests.control.test_edge import served_by_edge
 
     a, b = nodes
     stream_id, pid = await b.live()

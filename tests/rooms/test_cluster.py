@@ -1,7 +1,8 @@
 """Rooms on any node: a room is hosted by the node its first participant
 reached; a participant whose signaling socket reaches another node is relayed
 to the host and is in the same room; the participant calls of the API work
-from any node (two media nodes on one Redis, each with its own connections)."""
+from any node; when the host died, the node a participant reaches next hosts
+the room (two media nodes on one Redis, each with its own connections)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,37 @@ async def test_a_participant_reaching_another_node_joins_the_room_on_its_host(
     finally:
         await bob.close()
         await alice.close()
+
+
+async def test_a_room_whose_host_died_is_taken_over_by_the_node_a_participant_reaches(
+    nodes: tuple[Service, Service],  # noqa: F811
+) -> None:
+    """A's process is gone but its alive key has not lapsed (it is reached at an
+    address nobody listens on): a participant reconnecting through B gets the
+    room again, hosted by B, and whoever comes next joins it there."""
+    from tests.control.api.service_process import free_port
+
+    a, b = nodes
+    await point_registry_at(b)
+    registry_a = a.app[NODE].registry
+    registry_a.url = f"http://127.0.0.1:{free_port()}"  # nothing answers there
+    await registry_a.beat()
+    room = await a.api("POST", "/v1/rooms", {})
+    rid = room["id"]
+    store = a.app[NODE].store
+    await store.kv_set(room_host_key(rid), "node-a", ttl_s=30)  # A hosted it when it died
+
+    bob = RoomClient(b.base, rid, await token(b, rid, "bob"))
+    dave = RoomClient(b.base, rid, await token(b, rid, "dave"))
+    try:
+        assert (await bob.connect())["type"] == "joined"
+        assert await store.kv_get(room_host_key(rid)) == "node-b"
+        media_b = b.app[NODE].media
+        assert media_b is not None and rid in media_b.rooms.service.rooms
+        joined = await dave.connect()
+        assert joined["type"] == "joined" and "bob" in dave.participants
+        listed = await b.api("GET", f"/v1/rooms/{rid}/participants")
+        assert sorted(p["identity"] for p in listed["data"]) == ["bob", "dave"]
+    finally:
+        await dave.close()
+        await bob.close()

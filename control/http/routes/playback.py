@@ -22,8 +22,8 @@ from control.http.middleware import api_error
 from control.http.node_key import media_of
 from control.http.validation import ApiError
 from control.playback import MP4_KEY, Playback, token_suffix
-from control.relay import RELAY_HEADER
 from realtime.hls import http as live_http
+from realtime.hls.edge import RELAY_HEADER
 from vod.blobstore import BlobNotFound
 from vod.manifest import is_media_name, media_key
 from vod.playlist import render_media_playlist, render_multivariant_playlist

@@ -42,10 +42,10 @@ from control.http.helpers import (
 )
 from control.http.middleware import requires
 from control.http.node_key import media_of, node_of
-from control.http.validation import F, Obj, not_found, read_json
-from control.relay import RELAY_HEADER
-from control.rooms import Rooms
+from control.http.validation import ApiError, F, Obj, not_found, read_json
+from control.rooms import RoomHost, RoomHostContended, Rooms
 from control.store.base import Record
+from realtime.hls.edge import RELAY_HEADER
 from realtime.rooms import signaling as sig
 from realtime.rooms.routes import STATIC
 from realtime.rooms.tokens import IDENTITY_RE, MAX_TTL_S
@@ -206,30 +206,52 @@ def add_routes(app: web.Application) -> None:
 
 async def signal(request: web.Request) -> web.StreamResponse:
     rooms = _rooms(request)
+    room_id = request.match_info["id"]
     if RELAY_HEADER not in request.headers:
-        host = await rooms.host_elsewhere(request.match_info["id"])
+        try:
+            host = await rooms.host_elsewhere(room_id)
+        except RoomHostContended:
+            raise ApiError(503, "service_unavailable", "the room is moving; retry") from None
         if host is not None:
-            return await _relay_signal(request, host)
+            relayed = await _relay_signal(request, host)
+            if relayed is not None:
+                return relayed
+            # its host refused the connection: its process is gone, though its
+            # alive key has not lapsed yet; the room moves here (or to the node
+            # that took it first)
+            if not await rooms.take_over(room_id, host.node_id):
+                host = await rooms.host_elsewhere(room_id)
+                if host is not None:
+                    relayed = await _relay_signal(request, host)
+                    if relayed is not None:
+                        return relayed
+                    raise ApiError(503, "service_unavailable", "the room's node is unreachable")
     return await signal_handler(rooms.service)(request)
 
 
-async def _relay_signal(request: web.Request, host: str) -> web.WebSocketResponse:
+async def _relay_signal(request: web.Request, host: RoomHost) -> web.WebSocketResponse | None:
     """Pipe a participant's signaling socket to the node hosting the room (the
     media flows between the participant and that node directly: its answers
-    name its own ICE candidates)."""
-    ws = web.WebSocketResponse(max_msg_size=sig.MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S)
-    await ws.prepare(request)
+    name its own ICE candidates). None, before anything is answered, when the
+    host refuses the connection."""
     headers = {RELAY_HEADER: node_of(request).settings.node_id}
     if "Authorization" in request.headers:
         headers["Authorization"] = request.headers["Authorization"]
-    url = "ws" + host.removeprefix("http") + request.path_qs
+    url = "ws" + host.url.removeprefix("http") + request.path_qs
+    session = aiohttp.ClientSession()
     try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.ws_connect(
+        try:
+            upstream = await session.ws_connect(
                 url, headers=headers, max_msg_size=sig.MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S
-            ) as upstream,
-        ):
+            )
+        except aiohttp.ClientConnectorError:
+            return None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # alive but not answering as it should: say so, never host a second copy
+            return await _refuse(request, f"the room's node: {exc}")
+        try:
+            ws = web.WebSocketResponse(max_msg_size=sig.MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S)
+            await ws.prepare(request)
 
             async def pipe(src: Any, dst: Any) -> None:
                 async for msg in src:
@@ -242,18 +264,27 @@ async def _relay_signal(request: web.Request, host: str) -> web.WebSocketRespons
                 asyncio.ensure_future(pipe(ws, upstream)),
                 asyncio.ensure_future(pipe(upstream, ws)),
             ]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                task.cancel()
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
             if upstream.closed and not ws.closed:
-                code = upstream.close_code or 1000
-                await ws.close(code=code, message=b"host closed")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        if not ws.closed:
-            await ws.send_str(sig.to_json(sig.Error("room_unavailable", f"the room's node: {exc}")))
-            await ws.close(code=1011, message=b"room_unavailable")
-    if not ws.closed:
-        await ws.close()
+                await ws.close(code=upstream.close_code or 1000, message=b"host closed")
+            if not ws.closed:
+                await ws.close()
+            return ws
+        finally:
+            await upstream.close()
+    finally:
+        await session.close()
+
+
+async def _refuse(request: web.Request, why: str) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(max_msg_size=sig.MAX_MESSAGE_BYTES)
+    await ws.prepare(request)
+    await ws.send_str(sig.to_json(sig.Error("room_unavailable", why)))
+    await ws.close(code=1011, message=b"room_unavailable")
     return ws
 
 

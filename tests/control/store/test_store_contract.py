@@ -396,6 +396,22 @@ async def test_kv_ttl_expires(store: Store) -> None:
     assert await store.kv_get("short") == "z"
 
 
+async def test_kv_replace_swaps_only_the_expected_value_and_has_one_winner(
+    store: Store,
+) -> None:
+    assert not await store.kv_replace("host", "a", "b", 30), "nothing to replace"
+    assert await store.kv_get("host") is None
+    await store.kv_set("host", "a", ttl_s=30)
+    assert not await store.kv_replace("host", "x", "b", 30)
+    assert await store.kv_get("host") == "a"
+    results = await asyncio.gather(*(store.kv_replace("host", "a", f"n{i}", 30) for i in range(8)))
+    assert sum(results) == 1
+    assert await store.kv_get("host") == f"n{results.index(True)}"
+    await store.kv_set("short", "a", ttl_s=0.2)
+    await asyncio.sleep(0.35)
+    assert not await store.kv_replace("short", "a", "b", 30), "an expired value is gone"
+
+
 async def test_kv_set_if_absent_has_one_winner(store: Store) -> None:
     results = await asyncio.gather(*(store.kv_set_if_absent("k", str(i), 30) for i in range(10)))
     assert sum(results) == 1
