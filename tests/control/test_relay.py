@@ -122,7 +122,7 @@ async def test_the_origin_never_relays_an_edge_s_request_further(
 
     a, b = nodes
     await point_registry_at(a)
-    stream_id, pid = await a.live()
+    _stream_id, pid = await a.live()
     status, _, _ = await b.get(f"/play/{pid}/media.m3u8")
     assert status == 200
     status, _, _ = await b.get(f"/play/{pid}/media.m3u8", headers={RELAY_HEADER: "node-c"})
