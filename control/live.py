@@ -52,7 +52,7 @@ from ingest.hub import HubObserver, Publication, Stream
 from ingest.ports import PublishDenied, PublishGrant
 from realtime.hls.manager import LiveHlsManager, LiveOutput
 from realtime.segments import Continuation
-from vod.blobstore import BlobError, BlobStore
+from vod.blobstore import BlobError, BlobStore, join_key
 from vod.manifest import Manifest
 from vod.recorder import Recorder, RecordingFailed, finalize_recording
 
@@ -72,6 +72,8 @@ LEASE_TTL_S = 10.0
 HEARTBEAT_S = 3.0
 SWEEP_EVERY_S = 15.0
 GRANT_TIMEOUT_S = 10.0
+EARLIER_WINDOW_S = 30.0
+"""How much of the playlist a node taking a stream over serves from the recording."""
 """A granted publish that has not started publishing by then counts as a disconnect
 (the peer left before its media, or sent none): otherwise nothing ever ends it."""
 
@@ -192,9 +194,10 @@ class LiveLifecycle(HubObserver):
             b.record = bool(d.get("record", True))
             b.reconnect_window_s = float(d.get("reconnect_window_s", 60))
             b.connects += 1
+            taking_over: Continuation | None = None
             if self.hls.get(ls_id) is None:
                 # another node may have been serving it: continue its playlist
-                b.resume = await load_position(self.store, ls_id)
+                b.resume = taking_over = await load_position(self.store, ls_id)
             if b.window is not None:  # a reconnect inside the window
                 b.window.cancel()
                 b.window = None
@@ -210,9 +213,42 @@ class LiveLifecycle(HubObserver):
                     final_retry_s=self.final_retry_s,
                 )
                 await b.recorder.start()
+            if taking_over is not None and b.recorder is not None:
+                self._spawn(self._keep_earlier(ls_id, b.recorder, taking_over))
             await self.live_streams.apply(ls_id, Action.CONNECT)
             self._spawn(self._expect_publication(b, b.connects, b.publications))
         return grant
+
+    async def _keep_earlier(self, ls_id: str, recorder: Recorder, resume: Continuation) -> None:
+        """The segments of the playlist this node continues, read back from the
+        recording, so players still on the old origin's playlist fetch them here
+        (the window's worth: the stored tail of consecutive msns before ours)."""
+        earlier = []
+        total = 0.0
+        want = resume.next_msn - 1
+        for entry in reversed(recorder.manifest.segments):
+            if entry.msn > want:
+                continue
+            if entry.msn != want or total >= EARLIER_WINDOW_S:
+                break  # a hole (a segment never stored), or enough
+            earlier.append(entry)
+            total += entry.duration
+            want -= 1
+        if not earlier:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GRANT_TIMEOUT_S
+        while (live := self.hls.get(ls_id)) is None:  # its publication is starting
+            if loop.time() > deadline:
+                return
+            await asyncio.sleep(0.05)
+        for entry in earlier:
+            try:
+                data = await self.blobs.get(join_key(recorder.prefix, entry.uri))
+            except BlobError as exc:
+                log.info("%s: earlier segment %d not readable (%r)", ls_id, entry.msn, exc)
+                continue
+            live.keep_earlier(entry.msn, data)
 
     async def _expect_publication(self, b: _Broadcast, connects: int, publications: int) -> None:
         await asyncio.sleep(GRANT_TIMEOUT_S)

@@ -62,6 +62,10 @@ class LiveHls:
         self.current_init: InitSegment | None = None
         self._segments: deque[Segment] = deque()
         self._by_msn: dict[int, Segment] = {}
+        self._earlier: dict[int, bytes] = {}
+        """msn → bytes of segments the server this one took over from served
+        (`keep_earlier`): fetchable, never listed again."""
+        self._earlier_limit = resume.next_msn if resume is not None else 0
         self._open: list[Part] = []
         self._open_msn = resume.next_msn if resume is not None else 0
         self._open_pdt = 0.0
@@ -135,7 +139,20 @@ class LiveHls:
             except Exception:
                 log.exception("extra sink %r failed in %s for %s", sink, method, self.stream_id)
 
+    def keep_earlier(self, msn: int, data: bytes) -> None:
+        """Segment `msn` as the server this playlist continues served it (read back
+        from the recording): players still holding that server's playlist fetch
+        it by URI here. It is not listed — a playlist never grows backwards — and
+        is forgotten once this server's own segments fill the window."""
+        if msn < self._earlier_limit and not self._window_full():
+            self._earlier[msn] = data
+
+    def _window_full(self) -> bool:
+        return sum(s.duration for s in self._segments) >= self._window_s
+
     def _evict(self) -> None:
+        if self._earlier and self._window_full():
+            self._earlier.clear()
         total = sum(s.duration for s in self._segments)
         while len(self._segments) > 3 and total - self._segments[0].duration >= self._window_s:
             old = self._segments.popleft()
@@ -232,6 +249,13 @@ class LiveHls:
 
     def get_segment(self, msn: int) -> Segment | None:
         return self._by_msn.get(msn)
+
+    def segment_bytes(self, msn: int) -> bytes | None:
+        """The whole segment `msn`: one of this window's, or an earlier server's."""
+        seg = self._by_msn.get(msn)
+        if seg is not None:
+            return seg.data
+        return self._earlier.get(msn)
 
     def get_part(self, msn: int, index: int) -> Part | None:
         if msn == self._open_msn and 0 <= index < len(self._open):

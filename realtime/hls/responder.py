@@ -234,21 +234,21 @@ def part(live: LiveHls, msn: int, index: int) -> Step:
 
 def segment(live: LiveHls, msn: int) -> Step:
     """A complete segment; the one being built blocks until it is complete."""
-    found = live.get_segment(msn)
+    found = live.segment_bytes(msn)
     if found is not None:
-        return Reply(200, MEDIA_TYPE, IMMUTABLE, found.data)
+        return Reply(200, MEDIA_TYPE, IMMUTABLE, found)
     if not live.segment_may_come(msn) or msn > live.open_msn:
         return error(404, "no such segment")
 
     def answer() -> Step:
-        got = live.get_segment(msn)
+        got = live.segment_bytes(msn)
         if got is not None:
-            return Reply(200, MEDIA_TYPE, IMMUTABLE, got.data)
+            return Reply(200, MEDIA_TYPE, IMMUTABLE, got)
         return error(404 if not live.segment_may_come(msn) else 503, "segment not ready")
 
     return wait_until(
         live,
-        lambda: live.get_segment(msn) is not None or not live.segment_may_come(msn),
+        lambda: live.segment_bytes(msn) is not None or not live.segment_may_come(msn),
         _now() + live.blocking_timeout(),
         answer,
     )

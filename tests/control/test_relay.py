@@ -6,10 +6,12 @@ one Redis, each with its own connections)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +31,14 @@ HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"')
 
 @pytest.fixture
 async def nodes(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[Service, Service]]:
+    async with two_nodes(tmp_path, redis_url) as pair:
+        yield pair
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(
+    tmp_path: Path, redis_url: str, **more: Any
+) -> AsyncIterator[tuple[Service, Service]]:
     prefix = f"relay{uuid.uuid4().hex[:8]}:"
     stores = [RedisStore(redis_url, prefix=prefix), RedisStore(redis_url, prefix=prefix)]
     for store in stores:
@@ -42,6 +52,7 @@ async def nodes(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[Service, 
                 host="127.0.0.1",
                 node_id=name,
                 redis_url=redis_url,
+                **more,
             )
             for name in ("node-a", "node-b")
         ]
@@ -220,6 +231,64 @@ async def test_a_node_taking_a_stream_over_continues_its_playlist(
     assert f"#EXT-X-MEDIA-SEQUENCE:{last_a + 1}\n" in text
     assert text.index("#EXT-X-DISCONTINUITY\n") < text.index("#EXTINF")
     pub_b.close("disconnected")
+
+
+@pytest.mark.s3
+async def test_a_node_taking_a_recorded_stream_over_serves_the_earlier_segments(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A player still holding the old origin's playlist fetches its segments from
+    the node that took the stream over: read back from the recording (S3)."""
+    import time
+
+    from tests.realtime.media import feed_realtime, synthetic_tracks, synthetic_units
+    from tests.support.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+
+    with S3Server() as s3:
+        async with two_nodes(
+            tmp_path,
+            redis_url,
+            s3_endpoint=s3.endpoint_url,
+            s3_bucket=f"relay-{uuid.uuid4().hex[:8]}",
+            s3_region=REGION,
+            s3_access_key=ACCESS_KEY,
+            s3_secret_key=SECRET_KEY,
+            s3_create_bucket=True,
+        ) as (a, b):
+            ls = await a.api("POST", "/v1/live-streams", {"record": True})
+            pid = ls["playback_ids"][0]["id"]
+            media_a, media_b = a.app[NODE].media, b.app[NODE].media
+            assert media_a is not None and media_b is not None
+
+            async def publish(media: Media) -> Publication:
+                await media.lifecycle.authorize_publish(
+                    ls["stream_key"], protocol="test", remote="127.0.0.1"
+                )
+                pub = media.hub.publish(ls["id"], synthetic_tracks(), source="test")
+                await feed_realtime(pub, synthetic_units(3.5, wallclock0=time.time()))
+                return pub
+
+            pub_a = await publish(media_a)
+            live_a = media_a.hls.get(ls["id"])
+            assert live_a is not None
+            pub_a.close("disconnected")  # the encoder lost A
+            await asyncio.sleep(1.0)  # A stores its last segment and position
+            old = {
+                msn: (await a.get(f"/play/{pid}/{msn}.m4s"))[2]
+                for msn in range(live_a.first_msn, live_a.last_complete_msn + 1)
+            }
+            assert len(old) >= 2
+
+            pub_b = await publish(media_b)
+            live_b = media_b.hls.get(ls["id"])
+            assert live_b is not None and live_b.first_msn == max(old) + 1
+            for msn, data in old.items():
+                status, _, body = await b.get(f"/play/{pid}/{msn}.m4s")
+                assert status == 200 and body == data, msn
+            assert f"#EXT-X-MEDIA-SEQUENCE:{max(old) + 1}\n" in live_b.media_playlist()
+            status, _, _ = await b.get(f"/play/{pid}/{max(old) + 100}.m4s")
+            assert status == 404
+            pub_b.close("disconnected")
 
 
 async def test_a_grant_revoked_on_another_node_stops_edge_playback_at_once(

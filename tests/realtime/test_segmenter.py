@@ -290,6 +290,34 @@ def test_a_continued_playlist_goes_on_from_where_another_server_left_it() -> Non
     assert live.first_msn == 42 and live.last_complete_msn >= 44
 
 
+def test_a_continued_playlist_serves_the_earlier_server_s_segments_unlisted() -> None:
+    """Segments before the continuation (read back from the recording) are served
+    by URI and never listed; later ones are refused; they go once this server's
+    own segments fill the window."""
+    from realtime.hls import responder
+    from realtime.hls.live import LiveHls
+    from realtime.hls.responder import Reply
+    from realtime.segments import Continuation
+
+    live = LiveHls("s", window_s=8.0, resume=Continuation(next_msn=42, discontinuity_sequence=3))
+    live.keep_earlier(40, b"forty")
+    live.keep_earlier(41, b"forty-one")
+    live.keep_earlier(42, b"ours, not theirs")
+    seg = Segmenter(None, live, part_target_s=0.2, segment_target_s=1.0, start_msn=42)
+    run(synthetic_units(2.5), seg=seg, out=live, end=False)  # type: ignore[arg-type]
+    reply = responder.child(live, "41.m4s", {}, "")
+    assert isinstance(reply, Reply) and reply.status == 200 and reply.body == b"forty-one"
+    assert live.segment_bytes(42) != b"ours, not theirs"
+    assert "#EXT-X-MEDIA-SEQUENCE:42\n" in live.media_playlist()
+    assert "41.m4s" not in live.media_playlist()
+
+    later = synthetic_units(12.0, start_ms=2500)
+    run(later, seg=seg, out=live, end=False)  # type: ignore[arg-type]
+    assert live.segment_bytes(41) is None  # the window is this server's own now
+    reply = responder.child(live, "41.m4s", {}, "")
+    assert isinstance(reply, Reply) and reply.status == 404
+
+
 def test_a_fresh_playlist_starts_at_zero_without_a_discontinuity() -> None:
     from realtime.hls.live import LiveHls
 
