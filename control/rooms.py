@@ -100,6 +100,9 @@ class RoomKeeper:
     async def _adopt(self, rec: Record) -> None:
         if rec.id in self.service.rooms or rec.data.get("status") != "active":
             return
+        host = await self.store.kv_get(room_host_key(rec.id))
+        if host and host != self.node_id and await self.store.kv_get(alive_key(host)):
+            return  # a living node hosts it (it may not have taken the lease yet)
         if not await self.store.acquire_lease(room_lease(rec.id), self.node_id, ROOM_LEASE_TTL_S):
             return  # hosted by a living node (or its lease has not lapsed yet)
         # A room that just closed here has its room.finished still queued: let it land.
@@ -200,11 +203,13 @@ class Rooms:
         key = room_host_key(room_id)
         for _ in range(3):
             if await self.store.kv_set_if_absent(key, self.node_id, ttl_s=ROOM_LEASE_TTL_S):
+                await self._hold(room_id)
                 return None
             owner = await self.store.kv_get(key)
             if owner is None:
                 continue  # it lapsed meanwhile: claim it
             if owner == self.node_id:
+                await self._hold(room_id)
                 return None
             if await self.store.kv_get(alive_key(owner)):
                 url = await node_url(self.store, owner)
@@ -215,9 +220,17 @@ class Rooms:
                 return None
         raise RoomHostContended(room_id)
 
+    async def _hold(self, room_id: str) -> None:
+        """Take the room's lease as soon as this node hosts it, not at the keeper's
+        next renewal: until then another node's sweep would take it for dead."""
+        await self.store.acquire_lease(room_lease(room_id), self.node_id, ROOM_LEASE_TTL_S)
+
     async def take_over(self, room_id: str, dead_host: str) -> bool:
         """Host `room_id` here instead of `dead_host`, unless another node already
         took it (False: ask `host_elsewhere` again)."""
-        return await self.store.kv_replace(
+        took = await self.store.kv_replace(
             room_host_key(room_id), dead_host, self.node_id, ttl_s=ROOM_LEASE_TTL_S
         )
+        if took:
+            await self._hold(room_id)
+        return took

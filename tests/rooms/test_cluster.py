@@ -91,3 +91,23 @@ async def test_a_room_whose_host_died_is_taken_over_by_the_node_a_participant_re
     finally:
         await dave.close()
         await bob.close()
+
+
+async def test_another_node_s_sweep_leaves_a_room_that_just_started_alone(
+    nodes: tuple[Service, Service],  # noqa: F811
+) -> None:
+    """A room that started on A a moment ago (before A's keeper renewed anything)
+    is not taken for a dead node's room by B's sweep."""
+    a, b = nodes
+    await point_registry_at(a)
+    room = await a.api("POST", "/v1/rooms", {})
+    rid = room["id"]
+    alice = RoomClient(a.base, rid, await token(a, rid, "alice"))
+    try:
+        assert (await alice.connect())["type"] == "joined"
+        media_b = b.app[NODE].media
+        assert media_b is not None
+        await media_b.rooms.keeper.sweep()
+        assert (await b.api("GET", f"/v1/rooms/{rid}"))["status"] == "active"
+    finally:
+        await alice.close()
