@@ -379,8 +379,10 @@ async def sse_latency(api: Any, subscriber: Any, events: int) -> dict[str, float
 
     import aiohttp
 
-    wanted: dict[str, float] = {}
-    arrivals: list[float] = []
+    wanted: set[str] = set()
+    seen: dict[str, float] = {}
+    """live stream id → ms from the event's created_at to its arrival (the bus
+    may deliver it before the creating request's response is read)."""
     done = asyncio.Event()
 
     async def listen(ready: asyncio.Event) -> None:
@@ -395,13 +397,12 @@ async def sse_latency(api: Any, subscriber: Any, events: int) -> dict[str, float
                 if not line.startswith(b"data: "):
                     continue
                 event = json.loads(line[6:])
-                if event["type"] != "live_stream.created" or event["data"]["id"] not in wanted:
+                if event["type"] != "live_stream.created":
                     continue
                 created = datetime.datetime.fromisoformat(event["created_at"]).timestamp()
-                arrivals.append((now - created) * 1000)
-                if len(arrivals) == events:
+                seen[event["data"]["id"]] = (now - created) * 1000
+                if len(wanted) == events and wanted <= seen.keys():
                     done.set()
-                    return
 
     ready = asyncio.Event()
     listening = asyncio.create_task(listen(ready))
@@ -409,12 +410,15 @@ async def sse_latency(api: Any, subscriber: Any, events: int) -> dict[str, float
     await asyncio.sleep(0.5)
     for _ in range(events):
         ls = await api.live_stream(record=False)
-        wanted[ls["id"]] = time.time()
+        wanted.add(ls["id"])
         await asyncio.sleep(0.02)
+    if wanted <= seen.keys():
+        done.set()
     try:
         await asyncio.wait_for(done.wait(), 10)
     finally:
         listening.cancel()
+    arrivals = [seen[i] for i in wanted]
     return {
         "events": len(arrivals),
         "p50": round(hb._pct(arrivals, 50), 1),
