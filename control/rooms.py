@@ -79,6 +79,9 @@ class RoomKeeper:
         self.rooms = rooms
         self.node_id = node_id
         self.broadcasts = broadcasts
+        self.adopting = True
+        """False once this node drains: it takes no room over, not even its own
+        rooms it handed on (their leases lapse while participants move)."""
 
     async def renew(self) -> None:
         for room_id in list(self.service.rooms):
@@ -86,6 +89,8 @@ class RoomKeeper:
             await self.store.kv_set(room_host_key(room_id), self.node_id, ttl_s=ROOM_LEASE_TTL_S)
 
     async def sweep(self) -> None:
+        if not self.adopting:
+            return
         after: str | None = None
         while True:
             page = await self.store.list(
@@ -173,6 +178,23 @@ class Rooms:
             except Exception:
                 log.exception("closing room %s on shutdown failed", room_id)
         await self.service.drain_events()
+
+    async def release_all(self) -> int:
+        """Hand this node's rooms on (it drains and other nodes live): participants
+        are disconnected with ``moved`` and reconnect through any node, which hosts
+        the room from then on; the rooms stay ``active``, never finished here.
+        Their leases are left to lapse, so no other node takes them for dead
+        before people are back. Returns how many rooms went."""
+        self.keeper.adopting = False
+        released = 0
+        for room_id in list(self.service.rooms):
+            key = room_host_key(room_id)
+            if await self.store.kv_get(key) == self.node_id:
+                await self.store.kv_delete(key)
+            if await self.service.release_room(room_id):
+                released += 1
+        await self.service.drain_events()
+        return released
 
     async def stop(self) -> None:
         if self._keeping is not None:

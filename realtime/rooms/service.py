@@ -507,6 +507,22 @@ class RoomService:
             self.rooms.pop(room_id, None)
         return True
 
+    async def release_room(self, room_id: str) -> bool:
+        """Let another server host the room: everyone is disconnected with
+        ``moved`` (clients reconnect, and reach the room wherever it is hosted
+        next) and the room leaves this server without finishing."""
+        ar = self.rooms.get(room_id)
+        if ar is None:
+            return False
+        async with ar.lock:
+            for s in list(ar.sessions.values()):
+                await self._end_session(s, "moved")
+            if ar.composite is not None:
+                await ar.composite.close()
+                ar.composite = None
+            self.rooms.pop(room_id, None)
+        return True
+
     async def remove_participant(self, room_id: str, identity: str) -> bool:
         """End `identity`'s session and refuse the tokens it holds (a kicked
         participant must not walk back in with the same token)."""

@@ -111,3 +111,40 @@ async def test_another_node_s_sweep_leaves_a_room_that_just_started_alone(
         assert (await b.api("GET", f"/v1/rooms/{rid}"))["status"] == "active"
     finally:
         await alice.close()
+
+
+async def test_a_draining_node_hands_its_rooms_on_and_participants_find_them_elsewhere(
+    nodes: tuple[Service, Service],  # noqa: F811
+) -> None:
+    """A drains with a room still in use: its participants are told ``moved``,
+    the room stays active (not finished), and reconnecting through B gets them
+    the room again, hosted by B; A takes nothing back."""
+    a, b = nodes
+    await point_registry_at(a)
+    await point_registry_at(b)
+    room = await a.api("POST", "/v1/rooms", {})
+    rid = room["id"]
+    alice = RoomClient(a.base, rid, await token(a, rid, "alice"))
+    again = RoomClient(b.base, rid, await token(b, rid, "alice"))
+    try:
+        assert (await alice.connect())["type"] == "joined"
+        media_a, media_b = a.app[NODE].media, b.app[NODE].media
+        assert media_a is not None and media_b is not None
+        media_a.rooms.service.accepting_rooms = False  # what a drain does first
+
+        assert await media_a.rooms.release_all() == 1
+        moved = await alice.wait_for(lambda m: m["type"] == "error")
+        assert moved["code"] == "moved"
+        assert rid not in media_a.rooms.service.rooms
+        assert (await b.api("GET", f"/v1/rooms/{rid}"))["status"] == "active"
+        await media_a.rooms.keeper.sweep()  # the drained node adopts nothing
+        assert (await b.api("GET", f"/v1/rooms/{rid}"))["status"] == "active"
+
+        assert (await again.connect())["type"] == "joined"
+        assert rid in media_b.rooms.service.rooms
+        assert await b.app[NODE].store.kv_get(room_host_key(rid)) == "node-b"
+        listed = await a.api("GET", f"/v1/rooms/{rid}/participants")
+        assert [p["identity"] for p in listed["data"]] == ["alice"]
+    finally:
+        await again.close()
+        await alice.close()
