@@ -443,6 +443,7 @@ def build_node(
         the_store,
         node_id=settings.node_id,
         url=settings.node_address,
+        public_url=settings.base_url,
         load=lambda cpu: _load(cpu, media_part, state),
     )
     return Node(

@@ -116,12 +116,16 @@ class NodeRegistry:
         node_id: str,
         url: str,
         load: Callable[[float], Load],
+        public_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`load(cpu)` says how loaded the node is (given its measured CPU)."""
+        """`url`: where other nodes reach this one; `public_url`: where clients
+        do (None: the same). `load(cpu)` says how loaded the node is (given its
+        measured CPU)."""
         self.store = store
         self.node_id = node_id
         self.url = url
+        self.public_url = public_url
         self._load = load
         self._clock = clock
         self.started_at = clock()
@@ -168,6 +172,7 @@ class NodeRegistry:
         now = self._clock()
         data = {
             "url": self.url,
+            "public_url": self.public_url or self.url,
             "started_at": self.started_at,
             "last_seen": now,
             "draining": self.draining,

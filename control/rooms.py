@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from control.domain.rooms import ROOMS_COLLECTION, StoreRooms, load_token_secret
-from control.registry import alive_key, node_url
+from control.registry import alive, alive_key, node_url
 from control.room_broadcasts import RoomBroadcasts
 from control.store.base import Record, Store
 from realtime.rooms.room import RoomFinished
@@ -186,15 +186,30 @@ class Rooms:
         Their leases are left to lapse, so no other node takes them for dead
         before people are back. Returns how many rooms went."""
         self.keeper.adopting = False
+        moved_to = await self._another_node()
         released = 0
         for room_id in list(self.service.rooms):
             key = room_host_key(room_id)
             if await self.store.kv_get(key) == self.node_id:
                 await self.store.kv_delete(key)
-            if await self.service.release_room(room_id):
+            if await self.service.release_room(room_id, moved_to):
                 released += 1
         await self.service.drain_events()
         return released
+
+    async def _another_node(self) -> str | None:
+        """The public URL of a living node that is not draining (the least
+        loaded with rooms), for participants to reconnect through."""
+        best: tuple[int, str] | None = None
+        for rec in await alive(self.store):
+            d = rec.data
+            url = d.get("public_url") or d.get("url")
+            if rec.id == self.node_id or d.get("draining") or not url:
+                continue
+            rooms = int((d.get("load") or {}).get("rooms", 0))
+            if best is None or rooms < best[0]:
+                best = (rooms, str(url))
+        return best[1] if best is not None else None
 
     async def stop(self) -> None:
         if self._keeping is not None:

@@ -507,15 +507,18 @@ class RoomService:
             self.rooms.pop(room_id, None)
         return True
 
-    async def release_room(self, room_id: str) -> bool:
+    async def release_room(self, room_id: str, moved_to: str | None = None) -> bool:
         """Let another server host the room: everyone is disconnected with
-        ``moved`` (clients reconnect, and reach the room wherever it is hosted
-        next) and the room leaves this server without finishing."""
+        ``moved`` (clients reconnect — through `moved_to`, a server that reaches
+        the room, when given — and find the room wherever it is hosted next) and
+        the room leaves this server without finishing."""
         ar = self.rooms.get(room_id)
         if ar is None:
             return False
         async with ar.lock:
             for s in list(ar.sessions.values()):
+                if moved_to is not None:
+                    await s.send(sig.Moved(moved_to))
                 await self._end_session(s, "moved")
             if ar.composite is not None:
                 await ar.composite.close()

@@ -235,6 +235,15 @@ class Error:
     type: Literal["error"] = "error"
 
 
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """The room is hosted elsewhere from now on: reconnect through `url` (the
+    base URL of a server that reaches it)."""
+
+    url: str
+    type: Literal["moved"] = "moved"
+
+
 ClientMessage = Join | Publish | Unpublish | Subscribe | Unsubscribe | Mute | Leave | Offer | Answer
 ServerMessage = (
     Joined
@@ -244,6 +253,7 @@ ServerMessage = (
     | TrackUnpublished
     | Muted
     | Error
+    | Moved
     | Offer
     | Answer
 )

@@ -22,6 +22,9 @@
   window.onairRoom = state;
 
   let ws = null, pubPc = null, subPc = null, localStream = null, retry = 0, closedByServer = false;
+  // where the signaling socket goes: this page's server, or the one a "moved"
+  // message names (the room is hosted elsewhere from now on)
+  let signalBase = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}`;
   const tiles = new Map();   // identity -> {el, video, audio, stream}
 
   function logEvent(m) { state.log.push(m); if (state.log.length > 200) state.log.shift(); }
@@ -164,6 +167,11 @@
       case "offer":
         if (msg.pc === "subscribe") await onSubscribeOffer(msg);
         break;
+      case "moved":
+        // the server hands the room on: reconnect at once, through the named one
+        signalBase = msg.url.replace(/^http/, "ws").replace(/\/+$/, "");
+        state.moves = (state.moves || 0) + 1; retry = 0;
+        break;
       case "error":
         state.errors.push(msg);
         if (["removed", "room_closed", "replaced", "room_full", "room_not_found",
@@ -184,8 +192,7 @@
 
   function connect() {
     closedByServer = false;
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    ws = new WebSocket(`${proto}//${location.host}/v1/rooms/${encodeURIComponent(roomId)}/signal?token=${encodeURIComponent(token)}`);
+    ws = new WebSocket(`${signalBase}/v1/rooms/${encodeURIComponent(roomId)}/signal?token=${encodeURIComponent(token)}`);
     let chain = Promise.resolve();
     ws.onopen = () => { setStatus("joining"); send({ type: "join" }); };
     ws.onmessage = (ev) => {

@@ -75,7 +75,7 @@ async def point_registry_at(a: Service) -> None:
     """The registry records a node's configured URL; the test nodes listen on
     ports chosen at start, so A's record is pointed at the port it got."""
     registry = a.app[NODE].registry
-    registry.url = a.base
+    registry.url = registry.public_url = a.base
     await registry.beat()
 
 

@@ -6,6 +6,10 @@ the room (two media nodes on one Redis, each with its own connections)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+
 import pytest
 
 from control.http.app import NODE
@@ -133,8 +137,10 @@ async def test_a_draining_node_hands_its_rooms_on_and_participants_find_them_els
         media_a.rooms.service.accepting_rooms = False  # what a drain does first
 
         assert await media_a.rooms.release_all() == 1
-        moved = await alice.wait_for(lambda m: m["type"] == "error")
-        assert moved["code"] == "moved"
+        moved = await alice.wait_for(lambda m: m["type"] == "moved")
+        assert moved["url"] == b.base  # where to reconnect
+        error = await alice.wait_for(lambda m: m["type"] == "error")
+        assert error["code"] == "moved"
         assert rid not in media_a.rooms.service.rooms
         assert (await b.api("GET", f"/v1/rooms/{rid}"))["status"] == "active"
         await media_a.rooms.keeper.sweep()  # the drained node adopts nothing
@@ -148,3 +154,53 @@ async def test_a_draining_node_hands_its_rooms_on_and_participants_find_them_els
     finally:
         await again.close()
         await alice.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium")
+async def test_the_room_page_follows_its_room_to_another_node(
+    nodes: tuple[Service, Service],  # noqa: F811
+) -> None:
+    """A drains with ann's room page connected to it directly: the page
+    reconnects through the node the ``moved`` message names and is in the
+    room again there, its camera published."""
+    from tests.rooms._chromium import Chromium
+
+    a, b = nodes
+    await point_registry_at(a)
+    await point_registry_at(b)
+    room = await a.api("POST", "/v1/rooms", {})
+    rid = room["id"]
+    media_a, media_b = a.app[NODE].media, b.app[NODE].media
+    assert media_a is not None and media_b is not None
+
+    async def on(svc: Service) -> list[str]:
+        got = await svc.api("GET", f"/v1/rooms/{rid}/participants")
+        return [p["identity"] for p in got["data"]]
+
+    browser = Chromium()
+    await browser.start()
+    try:
+        page = await browser.new_page(
+            f"{a.base}/rooms/{rid}?token={await token(a, rid, 'ann')}&video=320x240"
+        )
+        deadline = time.monotonic() + 20
+        while await on(a) != ["ann"]:
+            assert time.monotonic() < deadline, "ann never joined through A"
+            await asyncio.sleep(0.1)
+        media_a.rooms.service.accepting_rooms = False  # what a drain does first
+        assert await media_a.rooms.release_all() == 1
+        deadline = time.monotonic() + 20
+        while rid not in media_b.rooms.service.rooms or await on(b) != ["ann"]:
+            assert time.monotonic() < deadline, await page.evaluate("window.onairRoom.status")
+            await asyncio.sleep(0.1)
+        assert await page.evaluate("window.onairRoom.moves") == 1
+        deadline = time.monotonic() + 20
+        while not (listed := await b.api("GET", f"/v1/rooms/{rid}/participants"))["data"][0][
+            "tracks"
+        ]:
+            assert time.monotonic() < deadline, listed
+            await asyncio.sleep(0.1)
+        await page.close()
+    finally:
+        await browser.close()
