@@ -405,6 +405,13 @@ class Segmenter:
                     d = 1024 if st.track.timescale == st.track.sample_rate else round(st.avg)
                 else:
                     d = round(st.avg) or st.typical or _nominal_duration(st.track)
+                    if kind is self._driver and self._part_start is not None:
+                        # an eager cut's last frame is estimated: never past the
+                        # part target (RFC 8216bis 4.4.4.9), as ms timestamps
+                        # would make it by a fraction of a millisecond
+                        room = self._part_start + self._part_target_ticks(st) - s.dts
+                        if room >= d / 2:
+                            d = min(d, int(room))
                 d = max(1, d)
                 samples.append(Sample(s.data, d, s.sync, s.pts - s.dts))
             runs.append(TrackRun(st.track.track_id, p[0].dts, tuple(samples)))

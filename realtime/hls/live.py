@@ -393,10 +393,11 @@ class LiveHls:
                     complete=False,
                 )
             )
-        # PART-TARGET is the configured target; parts may overshoot it by a
-        # rounding error (ms timestamps), a real overshoot (odd frame rates) raises it.
+        # PART-TARGET is the configured target: the segmenter keeps parts within it;
+        # a part that still overshoots (a late cut on an irregular frame rate)
+        # raises it, since no part may exceed it (RFC 8216bis 4.4.3.7)
         part_target = self.part_target_s
-        if self._max_part > part_target * 1.02:
+        if self._max_part > part_target + 5e-6:
             part_target = math.ceil(self._max_part * 1000) / 1000
         return MediaPlaylistState(
             target_duration=self._target_duration,

@@ -74,6 +74,20 @@ def test_low_latency_parts_of_200ms_and_segments_at_each_1s_keyframe() -> None:
     assert kinds.index("segment") > kinds.index("part")
 
 
+@pytest.mark.parametrize("fps", [30.0, 29.97, 25.0, 50.0, 60.0])
+def test_no_part_lasts_longer_than_the_part_target(fps: float) -> None:
+    """RFC 8216bis: a part MUST NOT exceed the Part Target Duration. With ms
+    timestamps, a 30 fps part of six frames used to last 0.20037 s."""
+    from realtime.hls.live import LiveHls
+
+    live = LiveHls("s")
+    _, out = run(synthetic_units(6.0, fps=fps), out=Collect())
+    assert max(p.duration for p in out.parts) <= 0.2
+    for p in out.parts:
+        live.on_part(p)
+    assert "#EXT-X-PART-INF:PART-TARGET=0.2\n" in live.media_playlist()
+
+
 def test_standard_mode_one_second_parts_and_segments_at_the_first_keyframe_after_4s() -> None:
     part, segment = LATENCY_MODES["standard"]
     _, out = run(synthetic_units(13.0, gop_s=2.0), part=part, segment=segment)
