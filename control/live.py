@@ -72,10 +72,10 @@ LEASE_TTL_S = 10.0
 HEARTBEAT_S = 3.0
 SWEEP_EVERY_S = 15.0
 GRANT_TIMEOUT_S = 10.0
-EARLIER_WINDOW_S = 30.0
-"""How much of the playlist a node taking a stream over serves from the recording."""
 """A granted publish that has not started publishing by then counts as a disconnect
 (the peer left before its media, or sent none): otherwise nothing ever ends it."""
+EARLIER_WINDOW_S = 30.0
+"""How much of the playlist a node taking a stream over serves from the recording."""
 
 
 @dataclass(slots=True)
