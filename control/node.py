@@ -50,7 +50,7 @@ from control.metrics import Registry
 from control.outbox import EventNotifier, Outbox
 from control.playback import Playback
 from control.reconciler import Reconciler
-from control.registry import Load, NodeRegistry, alive, node_url
+from control.registry import Load, NodeRegistry, node_url
 from control.relay import LiveRelay
 from control.retention import Retention
 from control.room_broadcasts import HubDispatch, RoomBroadcasts
@@ -237,19 +237,12 @@ class Node:
             if left <= 0:
                 break  # what is still here is handed over by the graceful stop
             await asyncio.sleep(min(DRAIN_CHECK_S, left))
-        if media is not None and media.rooms.service.rooms and await self._others_serve():
-            # rooms still here move: their participants reconnect through any node
+        if media is not None and media.rooms.service.rooms:
+            # rooms still here move when another node can take them
             moved = await media.rooms.release_all()
             log.info("node %s handed %d room(s) on", self.settings.node_id, moved)
         log.info("node %s drained: exiting", self.settings.node_id)
         self.exit_requested.set()
-
-    async def _others_serve(self) -> bool:
-        """Whether another living node that is not draining could take over."""
-        for rec in await alive(self.store):
-            if rec.id != self.settings.node_id and not rec.data.get("draining"):
-                return True
-        return False
 
     def empty(self) -> bool:
         """Nothing here that leaving would interrupt: no publisher, room or

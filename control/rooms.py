@@ -180,13 +180,16 @@ class Rooms:
         await self.service.drain_events()
 
     async def release_all(self) -> int:
-        """Hand this node's rooms on (it drains and other nodes live): participants
-        are disconnected with ``moved`` and reconnect through any node, which hosts
-        the room from then on; the rooms stay ``active``, never finished here.
-        Their leases are left to lapse, so no other node takes them for dead
-        before people are back. Returns how many rooms went."""
-        self.keeper.adopting = False
+        """Hand this node's rooms on when another living node that is not draining
+        can take them: participants are told ``moved`` (with that node's public
+        URL) and reconnect through it, and whichever node they reach hosts the
+        room from then on; the rooms stay ``active``, never finished here. Their
+        leases are left to lapse, so no other node takes them for dead before
+        people are back. Returns how many rooms went (0: nowhere to go)."""
         moved_to = await self._another_node()
+        if moved_to is None:
+            return 0  # nobody to move to: the graceful stop finishes them
+        self.keeper.adopting = False
         released = 0
         for room_id in list(self.service.rooms):
             key = room_host_key(room_id)
@@ -227,8 +230,17 @@ class Rooms:
         if room_id in self.service.rooms:
             return None
         owner = await self.store.kv_get(room_host_key(room_id))
-        if owner and owner != self.node_id and await self.store.kv_get(alive_key(owner)):
-            return await node_url(self.store, owner)
+        if not owner or owner == self.node_id:
+            return None
+        host = await self._living(owner)
+        return host.url if host is not None else None
+
+    async def _living(self, node_id: str) -> RoomHost | None:
+        """`node_id` and where it is reached, while it is alive."""
+        if await self.store.kv_get(alive_key(node_id)):
+            url = await node_url(self.store, node_id)
+            if url is not None:
+                return RoomHost(node_id, url)
         return None
 
     async def host_elsewhere(self, room_id: str) -> RoomHost | None:
@@ -248,10 +260,9 @@ class Rooms:
             if owner == self.node_id:
                 await self._hold(room_id)
                 return None
-            if await self.store.kv_get(alive_key(owner)):
-                url = await node_url(self.store, owner)
-                if url is not None:
-                    return RoomHost(owner, url)
+            host = await self._living(owner)
+            if host is not None:
+                return host
             # its host is gone (or said nothing of where it is)
             if await self.take_over(room_id, owner):
                 return None

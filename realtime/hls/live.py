@@ -147,13 +147,16 @@ class LiveHls:
         if msn < self._earlier_limit and not self._window_full():
             self._earlier[msn] = data
 
-    def _window_full(self) -> bool:
-        return sum(s.duration for s in self._segments) >= self._window_s
+    def _window_full(self, total: float | None = None) -> bool:
+        """Whether this server's own segments (of `total` seconds) fill the window."""
+        if total is None:
+            total = sum(s.duration for s in self._segments)
+        return total >= self._window_s
 
     def _evict(self) -> None:
-        if self._earlier and self._window_full():
-            self._earlier.clear()
         total = sum(s.duration for s in self._segments)
+        if self._earlier and self._window_full(total):
+            self._earlier.clear()
         while len(self._segments) > 3 and total - self._segments[0].duration >= self._window_s:
             old = self._segments.popleft()
             total -= old.duration
