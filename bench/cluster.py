@@ -55,12 +55,31 @@ sys.path.insert(0, str(ROOT / "bench"))
 import hls_blocking as hb  # noqa: E402
 
 
-def node_main(role: str, redis_url: str, port_q: mp.Queue, stop_ev: Any, seconds: float) -> None:  # type: ignore[type-arg]
+def node_main(
+    role: str,
+    redis_url: str | None,
+    port_q: mp.Queue,  # type: ignore[type-arg]
+    stop_ev: Any,
+    seconds: float,
+    data_dir: str | None = None,
+    port: int = 0,
+) -> None:
+    """One node. `redis_url` None: a worker of one machine, on the SQLite
+    database in `data_dir` and sharing `port` with the other workers
+    (SO_REUSEPORT), reached by them on a loopback port of its own."""
     hb._raise_nofile()
-    asyncio.run(_node(role, redis_url, port_q, stop_ev, seconds))
+    asyncio.run(_node(role, redis_url, port_q, stop_ev, seconds, data_dir, port))
 
 
-async def _node(role: str, redis_url: str, port_q: mp.Queue, stop_ev: Any, seconds: float) -> None:  # type: ignore[type-arg]
+async def _node(
+    role: str,
+    redis_url: str | None,
+    port_q: mp.Queue,  # type: ignore[type-arg]
+    stop_ev: Any,
+    seconds: float,
+    data_dir: str | None,
+    port: int,
+) -> None:
     import logging
     import tempfile
     import uuid
@@ -77,14 +96,17 @@ async def _node(role: str, redis_url: str, port_q: mp.Queue, stop_ev: Any, secon
 
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.TemporaryDirectory(prefix=f"onair-cluster-{role}-")
+    worker = redis_url is None
     settings = load_settings(
         {},
-        data_dir=tmp.name,
+        data_dir=data_dir or tmp.name,
         host="127.0.0.1",
-        http_port=0,
+        http_port=port,
         rtmp_port=0,
         redis_url=redis_url,
         node_id=f"bench-{role}",
+        workers=2 if worker else 1,
+        worker_index=(1 if role != "origin" else 0) if worker else None,
         # every client of the benchmark comes from 127.0.0.1: the per-address
         # cap (256) is for the Internet, not for this
         http_max_connections_per_ip=100_000,
@@ -111,12 +133,16 @@ async def _node(role: str, redis_url: str, port_q: mp.Queue, stop_ev: Any, secon
     app.router.add_get("/bench/report", report)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = edge_site(runner, "127.0.0.1", 0, backlog=4096)
+    site = edge_site(runner, "127.0.0.1", port, backlog=4096, reuse_port=worker or None)
     await site.start()
-    node.registry.url = f"http://127.0.0.1:{site.port}"  # where the other node reaches it
+    private = site
+    if worker:  # the shared port lands on any worker: the others reach this one here
+        private = edge_site(runner, "127.0.0.1", 0, backlog=4096)
+        await private.start()
+    node.registry.url = f"http://127.0.0.1:{private.port}"  # where the other node reaches it
     await node.registry.beat()
     if role != "origin":
-        port_q.put((site.port, None))
+        port_q.put((private.port, None))
         await asyncio.to_thread(stop_ev.wait, seconds * 3 + 180)
         await runner.cleanup()
         tmp.cleanup()
@@ -142,7 +168,7 @@ async def _node(role: str, redis_url: str, port_q: mp.Queue, stop_ev: Any, secon
     live = node.media.hls.get(stream_id)
     assert live is not None
     live.listeners.append(lambda p: completed.__setitem__(f"{p.msn}.{p.index}", time.time()))
-    port_q.put((site.port, playback_id))
+    port_q.put((private.port if worker else site.port, playback_id))
     await hb.synthetic_feed(pub, 2_500_000, seconds * 2 + 30, stop_ev)
     await asyncio.to_thread(stop_ev.wait, seconds * 3 + 180)
     pub.close()
@@ -203,6 +229,14 @@ def phase(
     }
 
 
+def _stop_nodes(stop_ev: Any, procs: dict[str, Any]) -> None:
+    stop_ev.set()
+    for p in procs.values():
+        p.join(timeout=20)
+        if p.is_alive():
+            p.terminate()
+
+
 def edge_part(args: argparse.Namespace) -> dict[str, Any]:
     from tests.support.redis_server import redis_server
 
@@ -232,11 +266,7 @@ def edge_part(args: argparse.Namespace) -> dict[str, Any]:
             on_edge = phase(args, ctx, edge_ports, pid, origin_port)
             after = [_get(port, "/bench/report") for port in edge_ports]
         finally:
-            stop_ev.set()
-            for p in procs.values():
-                p.join(timeout=20)
-                if p.is_alive():
-                    p.terminate()
+            _stop_nodes(stop_ev, procs)
     return {
         "origin": on_origin,
         "edge": on_edge,
@@ -247,6 +277,50 @@ def edge_part(args: argparse.Namespace) -> dict[str, Any]:
         ),
         "edge_upstream_keys": [a["upstream_keys"] for a in after],
         "edge_upstream_max_per_key": max(a["upstream_max_per_key"] for a in after),
+    }
+
+
+def workers_part(args: argparse.Namespace) -> dict[str, Any]:
+    """The same clients against one worker alone, then against two workers
+    sharing its port (SQLite, one machine): the kernel spreads the clients'
+    connections, and the worker without the stream relays it over loopback."""
+    import socket
+    import tempfile
+
+    ctx = mp.get_context("spawn")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        shared = probe.getsockname()[1]
+    data_dir = tempfile.mkdtemp(prefix="onair-workers-bench-")
+    stop_ev = ctx.Event()
+    queues = {role: ctx.Queue() for role in ("origin", "worker-1")}
+    procs = {
+        role: ctx.Process(
+            target=node_main,
+            args=(role, None, queues[role], stop_ev, args.seconds, data_dir, shared),
+            daemon=True,
+        )
+        for role in queues
+    }
+    try:
+        procs["origin"].start()
+        origin_private, pid = queues["origin"].get(timeout=60)
+        time.sleep(2.0)
+        alone = phase(args, ctx, [shared], pid, origin_private)
+        procs["worker-1"].start()
+        other_private = queues["worker-1"].get(timeout=60)[0]
+        time.sleep(2.0)
+        before = _get(other_private, "/bench/report")
+        both = phase(args, ctx, [shared], pid, origin_private)
+        after = _get(other_private, "/bench/report")
+    finally:
+        _stop_nodes(stop_ev, procs)
+    return {
+        "one_worker": alone,
+        "two_workers": both,
+        "workers_added_p99_ms": round(both["delay_ms_p99"] - alone["delay_ms_p99"], 1),
+        "worker_relay_requests": after["upstream_requests"] - before["upstream_requests"],
+        "worker_relay_max_per_key": after["upstream_max_per_key"],
     }
 
 
@@ -436,6 +510,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--failover-runs", type=int, default=10, help="0: skip the failover part")
     ap.add_argument("--sse-events", type=int, default=200, help="0: skip the SSE part")
+    ap.add_argument(
+        "--workers",
+        action="store_true",
+        help="also: the clients against one worker, then two workers sharing its port",
+    )
     args = ap.parse_args()
 
     row: dict[str, Any] = {"clients": args.clients, "seconds": args.seconds}
@@ -446,6 +525,17 @@ def main() -> int:
             f"{row['edge']['delay_ms_p99']} ms (added {row['edge_added_p99_ms']} ms); "
             f"edge upstream: {row['edge_upstream_requests']} requests, at most "
             f"{row['edge_upstream_max_per_key']} per URL and edge",
+            flush=True,
+        )
+    if args.workers and args.clients > 0:
+        row["workers"] = workers_part(args)
+        w = row["workers"]
+        print(
+            f"p50/p99 part->response: one worker {w['one_worker']['delay_ms_p50']}/"
+            f"{w['one_worker']['delay_ms_p99']} ms, two workers on one port "
+            f"{w['two_workers']['delay_ms_p50']}/{w['two_workers']['delay_ms_p99']} ms; "
+            f"relay between workers: {w['worker_relay_requests']} requests, at most "
+            f"{w['worker_relay_max_per_key']} per URL",
             flush=True,
         )
     if args.failover_runs > 0 or args.sse_events > 0:

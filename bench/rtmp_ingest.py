@@ -41,6 +41,8 @@ Usage:
   .venv/bin/python bench/rtmp_ingest.py --n 1,10 --seconds 15
   .venv/bin/python bench/rtmp_ingest.py --record both         # record false, then true
   .venv/bin/python bench/rtmp_ingest.py --mode ingest --n 1,10,25,50
+  .venv/bin/python bench/rtmp_ingest.py --n 1,10,25,50,100 --record both --workers 1,2
+  .venv/bin/python bench/rtmp_ingest.py --find-max          # capacity, recording on
   .venv/bin/python bench/rtmp_ingest.py --hold 25 --seconds 300   # onair + 25 publishers
                                   # kept running (pid printed) for py-spy; ^C stops it
 The clip is generated once into bench/results/cache/.
@@ -506,8 +508,9 @@ class OnairService(FullServer):
 
     name = "onair"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, workers: int = 1) -> None:
         self.workdir = workdir
+        self.workers = workers
         self.http_port = free_port()
         self.rtmp_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
@@ -522,6 +525,7 @@ class OnairService(FullServer):
                 "ONAIR_LOG_JSON": "false",
                 "ONAIR_ACCESS_LOG": "false",
                 "ONAIR_SHUTDOWN_TIMEOUT_S": "5",
+                "ONAIR_WORKERS": str(workers),
                 **(
                     {"ONAIR_RTMP_READ_COALESCE_S": os.environ["ONAIR_BENCH_READ_COALESCE"]}
                     if "ONAIR_BENCH_READ_COALESCE" in os.environ
@@ -584,13 +588,20 @@ class NginxFull(FullServer):
 
     name = "nginx-rtmp"
 
-    def __init__(self, workdir: Path, workers: int) -> None:
+    def __init__(self, workdir: Path, workers: int, record: bool = False) -> None:
+        """`record`: `record all` beside HLS (every byte also written to an FLV
+        file: the like-for-like of onair's recording)."""
         self.workdir = workdir
         self.rtmp_port = free_port()
         self.http_port = free_port()
         self.hls = workdir / "hls"
-        for d in ("hls", "logs", "tmp"):
+        for d in ("hls", "logs", "tmp", "rec"):
             (workdir / d).mkdir()
+        recording = (
+            f"record all;\n            record_path {workdir}/rec;\n            record_unique on;"
+            if record
+            else "record off;"
+        )
         tmp = workdir / "tmp"
         conf = workdir / "nginx.conf"
         conf.write_text(f"""
@@ -608,7 +619,7 @@ rtmp {{
         chunk_size 4096;
         application live {{
             live on;
-            record off;
+            {recording}
             hls on;
             hls_path {self.hls};
             hls_fragment 1s;
@@ -814,6 +825,8 @@ class FullResult:
     """How long each poll round (all N playlists) took."""
     publishers_cpu: float
     """CPU (cores) the N ffmpeg publishers used in the window: the machine's other load."""
+    workers: int = 1
+    """onair's ONAIR_WORKERS, nginx's worker_processes."""
     reused: bool = False
 
     def as_json(self) -> dict[str, Any]:
@@ -828,6 +841,7 @@ def run_full_one(
     seconds: float,
     polls: int,
     fresh: float,
+    workers: int = 1,
 ) -> FullResult:
     workdir = Path(tempfile.mkdtemp(prefix="bench-rtmp-full-"))
     server: FullServer | None = None
@@ -879,6 +893,7 @@ def run_full_one(
             age_max=ages[-1] if ages else None,
             publishers_alive=sum(1 for p in pubs if p.poll() is None),
             mbps_in=(b1 - b0) * 8 / elapsed / n / 1e6,
+            workers=workers,
             loadavg=" ".join(Path("/proc/loadavg").read_text().split()[:3]),
         )
     finally:
@@ -902,7 +917,8 @@ def _slope(pts: list[tuple[int, float]]) -> float | None:
 
 def print_full_table(rows: list[dict[str, Any]], fresh: float, seconds: float) -> None:
     header = (
-        f"{'rec':>5} {'N':>4} | {'onair %/str':>11} {'RSS MB':>7} {'healthy':>8} "
+        f"{'rec':>5} {'wk':>2} {'N':>4} | {'onair %/str':>11} {'RSS MB':>7} {'MB/str':>6} "
+        f"{'healthy':>8} "
         f"{'age p50/max':>11} {'Mb/s':>5} | {'nginx %/str':>11} {'RSS MB':>7} "
         f"{'healthy':>8} {'age p50/max':>11} {'Mb/s':>5} | {'ratio':>5}"
     )
@@ -916,8 +932,9 @@ def print_full_table(rows: list[dict[str, Any]], fresh: float, seconds: float) -
     for row in rows:
         o, g = row["onair"], row.get("nginx")
         cells = (
-            f"{str(o['record']).lower():>5} {o['n']:>4} | {o['cpu_per_stream'] * 100:>11.2f} "
-            f"{o['rss_mb']:>7.1f} {o['healthy']:>4}/{o['n']:<3} "
+            f"{str(o['record']).lower():>5} {o.get('workers', 1):>2} {o['n']:>4} | "
+            f"{o['cpu_per_stream'] * 100:>11.2f} "
+            f"{o['rss_mb']:>7.1f} {o['rss_mb'] / o['n']:>6.2f} {o['healthy']:>4}/{o['n']:<3} "
             f"{_fmt(o['age_p50'], '.1f'):>5}/{_fmt(o['age_max'], '<5.1f')} "
             f"{o['mbps_in']:>5.2f} | "
         )
@@ -931,22 +948,30 @@ def print_full_table(rows: list[dict[str, Any]], fresh: float, seconds: float) -
             )
         print(cells)
     for record in sorted({bool(r["record"]) for r in rows}):
-        fits = []
-        for server in ("onair", "nginx"):
-            pts = [
-                (r[server]["n"], r[server]["cpu_total"])
-                for r in rows
-                if r.get(server)
-                and bool(r["record"]) == record
-                and r[server]["healthy"] == r[server]["n"]
-            ]
-            slope = _slope(pts)
-            fits.append(f"{server} {_fmt(None if slope is None else slope * 100, '.2f')}")
-        print(
-            f"record={str(record).lower()}: marginal CPU %/stream (least-squares slope of"
-            f" total CPU over N, fully healthy rows): {', '.join(fits)}"
-        )
+        for workers in sorted({r["onair"].get("workers", 1) for r in rows}):
+            fits = []
+            mem = []
+            for server in ("onair", "nginx"):
+                mine = [
+                    r[server]
+                    for r in rows
+                    if r.get(server)
+                    and bool(r["record"]) == record
+                    and r["onair"].get("workers", 1) == workers
+                    and r[server]["healthy"] == r[server]["n"]
+                ]
+                slope = _slope([(x["n"], x["cpu_total"]) for x in mine])
+                fits.append(f"{server} {_fmt(None if slope is None else slope * 100, '.2f')}")
+                rss = _slope([(x["n"], x["rss_mb"]) for x in mine])
+                mem.append(f"{server} {_fmt(rss, '.2f')}")
+            print(
+                f"record={str(record).lower()} onair workers={workers}: marginal CPU %/stream"
+                f" (least-squares slope of total CPU over N, fully healthy rows):"
+                f" {', '.join(fits)}; marginal RSS MB/stream: {', '.join(mem)}"
+            )
     print(
+        "\nnginx-rtmp records (`record all`) in the rows where onair records. wk = onair's"
+        "\nworkers. MB/str = the server tree's RSS / N."
         "\nratio = onair CPU per stream / nginx-rtmp's (target <= 1.0). Mb/s = input read per"
         "\nstream (publishers falling behind on a saturated machine send less). age = now -"
         "\nnewest media in the playlist (onair: PDT + parts; nginx: the .m3u8's mtime)."
@@ -977,45 +1002,123 @@ def main_full(args: argparse.Namespace) -> None:
         },
         "rows": [],
     }
-    nginx_by_n: dict[int, dict[str, Any]] = {}
+    worker_counts = [int(x) for x in args.workers.split(",") if x]
+    doc["params"]["onair_workers"] = worker_counts
+    nginx_by_n: dict[tuple[int, bool], dict[str, Any]] = {}
     for record in records:
-        for n in counts:
-            print(f"record={str(record).lower()} N={n}: onair...", end=" ", flush=True)
-            ours = run_full_one(OnairService, n, record, warmup, seconds, args.polls, args.fresh)
-            row: dict[str, Any] = {"n": n, "record": record, "onair": ours.as_json()}
-            print(
-                f"{ours.cpu_per_stream * 100:.2f}%/str {ours.healthy}/{n} healthy;",
-                end=" ",
-                flush=True,
-            )
-            if not args.skip_nginx:
-                if n in nginx_by_n:
-                    row["nginx"] = dict(nginx_by_n[n], reused=True)
-                else:
-                    print("nginx-rtmp...", end=" ", flush=True)
-                    theirs = run_full_one(
-                        lambda w: NginxFull(w, args.nginx_workers),
-                        n,
-                        None,
-                        warmup,
-                        seconds,
-                        args.polls,
-                        args.fresh,
-                    )
-                    nginx_by_n[n] = row["nginx"] = theirs.as_json()
-                    print(
-                        f"{theirs.cpu_per_stream * 100:.2f}%/str {theirs.healthy}/{n} healthy",
-                        end=" ",
-                        flush=True,
-                    )
-                base = row["nginx"]["cpu_per_stream"]
-                row["ratio"] = ours.cpu_per_stream / base if base else None
-            print(flush=True)
-            doc["rows"].append(row)
-            doc["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            out.write_text(json.dumps(doc, indent=2) + "\n")
+        for workers in worker_counts:
+            for n in counts:
+                print(
+                    f"record={str(record).lower()} workers={workers} N={n}: onair...",
+                    end=" ",
+                    flush=True,
+                )
+                ours = run_full_one(
+                    lambda w, k=workers: OnairService(w, k),
+                    n,
+                    record,
+                    warmup,
+                    seconds,
+                    args.polls,
+                    args.fresh,
+                    workers=workers,
+                )
+                row: dict[str, Any] = {"n": n, "record": record, "onair": ours.as_json()}
+                print(
+                    f"{ours.cpu_per_stream * 100:.2f}%/str {ours.healthy}/{n} healthy"
+                    f" {ours.rss_mb / n:.2f} MB/str;",
+                    end=" ",
+                    flush=True,
+                )
+                if not args.skip_nginx:
+                    if (n, record) in nginx_by_n:
+                        row["nginx"] = dict(nginx_by_n[(n, record)], reused=True)
+                    else:
+                        print("nginx-rtmp...", end=" ", flush=True)
+                        theirs = run_full_one(
+                            lambda w, r=record: NginxFull(w, args.nginx_workers, r),
+                            n,
+                            record,
+                            warmup,
+                            seconds,
+                            args.polls,
+                            args.fresh,
+                            workers=args.nginx_workers,
+                        )
+                        nginx_by_n[(n, record)] = row["nginx"] = theirs.as_json()
+                        print(
+                            f"{theirs.cpu_per_stream * 100:.2f}%/str {theirs.healthy}/{n} healthy",
+                            end=" ",
+                            flush=True,
+                        )
+                    base = row["nginx"]["cpu_per_stream"]
+                    row["ratio"] = ours.cpu_per_stream / base if base else None
+                print(flush=True)
+                doc["rows"].append(row)
+                doc["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                out.write_text(json.dumps(doc, indent=2) + "\n")
     print_full_table(doc["rows"], args.fresh, seconds)
     print(f"\nwrote {out}")
+
+
+def main_find_max(args: argparse.Namespace) -> None:
+    """The most streams each server holds with every playlist fresh, recording on:
+    onair with its default workers (the machine's cores) against nginx-rtmp with
+    `--nginx-workers` (default here 2) workers and `record all`. N doubles from
+    `--start` until a run is not fully healthy, then bisects to within 10 %."""
+    if not NGINX_RTMP_MODULE.exists() or shutil.which("nginx") is None:
+        sys.exit("needs nginx and libnginx-mod-rtmp (apt-get install nginx libnginx-mod-rtmp)")
+    make_clip()
+    seconds = args.seconds or 15.0
+    warmup = args.warmup or 20.0
+    onair_workers = os.cpu_count() or 1
+    nginx_workers = args.nginx_workers if args.nginx_workers != 1 else 2
+    servers: list[tuple[str, Callable[[Path], FullServer], int]] = [
+        ("onair", lambda w: OnairService(w, onair_workers), onair_workers),
+        ("nginx-rtmp", lambda w: NginxFull(w, nginx_workers, True), nginx_workers),
+    ]
+    out = Path(
+        args.out if args.out != str(RESULTS / "rtmp_full.json") else RESULTS / "rtmp_max.json"
+    )
+    doc: dict[str, Any] = {
+        "benchmark": "rtmp_find_max",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "params": {"seconds": seconds, "warmup": warmup, "fresh_s": args.fresh, "record": True},
+        "runs": [],
+        "max": {},
+    }
+    for name, make, workers in servers:
+        good, bad = 0, None
+        n = args.start
+        while n <= args.max_n:
+            print(f"{name} (workers={workers}) N={n}...", end=" ", flush=True)
+            r = run_full_one(make, n, True, warmup, seconds, args.polls, args.fresh, workers)
+            ok = r.healthy == n and r.publishers_alive == n
+            print(
+                f"{'healthy' if ok else 'NOT healthy'} ({r.healthy}/{n},"
+                f" {r.cpu_total:.2f} cores, {r.mbps_in:.2f} Mb/s/str)",
+                flush=True,
+            )
+            doc["runs"].append({"server": name, "ok": ok, **r.as_json()})
+            if ok:
+                good = n
+            else:
+                bad = n
+            if bad is None:
+                n *= 2
+            elif bad - good <= max(5, good // 10):
+                break
+            else:
+                n = (good + bad) // 2
+        doc["max"][name] = {"workers": workers, "streams": good, "first_unhealthy": bad}
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+    o, g = doc["max"]["onair"]["streams"], doc["max"]["nginx-rtmp"]["streams"]
+    print(
+        f"\nmost 2.5 Mbit/s streams with every playlist fresh, recording on: onair {o}"
+        f" ({onair_workers} workers), nginx-rtmp {g} ({nginx_workers} workers, record all);"
+        f" ratio {o / g if g else float('nan'):.2f} (target >= 1.0)"
+    )
+    print(f"wrote {out}")
 
 
 def hold_onair(n: int, record: bool, hold_s: float = 600.0) -> None:
@@ -1130,6 +1233,18 @@ def main() -> None:
     )
     ap.add_argument("--skip-nginx", action="store_true", help="full mode: onair only")
     ap.add_argument(
+        "--workers",
+        default="1",
+        help="full mode: onair ONAIR_WORKERS values to run, e.g. 1,2 (workers off and on)",
+    )
+    ap.add_argument(
+        "--find-max",
+        action="store_true",
+        help="the most streams each server holds with every playlist fresh (recording on)",
+    )
+    ap.add_argument("--start", type=int, default=50, help="find-max: first N")
+    ap.add_argument("--max-n", type=int, default=800, help="find-max: largest N tried")
+    ap.add_argument(
         "--hold",
         type=int,
         default=None,
@@ -1160,7 +1275,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     if args.n is None:
         args.n = "1,10,25,50,100" if args.mode == "full" else "1,10,25,50"
-    if args.mode == "ingest":
+    if args.find_max:
+        main_find_max(args)
+    elif args.mode == "ingest":
         main_ingest(args)
     elif args.hold is not None:
         make_clip()

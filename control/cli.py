@@ -54,6 +54,11 @@ def banner(settings: Settings, admin_key: str | None) -> str:
         *([f"  RTMPS ingest: {settings.rtmps_url}"] if settings.rtmps_url else []),
         f"  WHIP ingest:  {settings.whip_url}",
         f"  Data:         {_store_name(settings)}",
+        *(
+            [f"  Workers:      {settings.workers} processes (ONAIR_WORKERS)"]
+            if settings.workers > 1
+            else []
+        ),
     ]
     if admin_key:
         lines += [
@@ -65,18 +70,83 @@ def banner(settings: Settings, admin_key: str | None) -> str:
 
 
 async def serve(settings: Settings) -> None:
+    """One node in this process (`workers` 1, or a worker of a supervisor), or
+    the supervisor of `workers` worker processes."""
+    if settings.workers > 1 and settings.worker_index is None:
+        await supervise(settings)
+    else:
+        await serve_node(settings)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def supervise(settings: Settings) -> None:
+    from control.logging import configure_logging
+    from control.registry import alive_key
+    from control.store import store_for
+    from control.supervisor import Supervisor, data_dir_ready, resolve_ports
+
+    configure_logging(settings.log_level, json_logs=settings.log_json)
+    settings = resolve_ports(settings)
+    await asyncio.to_thread(data_dir_ready, settings)
+    store = store_for(settings)
+    await store.open()  # the schema exists before any worker opens the store
+    try:
+        key = await bootstrap_admin_key(store, settings.node_id)
+
+        async def forget(node_id: str) -> None:
+            # the others need not wait for its alive key to lapse
+            await store.kv_delete(alive_key(node_id))
+
+        supervisor = Supervisor(settings, on_dead=forget)
+        try:
+            await supervisor.start()
+        except RuntimeError as exc:
+            supervisor.kill()
+            raise OSError(f"workers: {exc}") from exc
+        print(banner(settings, key), flush=True)
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        stopped = asyncio.ensure_future(stop.wait())
+        gone = asyncio.ensure_future(supervisor.wait())
+        await asyncio.wait([stopped, gone], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stopped, gone):
+            waiter.cancel()
+        if stop.is_set():
+            print("onair: shutting down", file=sys.stderr, flush=True)
+            await supervisor.stop(timeout_s=settings.shutdown_timeout_s * 3 + 30)
+        else:
+            print("onair: every worker drained", file=sys.stderr, flush=True)
+    finally:
+        await store.close()
+
+
+async def serve_node(settings: Settings) -> None:
     from aiohttp import web
 
     from control.http.app import make_http_app
     from control.http.edge import edge_site
     from control.logging import configure_logging
     from control.node import build_node
+    from control.supervisor import READY, private_listener, watch_stdin
     from ingest.conn_limits import raise_fd_limit
 
     configure_logging(settings.log_level, json_logs=settings.log_json)
     # before anything sizes itself on it: at 1024 descriptors HTTP, RTMP and
     # SQLite would all fail together under a few hundred idle connections
     raise_fd_limit()
+    worker = settings.worker_index is not None
+    private = None
+    if worker:
+        private, url = private_listener(settings)
+        changes: dict[str, Any] = {"node_url": url}
+        if settings.metrics_port is not None:
+            changes["metrics_port"] = settings.metrics_port + (settings.worker_index or 0)
+        settings = settings.replace(**changes)
     node = build_node(settings)
     app = make_http_app(node)
     runner = web.AppRunner(
@@ -85,11 +155,18 @@ async def serve(settings: Settings) -> None:
     await runner.setup()  # starts the node
     runners: list[web.AppRunner] = []
     try:
-        key = await bootstrap_admin_key(node.store, settings.node_id)
+        key = None if worker else await bootstrap_admin_key(node.store, settings.node_id)
         site = edge_site(
-            runner, settings.host, settings.http_port, reuse_address=True, backlog=1024
+            runner,
+            settings.host,
+            settings.http_port,
+            reuse_address=True,
+            reuse_port=worker or None,
+            backlog=1024,
         )
         await site.start()
+        if private is not None:
+            await edge_site(runner, None, None, sock=private, backlog=1024).start()
         if settings.metrics_port is not None:
             from control.http.routes.health import metrics_app
 
@@ -99,18 +176,20 @@ async def serve(settings: Settings) -> None:
             await web.TCPSite(
                 metrics_runner, settings.host, settings.metrics_port, reuse_address=True
             ).start()
-        print(banner(settings, key), flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        _stop_on_signals(stop)
+        if worker:
+            watch_stdin(stop.set)
+            print(f"{READY} {settings.node_id}", flush=True)
+        else:
+            print(banner(settings, key), flush=True)
         signalled = asyncio.ensure_future(stop.wait())
         drained = asyncio.ensure_future(node.exit_requested.wait())
         await asyncio.wait([signalled, drained], return_when=asyncio.FIRST_COMPLETED)
         for waiter in (signalled, drained):
             waiter.cancel()
         why = "drained" if node.exit_requested.is_set() else "shutting down"
-        print(f"onair: {why}", file=sys.stderr, flush=True)
+        print(f"onair: {settings.node_id} {why}", file=sys.stderr, flush=True)
     finally:
         for extra in runners:
             await extra.cleanup()
@@ -207,31 +286,37 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
     """Ask a node to drain (no new publishers or rooms, exit once empty or at
-    the timeout) and wait until it has left the registry."""
+    the timeout) and wait until it has left the registry. A machine's
+    `onair serve` with workers is drained whole: `--node` names it (its
+    ONAIR_NODE_ID) or, when its workers are all that is alive, nothing."""
     from control.registry import alive, request_drain
+    from control.supervisor import machine_of
 
     async def drain(store: Any) -> int:
-        nodes = {r.id: r for r in await alive(store)}
-        node_id = args.node
-        if node_id is None:
-            if len(nodes) != 1:
+        nodes = {r.id for r in await alive(store)}
+        name = args.node
+        if name is None:
+            machines = {machine_of(n) for n in nodes}
+            if len(machines) != 1:
                 names = ", ".join(sorted(nodes)) or "none"
                 print(f"onair: say which node with --node (alive: {names})", file=sys.stderr)
                 return 2
-            node_id = next(iter(nodes))
-        if node_id not in nodes:
-            print(f"onair: no such node alive: {node_id}", file=sys.stderr)
+            name = next(iter(machines))
+        targets = sorted(n for n in nodes if n == name or machine_of(n) == name)
+        if not targets:
+            print(f"onair: no such node alive: {name}", file=sys.stderr)
             return 1
-        await request_drain(store, node_id, args.timeout)
-        print(f"Draining {node_id} (at most {args.timeout:g} s)…", flush=True)
+        for node_id in targets:
+            await request_drain(store, node_id, args.timeout)
+        print(f"Draining {', '.join(targets)} (at most {args.timeout:g} s)…", flush=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + args.timeout + 30
         while loop.time() < deadline:
-            if node_id not in {r.id for r in await alive(store)}:
-                print(f"{node_id} drained and left")
+            if not set(targets) & {r.id for r in await alive(store)}:
+                print(f"{name} drained and left")
                 return 0
             await asyncio.sleep(0.5)
-        print(f"onair: {node_id} is still there after {args.timeout:g} s", file=sys.stderr)
+        print(f"onair: {name} is still there after {args.timeout:g} s", file=sys.stderr)
         return 1
 
     result: int = asyncio.run(_with_store(settings, drain))

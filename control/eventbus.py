@@ -8,8 +8,10 @@ store is the truth; the bus only wakes the nodes that would otherwise find
 out by polling (0.5 s) or by a cache expiring (1 to 2 s).
 
 On Redis the transport is Redis pub/sub (`BusTransport`: `RedisStore`
-provides it); with SQLite there is one node and nothing to tell. Messages are
-``"<node id> <topic>"``; a node ignores its own. A publish never waits for the
+provides it); with SQLite it is Unix datagrams between the processes sharing
+the database file, the workers of one machine (`control.local_bus`). Messages are
+``"<node id> <topic>"`` (a topic may carry an argument,
+``<topic>:<argument>``); a node ignores its own. A publish never waits for the
 network on the caller's path: at most one is in flight per topic, and a topic
 raised again meanwhile is sent once more when it lands. A subscriber that
 loses its connection reconnects with backoff; whatever it missed meanwhile is
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
@@ -30,6 +33,10 @@ EVENTS = "events"
 GRANTS = "grants"
 API_KEYS = "api_keys"
 TOPICS = (EVENTS, GRANTS, API_KEYS)
+KICK = "kick"
+"""With an argument (``kick:<live stream id>:<reason>``): the API ended or took
+over a publication; the node holding its publisher drops it at once (it also
+finds out from the store within a heartbeat)."""
 
 
 class Subscription(Protocol):
@@ -51,10 +58,11 @@ class EventBus:
     CHANNEL = "bus"
 
     def __init__(self, node_id: str, transport: BusTransport | None) -> None:
-        """`transport` None: a node alone (SQLite); `publish` does nothing."""
+        """`transport` None: a node alone (an in-memory store); `publish` does nothing."""
         self.node_id = node_id
         self.transport = transport
         self._handlers: dict[str, list[Callable[[], None]]] = {t: [] for t in TOPICS}
+        self._arg_handlers: dict[str, list[Callable[[str], None]]] = {KICK: []}
         self._in_flight: set[str] = set()
         self._again: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -65,6 +73,10 @@ class EventBus:
     def on(self, topic: str, handler: Callable[[], None]) -> None:
         """Run `handler` when another node raises `topic`."""
         self._handlers[topic].append(handler)
+
+    def on_argument(self, topic: str, handler: Callable[[str], None]) -> None:
+        """Run `handler(argument)` when another node raises ``topic:argument``."""
+        self._arg_handlers[topic].append(handler)
 
     def publish(self, topic: str) -> None:
         if self.transport is None or self._listener is None:
@@ -136,11 +148,20 @@ class EventBus:
 
     def _handle(self, message: str) -> None:
         sender, _, topic = message.partition(" ")
-        if sender == self.node_id or topic not in self._handlers:
+        if sender == self.node_id:
+            return
+        name, with_argument, argument = topic.partition(":")
+        if with_argument:
+            handlers: list[Callable[[], None]] = [
+                functools.partial(h, argument) for h in self._arg_handlers.get(name, ())
+            ]
+        else:
+            handlers = self._handlers.get(topic, [])
+        if not handlers:
             return
         self.received += 1
-        for handler in self._handlers[topic]:
+        for handler in handlers:
             try:
                 handler()
             except Exception:
-                log.exception("event bus: handler for %s failed", topic)
+                log.exception("event bus: handler for %s failed", name)

@@ -50,8 +50,9 @@ from control.publish_authority import StoreAuthority
 from control.store.base import Op, Record, Store
 from ingest.hub import HubObserver, Publication, Stream
 from ingest.ports import PublishDenied, PublishGrant
+from realtime.hls.disk_window import DiskWindows
 from realtime.hls.manager import LiveHlsManager, LiveOutput
-from realtime.segments import Continuation
+from realtime.segments import Continuation, SegmentSink, SegmentSource
 from vod.blobstore import BlobError, BlobStore, join_key
 from vod.manifest import Manifest
 from vod.recorder import Recorder, RecordingFailed, finalize_recording
@@ -59,6 +60,8 @@ from vod.recorder import Recorder, RecordingFailed, finalize_recording
 log = logging.getLogger(__name__)
 
 ENDS_BROADCAST = frozenset({"completed", "disabled", "deleted"})
+KICK_REASONS = ENDS_BROADCAST | {"stream_key_reset"}
+"""Why the API drops a publisher (`LiveLifecycle.kick`)."""
 
 
 def origin_key(live_stream_id: str) -> str:
@@ -97,6 +100,8 @@ class _Broadcast:
     """Granted publishes so far; a disconnect only opens the window if none came since."""
     publications: int = 0
     """Publications started so far (hub)."""
+    stream_key: str | None = None
+    """The key the current publisher was granted with (a reset ends it)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -114,8 +119,12 @@ class LiveLifecycle(HubObserver):
         ready_jobs: Callable[[str], Sequence[Op]] = lambda _asset_id: (),
         jobs_queued: Callable[[], None] = lambda: None,
         final_retry_s: float = 120.0,
+        windows: DiskWindows | None = None,
     ) -> None:
+        """`windows`: where the live window of a stream that is not recorded
+        keeps its segments past the live edge (None: in memory)."""
         self.final_retry_s = final_retry_s
+        self.windows = windows
         self.store = store
         self.live_streams = live_streams
         self.assets = assets
@@ -136,6 +145,8 @@ class LiveLifecycle(HubObserver):
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        if self.windows is not None:
+            await asyncio.to_thread(self.windows.clear_dead)
         await self.sweep()
         self._background = asyncio.get_running_loop().create_task(
             self._maintain(), name="live-lifecycle"
@@ -161,6 +172,8 @@ class LiveLifecycle(HubObserver):
             with contextlib.suppress(Exception):
                 await self._release_origin(b.live_stream_id)
         self._broadcasts.clear()
+        if self.windows is not None:
+            await asyncio.to_thread(self.windows.close)
 
     def recording_manifest(self, asset_id: str) -> Manifest | None:
         """The live manifest of a recording in progress here (fresher than storage)."""
@@ -190,6 +203,7 @@ class LiveLifecycle(HubObserver):
                 self._broadcasts.pop(ls_id, None)
                 raise PublishDenied("bad_key", "unknown stream key")
             d = record.data
+            b.stream_key = stream_key
             b.latency_mode = d.get("latency_mode", "low")
             b.record = bool(d.get("record", True))
             b.reconnect_window_s = float(d.get("reconnect_window_s", 60))
@@ -272,13 +286,23 @@ class LiveLifecycle(HubObserver):
         b.publications += 1
         b.stream = stream
         positions = PositionKeeper(self.store, stream.id, b.resume, self._spawn)
+        sinks: tuple[SegmentSink, ...] = (positions,)
+        cold: SegmentSource | None = None
+        if b.recorder is not None:
+            sinks += (b.recorder,)
+            cold = b.recorder  # past the live edge, segments are read back from it
+        elif self.windows is not None and self.hls.get(stream.id) is None:
+            window = self.windows.window(stream.id, f"{time.time_ns():x}")
+            sinks += (window,)
+            cold = window
         self.hls.serve(
             stream,
             LiveOutput(
                 latency_mode=b.latency_mode,
-                sinks=(positions, b.recorder) if b.recorder is not None else (positions,),
+                sinks=sinks,
                 on_playable=lambda _generation: self._playable(stream.id),
                 resume=b.resume,
+                cold=cold,
             ),
         )
 
@@ -447,6 +471,7 @@ class LiveLifecycle(HubObserver):
                     await self.store.acquire_lease(self._lease(ls_id), self.node_id, LEASE_TTL_S)
                     if self.hls.get(ls_id) is not None:
                         await self._claim_origin(ls_id)
+                    await self._kicked_elsewhere(ls_id)
                 except Exception:
                     log.exception("lease renewal failed for %s", ls_id)
             try:
@@ -459,6 +484,29 @@ class LiveLifecycle(HubObserver):
                     await self.sweep()
                 except Exception:
                     log.exception("live stream sweep failed")
+
+    async def _kicked_elsewhere(self, ls_id: str) -> None:
+        """A publisher here whose stream the API deleted, disabled, completed or
+        re-keyed through another node: the bus's kick may have been lost, the
+        store says so."""
+        b = self._broadcasts.get(ls_id)
+        if b is None or b.finishing or b.stream is None or not b.stream.live:
+            return
+        rec = await self.store.get(LIVE_STREAMS, ls_id)
+        status = rec.data.get("status") if rec is not None else None
+        if rec is None:
+            reason = "deleted"
+        elif status == LiveStreamStatus.DISABLED.value:
+            reason = "disabled"
+        elif status == LiveStreamStatus.IDLE.value:
+            reason = "completed"  # only this node's finish sets idle while it publishes
+        elif b.stream_key is not None and rec.data.get("stream_key") != b.stream_key:
+            reason = "stream_key_reset"
+        else:
+            return
+        if self._broadcasts.get(ls_id) is b and not b.finishing:
+            log.info("%s: %s through another node: dropping its publisher", ls_id, reason)
+            self.kick(ls_id, reason)
 
     async def _retry_waiting(self) -> None:
         """Retry, every heartbeat, the orphans a sweep saw with another node's lease.

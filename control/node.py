@@ -43,9 +43,10 @@ from control.domain.live_streams import (
 )
 from control.domain.uploads import Clips, Uploads
 from control.domain.webhook_endpoints import WebhookEndpoints
-from control.eventbus import API_KEYS, EVENTS, GRANTS, BusTransport, EventBus
+from control.eventbus import API_KEYS, EVENTS, GRANTS, KICK, BusTransport, EventBus
 from control.jobs import DEFAULT_QUEUE, JobRunner
-from control.live import LiveLifecycle
+from control.live import KICK_REASONS, LiveLifecycle
+from control.local_bus import UnixBus, bus_dir
 from control.metrics import Registry
 from control.outbox import EventNotifier, Outbox
 from control.playback import Playback
@@ -56,8 +57,10 @@ from control.retention import Retention
 from control.room_broadcasts import HubDispatch, RoomBroadcasts
 from control.rooms import RoomKeeper, Rooms, StoreRooms
 from control.settings import Settings
+from control.siblings import Siblings
 from control.store import store_for
 from control.store.base import Enqueue, Op, Store
+from control.store.sqlite import SqliteStore
 from control.tasks import BackgroundTasks
 from control.vod_jobs import MP4, AssetJobs
 from control.webhooks import RetryPolicy, WebhookService, new_webhook_secret
@@ -67,6 +70,7 @@ from ingest.hub import Hub
 from ingest.rtmp.server import RtmpLimits, RtmpServer
 from ingest.webrtc.config import WebRtcConfig
 from ingest.whip.session import WhipService
+from realtime.hls.disk_window import DiskWindows
 from realtime.hls.manager import LiveHlsManager
 from realtime.rooms.rtc import RtcSettings
 from realtime.rooms.service import RoomService
@@ -134,6 +138,8 @@ class Media:
     clips: Clips
     relay: LiveRelay
     """Live playback of streams another node ingests (origin-edge)."""
+    siblings: Siblings | None = None
+    """The other workers of this machine (None: this process is not a worker)."""
 
 
 class Node:
@@ -317,6 +323,8 @@ class Node:
         stack.push_async_callback(media.rooms.stop)
         await media.relay.start()
         stack.push_async_callback(media.relay.stop)
+        if media.siblings is not None:
+            stack.push_async_callback(media.siblings.stop)
 
     async def _start_jobs(self, stack: AsyncExitStack) -> None:
         """Last: every part has registered its job handlers, so the runner starts
@@ -360,7 +368,8 @@ async def _stop(service: Any, grace_s: float) -> None:
 def store_poll_s(settings: Settings) -> float:
     """How often the webhook and job loops look in the store for work they were
     not woken for. Every local commit wakes them at once; polling finds what
-    other nodes committed. With SQLite there is only this node, so the poll is
+    other nodes committed. With SQLite the other nodes are this machine's
+    workers, whose commits wake this one through the local bus, so the poll is
     a safety net and need not wake an idle server five times a second."""
     return 0.5 if settings.shared_store else 2.0
 
@@ -402,7 +411,7 @@ def build_node(
         poll_interval_s=store_poll_s(settings),
     )
     outbox.listeners.append(lambda _events: webhooks.notify())
-    bus = EventBus(settings.node_id, the_store if isinstance(the_store, BusTransport) else None)
+    bus = EventBus(settings.node_id, _bus_transport(the_store, settings))
     # what this node commits wakes the others at once; what they commit wakes it
     outbox.listeners.append(lambda _events: bus.publish(EVENTS))
     bus.on(EVENTS, notifier.notify)
@@ -430,7 +439,9 @@ def build_node(
         else None
     )
     kick: LiveControl = (
-        media_part.lifecycle if media_part is not None else live_control or NoLiveControl()
+        KickEverywhere(media_part.lifecycle, bus)
+        if media_part is not None
+        else live_control or NoLiveControl()
     )
     registry = NodeRegistry(
         the_store,
@@ -464,6 +475,38 @@ def build_node(
         media=media_part,
         extras=list(extras),
     )
+
+
+class KickEverywhere:
+    """`LiveControl` for a node among others: the publisher is dropped here if
+    this node holds it, and the others are told at once through the bus (the
+    API request may have reached any node; the one holding the publisher also
+    sees the change in the store within a heartbeat)."""
+
+    def __init__(self, lifecycle: LiveLifecycle, bus: EventBus) -> None:
+        self.lifecycle = lifecycle
+        self.bus = bus
+        bus.on_argument(KICK, self._heard)
+
+    def kick(self, live_stream_id: str, reason: str, /) -> object:
+        self.lifecycle.kick(live_stream_id, reason)
+        self.bus.publish(f"{KICK}:{live_stream_id}:{reason}")
+        return None
+
+    def _heard(self, argument: str) -> None:
+        live_stream_id, _, reason = argument.partition(":")
+        if reason in KICK_REASONS and live_stream_id:
+            self.lifecycle.kick(live_stream_id, reason)
+
+
+def _bus_transport(store: Store, settings: Settings) -> BusTransport | None:
+    """Redis pub/sub on Redis; on SQLite, datagrams between the processes that
+    share the database file (the workers of one machine)."""
+    if isinstance(store, BusTransport):
+        return store
+    if isinstance(store, SqliteStore) and store.path != ":memory:":
+        return UnixBus(bus_dir(store.path), settings.node_id)
+    return None
 
 
 def _load(cpu: float, media: Media | None, state: NodeState) -> Load:
@@ -521,6 +564,7 @@ def _build_media(
         ready_jobs=ready_jobs,
         jobs_queued=asset_jobs.notify,
         final_retry_s=settings.recording_final_retry_s,
+        windows=DiskWindows(settings.data_path / "live-cache"),
     )
     room_broadcasts = RoomBroadcasts(
         store=store,
@@ -573,6 +617,7 @@ def _build_media(
         conn_limits=state.conn_limits,
         tls=rtmps_context(settings),
         tls_port=settings.rtmps_port if settings.rtmps_enabled else None,
+        reuse_port=settings.worker_index is not None,
     )
     reconciler = Reconciler(
         store,
@@ -581,6 +626,16 @@ def _build_media(
         jobs=asset_jobs,
         blobs=blobs,
         owner=f"{settings.node_id}:reconciler",
+    )
+    siblings = (
+        Siblings(
+            store,
+            node_id=settings.node_id,
+            public_url=settings.base_url,
+            private_url=settings.node_url,
+        )
+        if settings.worker_index is not None
+        else None
     )
     rtc = webrtc_config(settings)
     whip = WhipService(hub, lifecycle, rtc)
@@ -615,11 +670,12 @@ def _build_media(
         playback=playback,
         rtmp=rtmp,
         reconciler=reconciler,
-        webrtc=WebRtcRoutes(whip, whep),
+        webrtc=WebRtcRoutes(whip, whep, siblings),
         rooms=rooms,
         uploads=Uploads(outbox, assets, asset_jobs, blobs, settings),
         clips=Clips(assets, asset_jobs, settings),
         relay=relay,
+        siblings=siblings,
     )
 
 

@@ -132,7 +132,14 @@ class Settings:
     # --- cluster ---
     node_id: str = field(default_factory=_default_node_id)
     node_url: str | None = None
-    """This node's address for other nodes (default: the public base URL)."""
+    """This node's address for other nodes (default: the public base URL).
+    With several workers each worker listens for other nodes on a port of its
+    own on this address's host (default 127.0.0.1)."""
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Worker processes of one `onair serve` (each a node sharing the HTTP and
+    RTMP ports); 1: one process, no supervisor."""
+    worker_index: int | None = None
+    """Set by the supervisor in the environment of the worker it starts."""
     # --- SSE ---
     # --- media ---
     media_workers: int = 1
@@ -355,5 +362,7 @@ def _validate(s: Settings) -> None:
         raise SettingsError("playback_token_max_ttl_s must be positive")
     if s.public_rate_limit_per_s <= 0 or s.public_rate_limit_burst <= 0:
         raise SettingsError("public rate limits must be positive")
+    if not 1 <= s.workers <= 256:
+        raise SettingsError("workers must be within 1..256")
     if not 0 <= s.rtmp_read_coalesce_s <= 1:
         raise SettingsError("rtmp_read_coalesce_s must be within 0..1 seconds")

@@ -101,6 +101,15 @@ class SegmentSink(Protocol):
         ...
 
 
+class SegmentSource(Protocol):
+    """Where a live window reads back the segments whose bytes left its memory
+    (the recording, or an on-disk cache of the window)."""
+
+    async def read_segment(self, msn: int) -> bytes | None:
+        """Segment `msn`'s bytes (None: not kept, or not readable now)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Continuation:
     """Where a live playlist another server was serving left off, so a new one

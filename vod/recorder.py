@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from realtime.segments import InitSegment, Part, Segment
-from vod.blobstore import BlobNotFound, BlobStore, BlobUnavailable, join_key
+from vod.blobstore import BlobError, BlobNotFound, BlobStore, BlobUnavailable, join_key
 from vod.manifest import (
     InitEntry,
     Manifest,
@@ -191,6 +191,8 @@ class Recorder:
         self._save_timer: asyncio.TimerHandle | None = None
         self._hold_until: float | None = None
         """Once closing: how long an unreachable store is still waited for."""
+        self._writing: Segment | None = None
+        """The segment being written (left the queue, not in the manifest yet)."""
 
     # -- SegmentSink (called on the event loop; never blocks) ------------------
 
@@ -406,7 +408,33 @@ class Recorder:
         await self._save_manifest()
         return True
 
+    async def read_segment(self, msn: int) -> bytes | None:
+        """Segment `msn` as recorded, for a live window whose memory no longer
+        holds it: from the queue or the write in progress until it is stored,
+        then from the store (None: not recorded, or not readable now)."""
+        waiting = [i.segment for i in self._queue if isinstance(i, _SegmentItem)]
+        for seg in (self._writing, *waiting):
+            if seg is not None and seg.msn == msn:
+                return seg.join()
+        for entry in reversed(self.manifest.segments):
+            if entry.msn == msn:
+                try:
+                    return await self.blobs.get(join_key(self.prefix, entry.uri))
+                except BlobError as exc:
+                    log.info("recorder %s: segment %d not readable (%r)", self.prefix, msn, exc)
+                    return None
+            if entry.msn < msn:
+                break
+        return None
+
     async def _write_segment(self, item: _SegmentItem) -> None:
+        self._writing = item.segment
+        try:
+            await self._store_segment(item)
+        finally:
+            self._writing = None
+
+    async def _store_segment(self, item: _SegmentItem) -> None:
         seg = item.segment
         last = self.manifest.segments[-1] if self.manifest.segments else None
         if (

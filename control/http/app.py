@@ -14,7 +14,12 @@ from types import ModuleType
 from aiohttp import web
 
 from control.http import openapi
-from control.http.middleware import gate_middleware, on_response_prepare, request_middleware
+from control.http.middleware import (
+    gate_middleware,
+    on_response_prepare,
+    request_middleware,
+    sibling_middleware,
+)
 from control.http.node_key import NODE, media_of, node_of
 from control.node import Node
 
@@ -27,7 +32,7 @@ def make_http_app(node: Node, *, modules: Iterable[ModuleType] | None = None) ->
     from control.http import routes
 
     app = web.Application(
-        middlewares=[request_middleware, gate_middleware],
+        middlewares=[sibling_middleware, request_middleware, gate_middleware],
         client_max_size=node.settings.body_limit_bytes,
         handler_args={"max_field_size": 16384},
     )

@@ -17,7 +17,7 @@ from control.http.node_key import NODE
 from realtime.hls.edge import EdgeRequest, EdgeRoute, EdgeSite
 
 
-def edge_site(runner: web.AppRunner, host: str | None, port: int, **kwargs: Any) -> EdgeSite:
+def edge_site(runner: web.AppRunner, host: str | None, port: int | None, **kwargs: Any) -> EdgeSite:
     """A TCP site for `runner`'s service app whose live playback goes through the edge."""
     app = runner.app
     node = app[NODE]

@@ -34,6 +34,7 @@ from control.http.validation import ApiError
 from control.logging import request_id_var
 from control.node import Node
 from control.settings import Settings
+from control.siblings import CLIENT_HEADER, FORWARD_HEADER, FORWARDED
 from control.store.base import Conflict, StoreError
 from ingest.addresses import client_subject
 
@@ -235,6 +236,20 @@ def record_request(
 
 
 @web.middleware
+async def sibling_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost on a worker: a request another worker forwarded is seen as its
+    client's (address), and marked so public rate limits are not charged twice."""
+    media = node_of(request).media
+    siblings = media.siblings if media is not None else None
+    if siblings is not None and FORWARD_HEADER in request.headers and siblings.on_private(request):
+        client = request.headers.get(CLIENT_HEADER, "")
+        if client:
+            request = request.clone(remote=client)
+        request[FORWARDED] = True
+    return await handler(request)
+
+
+@web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, errors → JSON, body limit, access log, metrics."""
     rid = request_id_for(request.headers.get("X-Request-Id"))
@@ -350,7 +365,7 @@ async def gate_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scope = getattr(request.match_info.handler, "onair_scope", None)
     if scope is None or request.match_info.http_exception is not None:
         work = public_work(request) if request.match_info.http_exception is None else None
-        if work is not None:
+        if work is not None and not request.get(FORWARDED, False):
             settings = node_of(request).settings
             policy = ratelimit.RateLimitPolicy(
                 settings.public_rate_limit_per_s, settings.public_rate_limit_burst

@@ -626,11 +626,14 @@ class RtmpServer:
         conn_limits: ConnectionLimits | None = None,
         tls: ssl.SSLContext | None = None,
         tls_port: int | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.hub = hub
         self.tls = tls
         """RTMPS: asyncio's TLS in front of the same RTMP sessions, on `tls_port`."""
         self._requested_tls_port = tls_port
+        self.reuse_port = reuse_port
+        """Share the ports with other processes (the workers of one machine)."""
         self.tls_port: int | None = None
         """The bound RTMPS port, valid after `start()` when `tls` is given."""
         self._tls_server: asyncio.Server | None = None
@@ -722,6 +725,7 @@ class RtmpServer:
             self.host,
             self._requested_port,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
             backlog=512,
         )
         sock = self._server.sockets[0]
@@ -735,6 +739,7 @@ class RtmpServer:
                 ssl=self.tls,
                 ssl_handshake_timeout=self.limits.handshake_timeout,
                 reuse_address=True,
+                reuse_port=self.reuse_port or None,
                 backlog=512,
             )
             self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from typing import Protocol
 
 from aiohttp import web
 
@@ -117,3 +118,25 @@ def too_many(status: int, message: str) -> web.Response:
         message,
         {"Retry-After": "5" if status == 503 else "10"},
     )
+
+
+class Forwarder(Protocol):
+    """Other processes of this machine (the workers of one `onair serve`) may
+    hold what a request names; control's `Siblings` forwards it to them, since a
+    redirect to the shared public address would land on any of them again."""
+
+    def forwarded(self, request: web.Request) -> bool:
+        """The request was forwarded here by another worker (never forward it on)."""
+        ...
+
+    async def to_node(
+        self, request: web.Request, base_url: str, body: bytes
+    ) -> web.StreamResponse | None:
+        """Forward `request` (with `body`) to the node at `base_url` when it is a
+        worker of this machine; None when it is not (redirect as usual)."""
+        ...
+
+    async def to_holder(self, request: web.Request) -> web.StreamResponse | None:
+        """Forward a session's request to the worker holding the session (None:
+        no worker does)."""
+        ...

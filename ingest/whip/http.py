@@ -15,6 +15,7 @@ from aiohttp import web
 from ingest.ports import PublishDenied
 from ingest.webrtc.http import (
     BodyError,
+    Forwarder,
     bearer_token,
     error_response,
     options_response,
@@ -34,9 +35,12 @@ WHIP_PATH = "/v1/whip"
 
 
 class WhipHandlers:
-    def __init__(self, service: WhipService, path: str = WHIP_PATH) -> None:
+    def __init__(
+        self, service: WhipService, path: str = WHIP_PATH, forwarder: Forwarder | None = None
+    ) -> None:
         self.service = service
         self.path = path
+        self.forwarder = forwarder
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("POST", self.path, self.post)
@@ -103,8 +107,16 @@ class WhipHandlers:
             self.service.config.link_headers(),
         )
 
+    async def _elsewhere(self, request: web.Request) -> web.StreamResponse | None:
+        """A session this worker does not hold: the answer of the worker that does."""
+        if self.forwarder is None or self.forwarder.forwarded(request):
+            return None
+        return await self.forwarder.to_holder(request)
+
     async def delete(self, request: web.Request) -> web.StreamResponse:
         session = self.service.get(request.match_info["session_id"])
+        if session is None and (forwarded := await self._elsewhere(request)) is not None:
+            return forwarded
         if session is None:
             return error_response(404, "not_found", "no such WHIP session")
         if not owns_session(request, session.stream_key):
@@ -117,8 +129,10 @@ class WhipHandlers:
         await self.service.delete(session.id)
         return with_cors(web.Response(status=200))
 
-    async def patch(self, request: web.Request) -> web.Response:
+    async def patch(self, request: web.Request) -> web.StreamResponse:
         session = self.service.get(request.match_info["session_id"])
+        if session is None and (forwarded := await self._elsewhere(request)) is not None:
+            return forwarded
         if session is None:
             return error_response(404, "not_found", "no such WHIP session")
         if not owns_session(request, session.stream_key):
@@ -134,8 +148,11 @@ class WhipHandlers:
 
 
 def add_whip_routes(
-    app: web.Application, service: WhipService, path: str = WHIP_PATH
+    app: web.Application,
+    service: WhipService,
+    path: str = WHIP_PATH,
+    forwarder: Forwarder | None = None,
 ) -> WhipHandlers:
-    handlers = WhipHandlers(service, path)
+    handlers = WhipHandlers(service, path, forwarder)
     handlers.add_routes(app)
     return handlers

@@ -34,6 +34,7 @@ import functools
 import inspect
 import logging
 import math
+import socket
 import ssl
 import time
 import urllib.parse
@@ -619,7 +620,9 @@ class EdgeSite(web.BaseSite):
         backlog: int = 128,
         reuse_address: bool | None = None,
         reuse_port: bool | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
+        """`sock`: an already bound socket to listen on instead of `host`:`port`."""
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         server = runner.server
         assert server is not None, "call runner.setup() first"
@@ -629,6 +632,7 @@ class EdgeSite(web.BaseSite):
         self.backlog = backlog
         self.reuse_address = reuse_address
         self.reuse_port = reuse_port
+        self.sock = sock
         self.bound_port: int | None = None
         self.edge = PlaybackEdge(
             server,
@@ -652,15 +656,21 @@ class EdgeSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        server = await asyncio.get_running_loop().create_server(
-            self.edge,
-            self.host,
-            self.requested_port,
-            ssl=self.ssl_context,
-            backlog=self.backlog,
-            reuse_address=self.reuse_address,
-            reuse_port=self.reuse_port,
-        )
+        loop = asyncio.get_running_loop()
+        if self.sock is not None:
+            server = await loop.create_server(
+                self.edge, sock=self.sock, ssl=self.ssl_context, backlog=self.backlog
+            )
+        else:
+            server = await loop.create_server(
+                self.edge,
+                self.host,
+                self.requested_port,
+                ssl=self.ssl_context,
+                backlog=self.backlog,
+                reuse_address=self.reuse_address,
+                reuse_port=self.reuse_port,
+            )
         self._server = server  # BaseSite.stop() closes it
         if server.sockets:
             self.bound_port = server.sockets[0].getsockname()[1]

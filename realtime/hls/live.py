@@ -1,4 +1,4 @@
-"""One live stream's LL-HLS state: a `SegmentSink` holding a bounded window in memory.
+"""One live stream's LL-HLS state: a `SegmentSink` holding a bounded window.
 
 Owns `LiveHls`: it keeps the init segments, the last ~30 s of complete
 segments (with their parts) and the parts of the open segment, renders (and
@@ -8,19 +8,28 @@ for a part that does not exist yet (preload hints). Every sink callback is
 forwarded to `extra_sinks` (the VOD recorder) after the live state is updated;
 a failing extra sink is logged and never disturbs live delivery.
 
+Memory: with a `cold` source (the recording, or an on-disk cache of the
+window) only the live edge stays in memory — the segments whose parts the
+playlist lists, plus one — and an older segment's bytes are dropped; the
+playlist still lists it, and a request for it (or for one of its parts, a
+slice of it) is answered from the source (`read_cold`). A stream at
+2.5 Mbit/s keeps ~1.5 MB instead of the whole 30 s (~9.4 MB).
+
 All methods run on the event loop thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
 from realtime.hls.playlist import (
+    PART_WINDOW_TARGETS,
     MediaPlaylistState,
     PartEntry,
     SegmentEntry,
@@ -29,11 +38,23 @@ from realtime.hls.playlist import (
     target_duration_for,
 )
 from realtime.segmenter import LATENCY_MODES
-from realtime.segments import Continuation, InitSegment, Part, Segment, SegmentSink
+from realtime.segments import (
+    Continuation,
+    InitSegment,
+    Part,
+    Segment,
+    SegmentSink,
+    SegmentSource,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BANDWIDTH = 2_000_000
+HOT_EXTRA_TARGETS = 1.0
+"""Segments stay in memory this many target durations beyond the part window
+(a player's playlist a moment old still names their parts)."""
+COLD_CACHE = 2
+"""Segments read back from the cold source kept at once (their parts are asked in a row)."""
 
 
 class LiveHls:
@@ -47,9 +68,11 @@ class LiveHls:
         extra_sinks: Sequence[SegmentSink] = (),
         window_s: float = 30.0,
         resume: Continuation | None = None,
+        cold: SegmentSource | None = None,
     ) -> None:
         """`resume`: continue the playlist another server left (media sequence
-        and discontinuity sequence go on from there)."""
+        and discontinuity sequence go on from there). `cold`: where segments
+        past the live edge are read back from (None: the window stays in memory)."""
         if latency_mode not in LATENCY_MODES:
             raise ValueError(f"unknown latency_mode {latency_mode!r}")
         self.stream_id = stream_id
@@ -66,6 +89,12 @@ class LiveHls:
         """msn → bytes of segments the server this one took over from served
         (`keep_earlier`): fetchable, never listed again."""
         self._earlier_limit = resume.next_msn if resume is not None else 0
+        self.cold = cold
+        self._cold: dict[int, tuple[int, ...]] = {}
+        """msn → part sizes of the listed segments whose bytes left memory."""
+        self._cold_cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cold_reads: dict[int, asyncio.Future[None]] = {}
+        self._cold_tasks: set[asyncio.Task[None]] = set()
         self._open: list[Part] = []
         self._open_msn = resume.next_msn if resume is not None else 0
         self._open_pdt = 0.0
@@ -161,8 +190,12 @@ class LiveHls:
             old = self._segments.popleft()
             total -= old.duration
             self._by_msn.pop(old.msn, None)
+            self._cold.pop(old.msn, None)
+            self._cold_cache.pop(old.msn, None)
             if old.discontinuity:
                 self._discontinuity_sequence += 1
+        if self.cold is not None:
+            self._cool(total)
         live_gens = {s.init.generation for s in self._segments}
         if self.current_init is not None:
             live_gens.add(self.current_init.generation)
@@ -170,6 +203,77 @@ class LiveHls:
         for gen in list(self.inits):
             if gen not in live_gens:
                 del self.inits[gen]
+
+    def _cool(self, total: float) -> None:
+        """Drop the bytes of the segments past the live edge (the cold source has
+        them): those ending more than the part window plus `HOT_EXTRA_TARGETS`
+        target durations before the end."""
+        hot_s = (PART_WINDOW_TARGETS + HOT_EXTRA_TARGETS) * self._target_duration
+        end = 0.0
+        for i, seg in enumerate(self._segments):
+            end += seg.duration
+            if total - end < hot_s:
+                break
+            if seg.msn in self._cold:
+                continue
+            self._cold[seg.msn] = tuple(len(p.data) for p in seg.parts)
+            bare = dataclasses.replace(
+                seg, parts=tuple(dataclasses.replace(p, data=b"") for p in seg.parts)
+            )
+            self._segments[i] = bare
+            self._by_msn[seg.msn] = bare
+
+    def is_cold(self, msn: int) -> bool:
+        """Segment `msn` is listed but its bytes are read back from the cold source."""
+        return msn in self._cold
+
+    def read_cold(self, msn: int) -> asyncio.Future[None] | None:
+        """For a cold segment: a future done once its bytes are read back (shared
+        by every request for it; `cold_bytes` answers then). None: not cold."""
+        if msn not in self._cold or self.cold is None:
+            return None
+        pending = self._cold_reads.get(msn)
+        if pending is not None:
+            return pending
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if msn in self._cold_cache:
+            done.set_result(None)
+            return done
+        self._cold_reads[msn] = done
+        source = self.cold
+
+        async def read() -> None:
+            try:
+                data = await source.read_segment(msn)
+            except Exception as exc:
+                log.warning("%s: segment %d not readable back (%r)", self.stream_id, msn, exc)
+                data = None
+            finally:
+                self._cold_reads.pop(msn, None)
+            if data is not None and msn in self._cold:
+                self._cold_cache[msn] = data
+                while len(self._cold_cache) > COLD_CACHE:
+                    self._cold_cache.popitem(last=False)
+            if not done.done():
+                done.set_result(None)
+
+        task = asyncio.ensure_future(read())
+        self._cold_tasks.add(task)
+        task.add_done_callback(self._cold_tasks.discard)
+        return done
+
+    def cold_bytes(self, msn: int, index: int | None = None) -> bytes | None:
+        """A cold segment's bytes read back (or part `index` of it, a slice)."""
+        data = self._cold_cache.get(msn)
+        sizes = self._cold.get(msn)
+        if data is None or sizes is None:
+            return None
+        if index is None:
+            return data
+        if not 0 <= index < len(sizes):
+            return None
+        start = sum(sizes[:index])
+        return data[start : start + sizes[index]]
 
     def _touch(self) -> None:
         self._version += 1
@@ -254,17 +358,18 @@ class LiveHls:
         return self._by_msn.get(msn)
 
     def segment_bytes(self, msn: int) -> bytes | None:
-        """The whole segment `msn`: one of this window's, or an earlier server's."""
+        """The whole segment `msn`: one of this window's in memory, or an earlier
+        server's (a cold one: `read_cold`)."""
         seg = self._by_msn.get(msn)
         if seg is not None:
-            return seg.data
+            return None if msn in self._cold else seg.data
         return self._earlier.get(msn)
 
     def get_part(self, msn: int, index: int) -> Part | None:
         if msn == self._open_msn and 0 <= index < len(self._open):
             return self._open[index]
         seg = self._by_msn.get(msn)
-        if seg is not None and 0 <= index < len(seg.parts):
+        if seg is not None and 0 <= index < len(seg.parts) and msn not in self._cold:
             return seg.parts[index]
         return None
 

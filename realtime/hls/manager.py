@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ingest.hub import HubObserver, Publication, Stream, StreamReader
 from realtime.hls.live import LiveHls
 from realtime.segmenter import LATENCY_MODES, Segmenter
-from realtime.segments import Continuation, Part, SegmentSink
+from realtime.segments import Continuation, Part, SegmentSink, SegmentSource
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class LiveOutput:
     """Called with the generation when its first part exists."""
     resume: Continuation | None = None
     """Continue the playlist another node was serving (a failover)."""
+    cold: SegmentSource | None = None
+    """Where segments past the live edge are read back from (the recording, or
+    a `DiskWindow` among `sinks`); None keeps the whole window in memory."""
 
 
 @dataclass(slots=True)
@@ -115,7 +118,11 @@ class LiveHlsManager(HubObserver):
             self._drop(stream.id)  # a finished broadcast: a new one starts from msn 0
         mode = output.latency_mode if output.latency_mode in LATENCY_MODES else "low"
         live = LiveHls(
-            stream.id, latency_mode=mode, extra_sinks=tuple(output.sinks), resume=output.resume
+            stream.id,
+            latency_mode=mode,
+            extra_sinks=tuple(output.sinks),
+            resume=output.resume,
+            cold=output.cold,
         )
         if output.on_playable is not None:
             live.listeners.append(self._playable_listener(stream.id, output.on_playable))

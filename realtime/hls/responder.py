@@ -203,6 +203,30 @@ def init(live: LiveHls, generation: int) -> Reply:
     return Reply(200, INIT_TYPE, IMMUTABLE, segment.data)
 
 
+COLD_TIMEOUT_S = 10.0
+"""How long a segment read back from the recording (or the window's disk cache) may take."""
+
+
+def from_cold(live: LiveHls, msn: int, index: int | None) -> Step | None:
+    """A segment (or part `index` of it) past the live edge, whose bytes are read
+    back from the cold source; None when `msn` is not such a segment."""
+    ready = live.read_cold(msn)
+    if ready is None:
+        return None
+
+    def answer(timed_out: bool) -> Step:
+        data = live.cold_bytes(msn, index)
+        if data is not None:
+            return Reply(200, MEDIA_TYPE, IMMUTABLE, data)
+        if timed_out:
+            return error(503, "segment not readable now", retry_after="1")
+        return error(404, "no such segment" if index is None else "no such part")
+
+    if ready.done():
+        return answer(False)
+    return Pending(ready, _now() + COLD_TIMEOUT_S, answer)
+
+
 def part(live: LiveHls, msn: int, index: int) -> Step:
     """A part; a part that may still come (the preload hint) blocks until it exists.
     A hint that a keyframe overtook is answered with the part that came instead."""
@@ -213,6 +237,8 @@ def part(live: LiveHls, msn: int, index: int) -> Step:
     got = found()
     if got is not None:
         return Reply(200, MEDIA_TYPE, IMMUTABLE, got.data)
+    if (cold := from_cold(live, msn, index)) is not None:
+        return cold
     if not live.part_may_come(msn, index) or msn > live.open_msn + 1:
         return error(404, "no such part")
 
@@ -237,6 +263,8 @@ def segment(live: LiveHls, msn: int) -> Step:
     found = live.segment_bytes(msn)
     if found is not None:
         return Reply(200, MEDIA_TYPE, IMMUTABLE, found)
+    if (cold := from_cold(live, msn, None)) is not None:
+        return cold
     if not live.segment_may_come(msn) or msn > live.open_msn:
         return error(404, "no such segment")
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from ingest.hub import Hub
 from ingest.ports import PublishAuthority
 from ingest.webrtc.config import WebRtcConfig
+from ingest.webrtc.http import Forwarder
 from ingest.whip.http import add_whip_routes
 from ingest.whip.session import WhipService
 from realtime.whep.http import add_whep_routes
@@ -39,6 +40,8 @@ STATIC_FILES = {
 class WebRtcRoutes:
     whip: WhipService
     whep: WhepService
+    forwarder: Forwarder | None = None
+    """Other workers of this machine, for sessions and streams they hold."""
 
     async def close(self) -> None:
         await self.whep.close_all()
@@ -94,8 +97,8 @@ def add_webrtc_routes(
 
 def mount_webrtc_routes(app: web.Application, routes: WebRtcRoutes, *, pages: bool = True) -> None:
     """The HTTP side of services built elsewhere (the node owns and closes them)."""
-    add_whip_routes(app, routes.whip)
-    add_whep_routes(app, routes.whep)
+    add_whip_routes(app, routes.whip, forwarder=routes.forwarder)
+    add_whep_routes(app, routes.whep, forwarder=routes.forwarder)
     if pages:
         app.router.add_get("/publish/{live_stream_id}", _page("publish.html"))
         app.router.add_get("/watch/{playback_id}/webrtc", _page("watch_webrtc.html"))

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ingest.webrtc.http import (
     BodyError,
+    Forwarder,
     bearer_token,
     error_response,
     options_response,
@@ -39,9 +40,12 @@ WHEP_PATH = "/v1/whep"
 
 
 class WhepHandlers:
-    def __init__(self, service: WhepService, path: str = WHEP_PATH) -> None:
+    def __init__(
+        self, service: WhepService, path: str = WHEP_PATH, forwarder: Forwarder | None = None
+    ) -> None:
         self.service = service
         self.path = path
+        self.forwarder = forwarder
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("POST", self.path + "/{playback_id}", self.post)
@@ -57,7 +61,7 @@ class WhepHandlers:
     async def options_session(self, request: web.Request) -> web.Response:
         return options_response("DELETE, PATCH, OPTIONS")
 
-    async def post(self, request: web.Request) -> web.Response:
+    async def post(self, request: web.Request) -> web.StreamResponse:
         playback_id = request.match_info["playback_id"]
         token = bearer_token(request) or request.query.get("token")
         try:
@@ -73,6 +77,11 @@ class WhepHandlers:
         except PermissionError as exc:
             return error_response(403, "forbidden", str(exc) or "playback not allowed")
         except ServedElsewhere as exc:
+            if self.forwarder is not None and not self.forwarder.forwarded(request):
+                # another worker of this machine ingests it: ask it from here
+                answer = await self.forwarder.to_node(request, exc.base_url, offer.encode())
+                if answer is not None:
+                    return answer
             # RFC 9725 §4.6: the session is made where the media is; the client
             # repeats the POST there and keeps talking to that session's URL
             # Clients drop Authorization when a redirect leaves the host: a
@@ -110,8 +119,16 @@ class WhepHandlers:
             self.service.config.link_headers(),
         )
 
+    async def _elsewhere(self, request: web.Request) -> web.StreamResponse | None:
+        """A session this worker does not hold: the answer of the worker that does."""
+        if self.forwarder is None or self.forwarder.forwarded(request):
+            return None
+        return await self.forwarder.to_holder(request)
+
     async def delete(self, request: web.Request) -> web.StreamResponse:
         session = self.service.get(request.match_info["session_id"])
+        if session is None and (forwarded := await self._elsewhere(request)) is not None:
+            return forwarded
         if session is None or session.playback_id != request.match_info["playback_id"]:
             return error_response(404, "not_found", "no such WHEP session")
         if not owns_session(request, session.token):
@@ -121,8 +138,10 @@ class WhepHandlers:
         await self.service.delete(session.id)
         return with_cors(web.Response(status=200))
 
-    async def patch(self, request: web.Request) -> web.Response:
+    async def patch(self, request: web.Request) -> web.StreamResponse:
         session = self.service.get(request.match_info["session_id"])
+        if session is None and (forwarded := await self._elsewhere(request)) is not None:
+            return forwarded
         if session is None or session.playback_id != request.match_info["playback_id"]:
             return error_response(404, "not_found", "no such WHEP session")
         if not owns_session(request, session.token):
@@ -135,8 +154,11 @@ class WhepHandlers:
 
 
 def add_whep_routes(
-    app: web.Application, service: WhepService, path: str = WHEP_PATH
+    app: web.Application,
+    service: WhepService,
+    path: str = WHEP_PATH,
+    forwarder: Forwarder | None = None,
 ) -> WhepHandlers:
-    handlers = WhepHandlers(service, path)
+    handlers = WhepHandlers(service, path, forwarder)
     handlers.add_routes(app)
     return handlers

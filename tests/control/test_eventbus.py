@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from control.eventbus import EVENTS, GRANTS, BusTransport, EventBus
+from control.eventbus import EVENTS, BusTransport, EventBus
 from control.store.redis import RedisStore
+from tests.control.bus_spec import Heard, the_others_hear_at_once
 
 pytestmark = pytest.mark.redis
 
@@ -29,44 +30,12 @@ async def stores(redis_url: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]
     await b.close()
 
 
-class Heard:
-    def __init__(self) -> None:
-        self.at: list[float] = []
-        self.event = asyncio.Event()
-
-    def __call__(self) -> None:
-        self.at.append(time.monotonic())
-        self.event.set()
-
-    async def next(self, within: float = 2.0) -> float:
-        await asyncio.wait_for(self.event.wait(), within)
-        self.event.clear()
-        return self.at[-1]
-
-
 async def test_the_others_hear_at_once_and_the_sender_does_not(
     stores: tuple[RedisStore, RedisStore],
 ) -> None:
-    a, b = (EventBus(name, store) for name, store in zip(("a", "b"), stores, strict=True))
     assert isinstance(stores[0], BusTransport)
-    heard_a, heard_b, grants_b = Heard(), Heard(), Heard()
-    a.on(EVENTS, heard_a)
-    b.on(EVENTS, heard_b)
-    b.on(GRANTS, grants_b)
-    await a.start()
-    await b.start()
-    try:
-        for _ in range(5):
-            sent = time.monotonic()
-            a.publish(EVENTS)
-            assert await heard_b.next() - sent < 0.1
-        a.publish(GRANTS)
-        await grants_b.next()
-        await asyncio.sleep(0.1)
-        assert heard_a.at == [] and len(heard_b.at) == 5 and len(grants_b.at) == 1
-    finally:
-        await a.stop()
-        await b.stop()
+    a, b = (EventBus(name, store) for name, store in zip(("a", "b"), stores, strict=True))
+    await the_others_hear_at_once(a, b, within_s=0.1)
 
 
 async def test_raised_again_while_in_flight_it_is_sent_once_more(

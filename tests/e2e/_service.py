@@ -10,6 +10,7 @@ await stop_service(svc)
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,14 @@ import aiohttp
 
 from tests.control.api.service_process import ServiceProcess, free_port
 
-__all__ = ["Api", "ServiceProcess", "free_port", "start_service", "stop_service"]
+__all__ = [
+    "Api",
+    "ServiceProcess",
+    "free_port",
+    "sse_hears",
+    "start_service",
+    "stop_service",
+]
 
 
 async def start_service(base: Path, env: dict[str, str] | None = None) -> ServiceProcess:
@@ -96,3 +104,23 @@ async def http_get(
     finally:
         if own:
             await s.close()
+
+
+async def sse_hears(listener: ServiceProcess, api: Api) -> float:
+    """Seconds from a live stream created through `api` to its event arriving on
+    `listener`'s event stream (`/v1/events/stream`)."""
+    headers = {"Authorization": f"Bearer {listener.admin_key}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(listener.url + "/v1/events/stream", headers=headers) as r,
+    ):
+        await r.content.readline()  # the stream is open
+        created = await api.ok("POST", "/v1/live-streams", {"record": False})
+        sent = time.monotonic()
+        async with asyncio.timeout(10):
+            async for line in r.content:
+                if line.startswith(b"data: "):
+                    event = json.loads(line[6:])
+                    if event["data"].get("id") == created["id"]:
+                        return time.monotonic() - sent
+    raise AssertionError("the event never came")

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.e2e._media import Publisher
-from tests.e2e._service import Api, ServiceProcess, rtmp_url
+from tests.e2e._service import Api, ServiceProcess, rtmp_url, sse_hears
 from tests.rooms._chromium import Chromium, Page
 from tests.support.chromium import chromium_available, chromium_page
 from tests.support.redis_server import redis_server, redis_server_binary
@@ -145,26 +143,6 @@ async def room_through_two_nodes(api: dict[str, Api]) -> None:
             await page.close()
         await browser.close()
     await api["node-c"].ok("DELETE", f"/v1/rooms/{rid}")
-
-
-async def sse_hears(listener: ServiceProcess, api: Api) -> float:
-    """Seconds from a live stream created through `api`'s node to its event
-    arriving on `listener`'s SSE stream."""
-    headers = {"Authorization": f"Bearer {listener.admin_key}"}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(listener.url + "/v1/events/stream", headers=headers) as r,
-    ):
-        await r.content.readline()  # the stream is open
-        created = await api.ok("POST", "/v1/live-streams", {"record": False})
-        sent = time.monotonic()
-        async with asyncio.timeout(10):
-            async for line in r.content:
-                if line.startswith(b"data: "):
-                    event = json.loads(line[6:])
-                    if event["data"].get("id") == created["id"]:
-                        return time.monotonic() - sent
-    raise AssertionError("the event never came")
 
 
 async def test_three_nodes_serve_every_stream_room_and_viewer(tmp_path: Path) -> None:

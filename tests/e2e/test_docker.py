@@ -12,6 +12,7 @@ here when none runs."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from control.supervisor import machine_of
 from tests.control.api.service_process import free_port
 from tests.e2e._media import Publisher
 from tests.support.docker import (
@@ -112,7 +114,10 @@ async def test_the_compose_cluster_ingests_on_one_node_and_plays_from_the_other(
             async with aiohttp.ClientSession(headers=auth) as api:
                 async with api.get(cache + "/v1/nodes") as r:
                     assert r.status == 200
-                    assert {n["id"] for n in (await r.json())["data"]} == {"node-a", "node-b"}
+                    # each container is an `onair serve` with a worker per core
+                    ids = [n["id"] for n in (await r.json())["data"]]
+                    assert {machine_of(i) for i in ids} == {"node-a", "node-b"}, ids
+                    assert len(ids) == 2 * (os.cpu_count() or 1), ids
                 async with api.post(
                     cache + "/v1/live-streams", json={"record": True, "reconnect_window_s": 2}
                 ) as r:

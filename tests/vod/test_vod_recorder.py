@@ -340,3 +340,30 @@ async def test_an_unreachable_store_at_the_end_is_waited_for_only_until_the_dead
         await rec.finalize()
     assert time.monotonic() - started < 5
     assert not rec.manifest.final
+
+
+async def test_a_live_window_reads_its_segments_back_stored_or_not(
+    local_blobs: BlobStore,
+) -> None:
+    """What the live window dropped from memory comes back from the recorder:
+    from the store once written, from the queue (or the write in progress)
+    while storage is stalled; a segment never recorded is None."""
+    store = StallingStore(local_blobs)
+    rec = Recorder(store, "assets/a9")  # type: ignore[arg-type]
+    init, segs = synthetic(4)
+    rec.on_init(init)
+    store.release.set()
+    for s in segs[:2]:
+        rec.on_segment(s)
+    await rec.flush()
+    store.release.clear()
+    for s in segs[2:]:
+        rec.on_segment(s)
+    await asyncio.sleep(0.05)  # segment 2 is being written, 3 waits in the queue
+    for s in segs:
+        assert await rec.read_segment(s.msn) == s.data
+    assert await rec.read_segment(99) is None
+    store.release.set()
+    await rec.flush()
+    assert await rec.read_segment(3) == segs[3].data
+    await rec.finalize()

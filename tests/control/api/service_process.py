@@ -71,6 +71,8 @@ class ServiceProcess:
                 "ONAIR_RTMP_PORT": str(self.rtmp_port),
                 "ONAIR_PUBLIC_URL": self.url,
                 "ONAIR_SHUTDOWN_TIMEOUT_S": "5",
+                # one process unless a test asks for workers (tests/e2e/test_workers.py)
+                "ONAIR_WORKERS": "1",
                 # the tests' webhook receivers listen on 127.0.0.1
                 "ONAIR_WEBHOOK_ALLOW_PRIVATE": "true",
                 "PYTHONUNBUFFERED": "1",
@@ -140,6 +142,19 @@ class ServiceProcess:
         """Kill what a dead service left in its process group (its media pool)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+    def workers(self) -> dict[str, int]:
+        """node id → pid of each worker process the supervisor runs now."""
+        assert self.proc is not None
+        found = {}
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        for pid in children.read_text().split():
+            with contextlib.suppress(OSError):
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                for item in environ:
+                    if item.startswith(b"ONAIR_NODE_ID="):
+                        found[item.split(b"=", 1)[1].decode()] = int(pid)
+        return found
 
     def logs(self) -> str:
         return self.stderr_path.read_text() if hasattr(self, "stderr_path") else ""
