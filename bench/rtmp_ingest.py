@@ -526,6 +526,10 @@ class OnairService(FullServer):
                 "ONAIR_ACCESS_LOG": "false",
                 "ONAIR_SHUTDOWN_TIMEOUT_S": "5",
                 "ONAIR_WORKERS": str(workers),
+                # every publisher and poller of the benchmark is 127.0.0.1: the
+                # per-address caps (RTMP 50, HTTP 256) are for the Internet
+                "ONAIR_RTMP_MAX_CONNECTIONS_PER_IP": "100000",
+                "ONAIR_HTTP_MAX_CONNECTIONS_PER_IP": "100000",
                 **(
                     {"ONAIR_RTMP_READ_COALESCE_S": os.environ["ONAIR_BENCH_READ_COALESCE"]}
                     if "ONAIR_BENCH_READ_COALESCE" in os.environ

@@ -102,6 +102,9 @@ class _Broadcast:
     """Publications started so far (hub)."""
     stream_key: str | None = None
     """The key the current publisher was granted with (a reset ends it)."""
+    active_stored: bool = False
+    """The store says `active` because this node said so (until then the
+    stream is `idle` while its publisher connects: not a sign of `complete`)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -332,6 +335,7 @@ class LiveLifecycle(HubObserver):
         b.activated = True
         with contextlib.suppress(NotFoundError):
             await self.live_streams.apply(b.live_stream_id, Action.ACTIVATE)
+            b.active_stored = True
 
     async def _disconnected(self, b: _Broadcast, reason: str, connects: int) -> None:
         with contextlib.suppress(NotFoundError):
@@ -466,14 +470,9 @@ class LiveLifecycle(HubObserver):
         last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            for ls_id in list(self._broadcasts):
-                try:
-                    await self.store.acquire_lease(self._lease(ls_id), self.node_id, LEASE_TTL_S)
-                    if self.hls.get(ls_id) is not None:
-                        await self._claim_origin(ls_id)
-                    await self._kicked_elsewhere(ls_id)
-                except Exception:
-                    log.exception("lease renewal failed for %s", ls_id)
+            # all at once: the store commits what arrives together in one
+            # transaction (with SQLite shared by the workers, one lock a beat)
+            await asyncio.gather(*(self._renew(ls_id) for ls_id in list(self._broadcasts)))
             try:
                 await self._retry_waiting()
             except Exception:
@@ -485,6 +484,17 @@ class LiveLifecycle(HubObserver):
                 except Exception:
                     log.exception("live stream sweep failed")
 
+    async def _renew(self, ls_id: str) -> None:
+        """One heartbeat of a broadcast here: its lease, its origin claim, and
+        whether the API ended it through another node."""
+        try:
+            await self.store.acquire_lease(self._lease(ls_id), self.node_id, LEASE_TTL_S)
+            if self.hls.get(ls_id) is not None:
+                await self._claim_origin(ls_id)
+            await self._kicked_elsewhere(ls_id)
+        except Exception:
+            log.exception("lease renewal failed for %s", ls_id)
+
     async def _kicked_elsewhere(self, ls_id: str) -> None:
         """A publisher here whose stream the API deleted, disabled, completed or
         re-keyed through another node: the bus's kick may have been lost, the
@@ -492,14 +502,15 @@ class LiveLifecycle(HubObserver):
         b = self._broadcasts.get(ls_id)
         if b is None or b.finishing or b.stream is None or not b.stream.live:
             return
+        was_active = b.active_stored  # before the read: what it says is newer
         rec = await self.store.get(LIVE_STREAMS, ls_id)
         status = rec.data.get("status") if rec is not None else None
         if rec is None:
             reason = "deleted"
         elif status == LiveStreamStatus.DISABLED.value:
             reason = "disabled"
-        elif status == LiveStreamStatus.IDLE.value:
-            reason = "completed"  # only this node's finish sets idle while it publishes
+        elif status == LiveStreamStatus.IDLE.value and was_active:
+            reason = "completed"  # once active, only this node's finish sets idle
         elif b.stream_key is not None and rec.data.get("stream_key") != b.stream_key:
             reason = "stream_key_reset"
         else:

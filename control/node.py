@@ -28,7 +28,7 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -120,7 +120,7 @@ class Media:
     """The media half of a node: ingest, LL-HLS, recording, VOD, WebRTC, rooms."""
 
     blobs: BlobStore
-    pool: ProcessPoolExecutor
+    pool: Executor
     """The VOD process pool (MP4s, thumbnails, uploads, clips)."""
     vod: VodContext
     assets: AssetService

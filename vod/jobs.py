@@ -32,7 +32,7 @@ import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -99,12 +99,42 @@ def _lower_priority() -> None:
         os.nice(WORKER_NICENESS)
 
 
-def make_process_pool(max_workers: int = 1) -> ProcessPoolExecutor:
+class LazyProcessPool(Executor):
+    """A process pool made at its first task: a node that never makes an MP4,
+    thumbnail or clip pays nothing for it (multiprocessing starts its resource
+    tracker, ~13 MB, as soon as a pool exists — per worker of the machine)."""
+
+    def __init__(self, make: Callable[[], ProcessPoolExecutor]) -> None:
+        self._make = make
+        self._pool: ProcessPoolExecutor | None = None
+        self._shut = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        if self._shut:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if self._pool is None:
+            self._pool = self._make()
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shut = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def make_process_pool(max_workers: int = 1) -> LazyProcessPool:
     """A process pool for VOD CPU work (forkserver with the media modules
-    preloaded), its workers at a lower CPU priority than the node."""
-    mp = multiprocessing.get_context("forkserver")
-    mp.set_forkserver_preload(["av", "vod.media", "vod.mp4", "vod.thumbnails", "vod.transcode"])
-    return ProcessPoolExecutor(max_workers=max_workers, mp_context=mp, initializer=_lower_priority)
+    preloaded), its workers at a lower CPU priority than the node; made at its
+    first task."""
+
+    def make() -> ProcessPoolExecutor:
+        mp = multiprocessing.get_context("forkserver")
+        mp.set_forkserver_preload(["av", "vod.media", "vod.mp4", "vod.thumbnails", "vod.transcode"])
+        return ProcessPoolExecutor(
+            max_workers=max_workers, mp_context=mp, initializer=_lower_priority
+        )
+
+    return LazyProcessPool(make)
 
 
 def make_handlers(ctx: VodContext) -> dict[str, Handler]:

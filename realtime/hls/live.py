@@ -10,10 +10,10 @@ a failing extra sink is logged and never disturbs live delivery.
 
 Memory: with a `cold` source (the recording, or an on-disk cache of the
 window) only the live edge stays in memory — the segments whose parts the
-playlist lists, plus one — and an older segment's bytes are dropped; the
+playlist lists — and an older segment's bytes are dropped; the
 playlist still lists it, and a request for it (or for one of its parts, a
 slice of it) is answered from the source (`read_cold`). A stream at
-2.5 Mbit/s keeps ~1.5 MB instead of the whole 30 s (~9.4 MB).
+2.5 Mbit/s keeps ~1.2 MB instead of the whole 30 s (~9.4 MB).
 
 All methods run on the event loop thread.
 """
@@ -50,9 +50,11 @@ from realtime.segments import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BANDWIDTH = 2_000_000
-HOT_EXTRA_TARGETS = 1.0
-"""Segments stay in memory this many target durations beyond the part window
-(a player's playlist a moment old still names their parts)."""
+HOT_EXTRA_TARGETS = 0.0
+"""Segments stay in memory this many target durations beyond the part window.
+A player whose playlist is a moment old may still ask for a part just past it:
+that part is read back from the cold source (a slice of its segment), which
+costs that request a few milliseconds, not memory for every stream."""
 COLD_CACHE = 2
 """Segments read back from the cold source kept at once (their parts are asked in a row)."""
 

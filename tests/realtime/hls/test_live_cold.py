@@ -93,7 +93,7 @@ async def serve_cold(
     live = manager.get("s")
     assert live is not None
     units = synthetic_units(seconds, wallclock0=time.time())
-    feeding = asyncio.create_task(feed_realtime(pub, units, speed=8.0))
+    feeding = asyncio.create_task(feed_realtime(pub, units, speed=16.0))
     async with aiohttp.ClientSession() as http:
         try:
             yield Served(f"http://127.0.0.1:{port}", http, live)
@@ -105,7 +105,7 @@ async def serve_cold(
 
 @pytest.fixture(params=["aiohttp", "edge"])
 async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
-    async for s in serve_cold(request, Recording(), 24.0):
+    async for s in serve_cold(request, Recording(), 20.0):
         yield s
 
 
