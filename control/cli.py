@@ -11,7 +11,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from control.settings import Settings, SettingsError, load_settings
@@ -84,15 +84,24 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+async def _until_signalled_or(stop: asyncio.Event, other: Coroutine[Any, Any, Any]) -> None:
+    """Until SIGINT/SIGTERM set `stop` or `other` finishes (a node drained, or
+    every worker did)."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(other)]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+
+
 async def supervise(settings: Settings) -> None:
     from control.logging import configure_logging
     from control.registry import alive_key
-    from control.store import store_for
-    from control.supervisor import Supervisor, data_dir_ready, resolve_ports
+    from control.store import prepare_data_dir, store_for
+    from control.supervisor import Supervisor, resolve_ports
 
     configure_logging(settings.log_level, json_logs=settings.log_json)
     settings = resolve_ports(settings)
-    await asyncio.to_thread(data_dir_ready, settings)
+    await prepare_data_dir(settings)
     store = store_for(settings)
     await store.open()  # the schema exists before any worker opens the store
     try:
@@ -111,11 +120,7 @@ async def supervise(settings: Settings) -> None:
         print(banner(settings, key), flush=True)
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        stopped = asyncio.ensure_future(stop.wait())
-        gone = asyncio.ensure_future(supervisor.wait())
-        await asyncio.wait([stopped, gone], return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (stopped, gone):
-            waiter.cancel()
+        await _until_signalled_or(stop, supervisor.wait())
         if stop.is_set():
             print("onair: shutting down", file=sys.stderr, flush=True)
             await supervisor.stop(timeout_s=settings.shutdown_timeout_s * 3 + 30)
@@ -183,11 +188,7 @@ async def serve_node(settings: Settings) -> None:
             print(f"{READY} {settings.node_id}", flush=True)
         else:
             print(banner(settings, key), flush=True)
-        signalled = asyncio.ensure_future(stop.wait())
-        drained = asyncio.ensure_future(node.exit_requested.wait())
-        await asyncio.wait([signalled, drained], return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (signalled, drained):
-            waiter.cancel()
+        await _until_signalled_or(stop, node.exit_requested.wait())
         why = "drained" if node.exit_requested.is_set() else "shutting down"
         print(f"onair: {settings.node_id} {why}", file=sys.stderr, flush=True)
     finally:
@@ -200,12 +201,9 @@ async def serve_node(settings: Settings) -> None:
 
 
 async def _with_store(settings: Settings, fn: Any) -> Any:
-    from pathlib import Path
+    from control.store import prepare_data_dir, store_for
 
-    from control.store import store_for
-
-    if not settings.shared_store:
-        await asyncio.to_thread(Path(settings.data_dir).mkdir, parents=True, exist_ok=True)
+    await prepare_data_dir(settings)
     store = store_for(settings)
     await store.open()
     try:

@@ -58,7 +58,7 @@ from control.room_broadcasts import HubDispatch, RoomBroadcasts
 from control.rooms import RoomKeeper, Rooms, StoreRooms
 from control.settings import Settings
 from control.siblings import Siblings
-from control.store import store_for
+from control.store import prepare_data_dir, store_for
 from control.store.base import Enqueue, Op, Store
 from control.store.sqlite import SqliteStore
 from control.tasks import BackgroundTasks
@@ -280,8 +280,7 @@ class Node:
     async def _open_store(self, stack: AsyncExitStack) -> None:
         if not self.owns_store:
             return
-        if not self.settings.shared_store:
-            await asyncio.to_thread(self.settings.data_path.mkdir, parents=True, exist_ok=True)
+        await prepare_data_dir(self.settings)
         await self.store.open()
         stack.push_async_callback(self.store.close)
 

@@ -34,9 +34,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from control.settings import Settings, SettingsError
@@ -126,7 +125,6 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    restarts: int = 0
     done: bool = False
     """Exited on its own after draining: not restarted."""
     reader: asyncio.Task[None] | None = None
@@ -138,7 +136,7 @@ class Supervisor:
         settings: Settings,
         *,
         command: list[str] | None = None,
-        on_dead: Callable[[str], object] | None = None,
+        on_dead: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """`command`: how to start a worker (default ``python -m control.cli
         serve``); `on_dead(node_id)`: awaited when a worker died."""
@@ -262,9 +260,7 @@ class Supervisor:
             )
             if self.on_dead is not None:
                 try:
-                    result = self.on_dead(worker.node_id)
-                    if asyncio.iscoroutine(result):
-                        await result
+                    await self.on_dead(worker.node_id)
                 except Exception:
                     log.exception("clearing worker %s from the store failed", worker.node_id)
             if time.monotonic() - worker.started_at < YOUNG_S:
@@ -274,7 +270,6 @@ class Supervisor:
                 backoff = RESTART_BACKOFF_S[0]
             if self.stopping:
                 return
-            worker.restarts += 1
             await self._spawn(worker)
 
     @staticmethod
@@ -316,8 +311,3 @@ def private_listener(settings: Settings) -> tuple[socket.socket, str]:
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     return sock, f"http://{shown}:{port}"
-
-
-def data_dir_ready(settings: Settings) -> None:
-    if not settings.shared_store:
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)

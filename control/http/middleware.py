@@ -34,7 +34,7 @@ from control.http.validation import ApiError
 from control.logging import request_id_var
 from control.node import Node
 from control.settings import Settings
-from control.siblings import CLIENT_HEADER, FORWARD_HEADER, FORWARDED
+from control.siblings import CLIENT_HEADER, FORWARDED
 from control.store.base import Conflict, StoreError
 from ingest.addresses import client_subject
 
@@ -241,7 +241,7 @@ async def sibling_middleware(request: web.Request, handler: Handler) -> web.Stre
     client's (address), and marked so public rate limits are not charged twice."""
     media = node_of(request).media
     siblings = media.siblings if media is not None else None
-    if siblings is not None and FORWARD_HEADER in request.headers and siblings.on_private(request):
+    if siblings is not None and siblings.forwarded(request) and siblings.on_private(request):
         client = request.headers.get(CLIENT_HEADER, "")
         if client:
             request = request.clone(remote=client)

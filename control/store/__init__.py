@@ -13,6 +13,7 @@ both backends are awaitable, so either style works::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,6 +62,13 @@ def open_store(
     return SqliteStore(Path(data_dir) / SQLITE_FILENAME)
 
 
+async def prepare_data_dir(settings: Settings) -> None:
+    """Create the local data directory (SQLite's file and the blobs live there)
+    unless the store is Redis."""
+    if not settings.shared_store:
+        await asyncio.to_thread(settings.data_path.mkdir, parents=True, exist_ok=True)
+
+
 def store_for(settings: Settings) -> Store:
     """The store `settings` name (unopened)."""
     return open_store(
@@ -88,4 +96,6 @@ __all__ = [
     "Task",
     "TokenBucketResult",
     "open_store",
+    "prepare_data_dir",
+    "store_for",
 ]

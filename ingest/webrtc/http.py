@@ -140,3 +140,14 @@ class Forwarder(Protocol):
         """Forward a session's request to the worker holding the session (None:
         no worker does)."""
         ...
+
+
+async def held_elsewhere(
+    forwarder: Forwarder | None, request: web.Request
+) -> web.StreamResponse | None:
+    """For a WHIP or WHEP session this worker does not hold: the answer of the
+    worker that does (None: no forwarder, the request was forwarded already,
+    or no worker holds it)."""
+    if forwarder is None or forwarder.forwarded(request):
+        return None
+    return await forwarder.to_holder(request)

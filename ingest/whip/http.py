@@ -18,6 +18,7 @@ from ingest.webrtc.http import (
     Forwarder,
     bearer_token,
     error_response,
+    held_elsewhere,
     options_response,
     owns_session,
     read_sdp_body,
@@ -107,15 +108,12 @@ class WhipHandlers:
             self.service.config.link_headers(),
         )
 
-    async def _elsewhere(self, request: web.Request) -> web.StreamResponse | None:
-        """A session this worker does not hold: the answer of the worker that does."""
-        if self.forwarder is None or self.forwarder.forwarded(request):
-            return None
-        return await self.forwarder.to_holder(request)
-
     async def delete(self, request: web.Request) -> web.StreamResponse:
         session = self.service.get(request.match_info["session_id"])
-        if session is None and (forwarded := await self._elsewhere(request)) is not None:
+        if (
+            session is None
+            and (forwarded := await held_elsewhere(self.forwarder, request)) is not None
+        ):
             return forwarded
         if session is None:
             return error_response(404, "not_found", "no such WHIP session")
@@ -131,7 +129,10 @@ class WhipHandlers:
 
     async def patch(self, request: web.Request) -> web.StreamResponse:
         session = self.service.get(request.match_info["session_id"])
-        if session is None and (forwarded := await self._elsewhere(request)) is not None:
+        if (
+            session is None
+            and (forwarded := await held_elsewhere(self.forwarder, request)) is not None
+        ):
             return forwarded
         if session is None:
             return error_response(404, "not_found", "no such WHIP session")

@@ -17,6 +17,7 @@ from ingest.webrtc.http import (
     Forwarder,
     bearer_token,
     error_response,
+    held_elsewhere,
     options_response,
     owns_session,
     read_sdp_body,
@@ -119,15 +120,12 @@ class WhepHandlers:
             self.service.config.link_headers(),
         )
 
-    async def _elsewhere(self, request: web.Request) -> web.StreamResponse | None:
-        """A session this worker does not hold: the answer of the worker that does."""
-        if self.forwarder is None or self.forwarder.forwarded(request):
-            return None
-        return await self.forwarder.to_holder(request)
-
     async def delete(self, request: web.Request) -> web.StreamResponse:
         session = self.service.get(request.match_info["session_id"])
-        if session is None and (forwarded := await self._elsewhere(request)) is not None:
+        if (
+            session is None
+            and (forwarded := await held_elsewhere(self.forwarder, request)) is not None
+        ):
             return forwarded
         if session is None or session.playback_id != request.match_info["playback_id"]:
             return error_response(404, "not_found", "no such WHEP session")
@@ -140,7 +138,10 @@ class WhepHandlers:
 
     async def patch(self, request: web.Request) -> web.StreamResponse:
         session = self.service.get(request.match_info["session_id"])
-        if session is None and (forwarded := await self._elsewhere(request)) is not None:
+        if (
+            session is None
+            and (forwarded := await held_elsewhere(self.forwarder, request)) is not None
+        ):
             return forwarded
         if session is None or session.playback_id != request.match_info["playback_id"]:
             return error_response(404, "not_found", "no such WHEP session")
