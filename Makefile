@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 BENCH  ?= bench/api.py
 PYTEST_ARGS ?=
+# pytest-xdist processes: most e2e time is spent waiting on real-time media
+TEST_WORKERS ?= 2
 
 # First interpreter that is Python >= 3.11: $PYTHON, python3.11..python3.13,
 # python3, then pyenv shims.
@@ -55,7 +57,7 @@ run: system-run $(VENV)/.stamp-run vendor-js
 	$(VENV)/bin/onair serve
 
 test: system-test $(VENV)/.stamp-test vendor-js
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests $(PYTEST_ARGS)
 
 bench: system-bench $(VENV)/.stamp-test
 	@for f in $(BENCH); do echo "== $$f" >&2; $(PY) $$f || exit 1; done

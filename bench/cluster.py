@@ -103,6 +103,7 @@ async def _node(
         host="127.0.0.1",
         http_port=port,
         rtmp_port=0,
+        srt_port=0,
         redis_url=redis_url,
         node_id=f"bench-{role}",
         workers=2 if worker else 1,

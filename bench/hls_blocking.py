@@ -80,7 +80,9 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
 
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.TemporaryDirectory(prefix="onair-hls-bench-")
-    settings = load_settings(data_dir=tmp.name, host="127.0.0.1", http_port=0, rtmp_port=0)
+    settings = load_settings(
+        data_dir=tmp.name, host="127.0.0.1", http_port=0, rtmp_port=0, srt_port=0
+    )
     node = build_node(settings)
     assert node.media is not None
     app = make_http_app(node)

@@ -52,6 +52,11 @@ def banner(settings: Settings, admin_key: str | None) -> str:
         f"  API:          {settings.api_url}   (docs: {settings.api_url}/docs)",
         f"  RTMP ingest:  {settings.rtmp_url}   (stream key from POST /v1/live-streams)",
         *([f"  RTMPS ingest: {settings.rtmps_url}"] if settings.rtmps_url else []),
+        *(
+            [f"  SRT ingest:   {settings.srt_url}?streamid=<stream key>"]
+            if settings.srt_url
+            else []
+        ),
         f"  WHIP ingest:  {settings.whip_url}",
         f"  Data:         {_store_name(settings)}",
         *(

@@ -68,6 +68,8 @@ from control.webhooks.destination import check_url
 from ingest.conn_limits import ConnectionLimits, default_max_connections
 from ingest.hub import Hub
 from ingest.rtmp.server import RtmpLimits, RtmpServer
+from ingest.srt.libsrt import available as srt_available
+from ingest.srt.server import SrtLimits, SrtServer
 from ingest.webrtc.config import WebRtcConfig
 from ingest.whip.session import WhipService
 from realtime.hls.disk_window import DiskWindows
@@ -140,6 +142,26 @@ class Media:
     """Live playback of streams another node ingests (origin-edge)."""
     siblings: Siblings | None = None
     """The other workers of this machine (None: this process is not a worker)."""
+    srt: SrtServer | None = None
+    """The SRT listener (None: SRT is off, or another worker of this machine has it)."""
+
+
+def srt_server(settings: Settings, hub: Hub, lifecycle: LiveLifecycle) -> SrtServer | None:
+    """The SRT listener when SRT is on and libsrt is here. One per machine: SRT
+    is UDP, where SO_REUSEPORT would scatter a caller's packets, so only the
+    first worker listens."""
+    if settings.srt_port is None or (settings.worker_index or 0) != 0:
+        return None
+    if not srt_available():
+        log.warning("SRT ingest is off: libsrt 1.5 is not installed (libsrt1.5-gnutls)")
+        return None
+    return SrtServer(
+        hub,
+        lifecycle,
+        host=settings.host,
+        port=settings.srt_port,
+        limits=SrtLimits(latency_ms=settings.srt_latency_ms, passphrase=settings.srt_passphrase),
+    )
 
 
 class Node:
@@ -316,6 +338,9 @@ class Node:
         await media.rtmp.start()
         stack.push_async_callback(media.rtmp.stop)
         log.info("rtmp listening", extra={"port": media.rtmp.port})
+        if media.srt is not None:
+            await media.srt.start()
+            stack.push_async_callback(media.srt.close)
         media.reconciler.start()
         stack.push_async_callback(media.reconciler.stop)
         await media.rooms.start()
@@ -668,6 +693,7 @@ def _build_media(
         hub=hub,
         playback=playback,
         rtmp=rtmp,
+        srt=srt_server(settings, hub, lifecycle),
         reconciler=reconciler,
         webrtc=WebRtcRoutes(whip, whep, siblings),
         rooms=rooms,

@@ -127,6 +127,12 @@ class Settings:
     # --- media (used by later subsystems) ---
     webrtc_public_ip: str | None = None
     rtmps_port: int | None = None
+    srt_port: int | None = 9000
+    """SRT ingest (MPEG-TS, the stream key as streamid); empty: no SRT listener."""
+    srt_passphrase: str | None = None
+    """When set, SRT publishers must encrypt with it (10..79 characters)."""
+    srt_latency_ms: int = 120
+    """The SRT receiver latency: time for lost packets to be sent again."""
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     # --- cluster ---
@@ -238,6 +244,16 @@ class Settings:
         if ":" in host:
             host = f"[{host}]"
         return f"rtmps://{host}:{self.rtmps_port}/live"
+
+    @property
+    def srt_url(self) -> str | None:
+        """srt://HOST:PORT (the stream key goes in `streamid`), when SRT is on."""
+        if self.srt_port is None:
+            return None
+        host = self.public_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"srt://{host}:{self.srt_port}"
 
     @property
     def whip_url(self) -> str:
@@ -364,5 +380,11 @@ def _validate(s: Settings) -> None:
         raise SettingsError("public rate limits must be positive")
     if not 1 <= s.workers <= 256:
         raise SettingsError("workers must be within 1..256")
+    if s.srt_port is not None and not 0 <= s.srt_port <= 65535:
+        raise SettingsError(f"srt_port out of range: {s.srt_port}")
+    if s.srt_passphrase is not None and not 10 <= len(s.srt_passphrase) <= 79:
+        raise SettingsError("srt_passphrase must be 10 to 79 characters (SRT's rule)")
+    if not 20 <= s.srt_latency_ms <= 10000:
+        raise SettingsError("srt_latency_ms must be within 20..10000")
     if not 0 <= s.rtmp_read_coalesce_s <= 1:
         raise SettingsError("rtmp_read_coalesce_s must be within 0..1 seconds")

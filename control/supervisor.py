@@ -78,8 +78,8 @@ def udp_slice(ports: str, index: int, count: int) -> str:
     return f"{first}-{last}"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+def _free_port(host: str, kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
         s.bind((host if host not in ("", "0.0.0.0") else "0.0.0.0", 0))
         return int(s.getsockname()[1])
 
@@ -90,6 +90,8 @@ def resolve_ports(settings: Settings) -> Settings:
     for name in ("http_port", "rtmp_port", "rtmps_port"):
         if getattr(settings, name) == 0:
             changes[name] = _free_port(settings.host)
+    if settings.srt_port == 0:
+        changes["srt_port"] = _free_port(settings.host, socket.SOCK_DGRAM)
     return settings.replace(**changes) if changes else settings
 
 
@@ -105,6 +107,7 @@ def worker_env(settings: Settings, index: int, node_id: str) -> dict[str, str]:
         "public_url": settings.public_url,
         "redis_url": settings.redis_url,
         "rtmps_port": settings.rtmps_port,
+        "srt_port": settings.srt_port,
     }
     for name, value in named.items():
         if value is not None:

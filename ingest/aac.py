@@ -96,3 +96,42 @@ def _parse_audio_specific_config(asc: bytes) -> AacConfig:
 def codec_string(asc: bytes) -> str:
     """RFC 6381 codec string, e.g. "mp4a.40.2"."""
     return f"mp4a.40.{parse_audio_specific_config(asc).object_type}"
+
+
+@dataclass(frozen=True, slots=True)
+class AdtsFrame:
+    """One ADTS frame (ISO 14496-3 1.A.2), as MPEG-TS carries AAC."""
+
+    config: bytes
+    """The AudioSpecificConfig the header stands for (2 bytes)."""
+    sample_rate: int
+    channels: int
+    payload: bytes
+    """The raw AAC frame, header (and CRC) removed."""
+    size: int
+    """Bytes of the whole ADTS frame (where the next one starts)."""
+
+
+def parse_adts(data: bytes) -> AdtsFrame:
+    """The single raw frame of an ADTS frame; `AacError` for anything else (a
+    frame of several raw data blocks, a bad sync word, a length that overruns)."""
+    if len(data) < 7 or data[0] != 0xFF or data[1] & 0xF6 != 0xF0:
+        raise AacError("ADTS: no sync word")
+    protection_absent = data[1] & 1
+    profile = data[2] >> 6
+    rate_index = (data[2] >> 2) & 0x0F
+    channels = ((data[2] & 1) << 2) | (data[3] >> 6)
+    length = ((data[3] & 3) << 11) | (data[4] << 3) | (data[5] >> 5)
+    blocks = (data[6] & 3) + 1
+    header = 7 if protection_absent else 9
+    if rate_index >= len(SAMPLE_RATES):
+        raise AacError(f"ADTS: sampling frequency index {rate_index}")
+    if channels == 0:
+        raise AacError("ADTS: channel configuration 0 (a PCE) is not supported")
+    if blocks != 1:
+        raise AacError(f"ADTS: {blocks} raw data blocks in one frame")
+    if length < header or length > len(data):
+        raise AacError(f"ADTS: frame length {length} of {len(data)} bytes")
+    object_type = profile + 1
+    asc = ((object_type << 11) | (rate_index << 7) | (channels << 3)).to_bytes(2, "big")
+    return AdtsFrame(asc, SAMPLE_RATES[rate_index], channels, bytes(data[header:length]), length)

@@ -54,6 +54,16 @@ class TrackInfo:
     """Declared bits/s when the publisher says (onMetaData, SDP), else 0."""
 
 
+def describe_tracks(tracks: tuple[TrackInfo, ...]) -> str:
+    """For logs: "h264 1280x720, aac 48000Hz/2ch"."""
+    return ", ".join(
+        f"{t.codec} {t.width}x{t.height}"
+        if t.kind is TrackKind.VIDEO
+        else f"{t.codec} {t.sample_rate}Hz/{t.channels}ch"
+        for t in tracks
+    )
+
+
 @dataclass(slots=True)
 class MediaUnit:
     """One access unit: a video frame or an audio frame, still encoded.

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.redis_server import redis_server, redis_server_binary
+
+# Nodes built in-process take any free SRT port, not 9000 (tests run side by side).
+os.environ.setdefault("ONAIR_SRT_PORT", "0")
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +30,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The suite leaves nothing running: every `onair serve` it started, with its
     VOD pool (forkserver and workers), is gone when it ends. What is left is
     killed and fails the run."""
-    import os
     import signal
 
     from tests.control.api.service_process import leftover_processes
 
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller checks once every worker is done
     left = leftover_processes()
     if not left:
         return

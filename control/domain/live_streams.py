@@ -193,6 +193,8 @@ class LiveStreamService:
         }
         if settings.rtmps_url:
             self._ingest["rtmps_url"] = settings.rtmps_url
+        if settings.srt_url:
+            self._ingest["srt_url"] = settings.srt_url
 
     # ------------------------------------------------------------- views
     def to_json(self, record: Record, *, with_key: bool = False) -> dict[str, Any]:

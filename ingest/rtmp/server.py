@@ -44,7 +44,7 @@ from typing import Any, cast
 
 from ingest.conn_limits import ConnectionLimits
 from ingest.flv import FlvDemuxer
-from ingest.hub import Hub, MediaUnit, Publication, TrackKind
+from ingest.hub import Hub, MediaUnit, Publication, TrackKind, describe_tracks
 from ingest.ports import PublishAuthority, PublishDenied
 from ingest.rtmp.chunk import ChunkLimits
 from ingest.rtmp.errors import ProtocolError, UnsupportedMedia
@@ -370,12 +370,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self.remote,
             self.live_stream_id,
             pub.generation,
-            ", ".join(
-                f"{t.codec} {t.width}x{t.height}"
-                if t.kind is TrackKind.VIDEO
-                else f"{t.codec} {t.sample_rate}Hz/{t.channels}ch"
-                for t in pub.tracks
-            ),
+            describe_tracks(pub.tracks),
         )
         pending = self._pending
         self._pending_bytes = 0

@@ -93,7 +93,9 @@ async def service(settings: Settings, store: Store | None = None) -> AsyncIterat
 
 @pytest.fixture
 async def svc(tmp_path: Path) -> AsyncIterator[Service]:
-    settings = load_settings(env={"ONAIR_DATA_DIR": str(tmp_path), "ONAIR_RTMP_PORT": "0"})
+    settings = load_settings(
+        env={"ONAIR_DATA_DIR": str(tmp_path), "ONAIR_RTMP_PORT": "0", "ONAIR_SRT_PORT": "0"}
+    )
     async with service(settings) as s:
         yield s
 

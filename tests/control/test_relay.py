@@ -49,6 +49,7 @@ async def two_nodes(
                 {},
                 data_dir=str(tmp_path / name),
                 rtmp_port=0,
+                srt_port=0,
                 host="127.0.0.1",
                 node_id=name,
                 redis_url=redis_url,

@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 
 class Publisher:
-    """One ffmpeg publishing a test picture (640x360 30 fps, GOP 30) and a tone over RTMP."""
+    """One ffmpeg publishing a test picture (640x360 30 fps, GOP 30) and a tone over
+    RTMP, RTMPS or SRT (by the URL's scheme)."""
 
     def __init__(self, proc: asyncio.subprocess.Process, url: str, log: Path | None) -> None:
         self.proc = proc
@@ -41,7 +42,8 @@ class Publisher:
             "-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
             "-b:v", "600k",
             "-c:a", "aac", "-b:a", "64k", "-ar", "48000",
-            "-f", "flv", url,
+            # SRT carries MPEG-TS; RTMP(S), FLV
+            "-f", "mpegts" if url.startswith("srt://") else "flv", url,
         ]  # fmt: skip
 
     @classmethod

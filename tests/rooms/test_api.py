@@ -59,6 +59,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         public_url="http://127.0.0.1:1",
         host="127.0.0.1",
         rtmp_port=0,
+        srt_port=0,
     )
     node = build_node(settings, store=store)
     client = TestClient(TestServer(make_http_app(node), host="127.0.0.1"))

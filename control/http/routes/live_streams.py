@@ -171,6 +171,11 @@ LIVE_STREAM_SCHEMA: dict[str, Any] = {
                     "description": "rtmps://HOST:PORT/live, when ONAIR_RTMPS_PORT and a "
                     "certificate are configured",
                 },
+                "srt_url": {
+                    "type": "string",
+                    "description": "srt://HOST:PORT (MPEG-TS; the stream key as "
+                    "streamid), when ONAIR_SRT_PORT is set (default 9000)",
+                },
                 "whip_url": {"type": "string"},
             },
         },

@@ -21,8 +21,8 @@ from pathlib import Path
 KEY_RE = re.compile(r"ONAIR_API_KEY=(onair_sk_\S+)")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -53,6 +53,7 @@ class ServiceProcess:
         self.extra_env = dict(env or {})
         self.port = free_port()
         self.rtmp_port = free_port()
+        self.srt_port = free_port(socket.SOCK_DGRAM)
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_key: str | None = None
         self.runs = 0
@@ -69,6 +70,7 @@ class ServiceProcess:
                 "ONAIR_HOST": "127.0.0.1",
                 "ONAIR_HTTP_PORT": str(self.port),
                 "ONAIR_RTMP_PORT": str(self.rtmp_port),
+                "ONAIR_SRT_PORT": str(self.srt_port),
                 "ONAIR_PUBLIC_URL": self.url,
                 "ONAIR_SHUTDOWN_TIMEOUT_S": "5",
                 # one process unless a test asks for workers (tests/e2e/test_workers.py)

@@ -35,6 +35,7 @@ async def test_create_returns_the_contract_fields(api: Api) -> None:
     assert re.fullmatch(r"sk_[A-Za-z0-9_\-]{32}", ls["stream_key"])  # 192 random bits
     assert ls["ingest"] == {
         "rtmp_url": "rtmp://media.example.test:1935/live",
+        "srt_url": "srt://media.example.test:9000",
         "whip_url": "http://media.example.test:8080/v1/whip",
     }
     assert len(ls["playback_ids"]) == 1 and ls["playback_ids"][0]["policy"] == "public"

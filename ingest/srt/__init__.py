@@ -1,0 +1,1 @@
+"""SRT ingest: MPEG-TS publishers over SRT, through the system's libsrt."""
