@@ -1,0 +1,134 @@
+"""OBS Studio 29 (Debian's, headless under Xvfb) publishing to the real `onair
+serve`, configured as users do: the custom server and stream key of the Stream
+settings, Simple output mode (OBS's default keyframe interval) or Advanced
+mode with a 2 s keyframe interval, RTMP or SRT. Its stream goes live and plays
+as LL-HLS; a wrong key is refused; after a server restart OBS comes back
+through its own reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e._media import poll
+from tests.e2e._obs import ObsStudio, obs_available
+from tests.e2e._service import Api, ServiceProcess, http_get, start_service, stop_service
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not obs_available(), reason="obs-studio / xvfb are not installed"),
+]
+
+
+@pytest.fixture
+async def svc(tmp_path: Path) -> AsyncIterator[ServiceProcess]:
+    s = await start_service(tmp_path)
+    yield s
+    await stop_service(s)
+
+
+@pytest.fixture
+async def studios() -> AsyncIterator[list[ObsStudio]]:
+    started: list[ObsStudio] = []
+    yield started
+    for obs in started:
+        await obs.stop()
+
+
+async def start_obs(studios: list[ObsStudio], home: Path, server: str, **kw: object) -> ObsStudio:
+    obs = ObsStudio(home, server, **kw)  # type: ignore[arg-type]
+    studios.append(obs)
+    await obs.start()
+    return obs
+
+
+async def segment_durations(svc: ServiceProcess, playback_id: str, count: int) -> list[float]:
+    """The EXTINF durations once the live playlist lists `count` full segments."""
+
+    async def playlist() -> str:
+        status, body, _ = await http_get(f"{svc.url}/play/{playback_id}/media.m3u8")
+        return body.decode() if status == 200 else ""
+
+    text = await poll(
+        playlist, lambda t: t.count("#EXTINF:") >= count, within=90, what=f"{count} segments"
+    )
+    return [float(d) for d in re.findall(r"#EXTINF:([\d.]+)", text)]
+
+
+async def test_stock_obs_publishes_and_plays(
+    svc: ServiceProcess, studios: list[ObsStudio], tmp_path: Path
+) -> None:
+    api = Api(svc)
+    ls = await api.live_stream(record=False, reconnect_window_s=1)
+    obs = await start_obs(
+        studios, tmp_path / "obs", f"rtmp://127.0.0.1:{svc.rtmp_port}/live", key=ls["stream_key"]
+    )
+    await api.wait_stream_status(ls["id"], "active", within=60)
+    # OBS's default keyframe interval: 250 frames, so 8.3 s segments
+    durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 2)
+    assert all(8.0 <= d <= 8.7 for d in durations), durations
+    await obs.stop()
+    assert "User stopped the stream" in obs.log_text()  # an unpublish, not a kill
+    await api.wait_stream_status(ls["id"], "idle", within=20)
+
+
+async def test_obs_with_2s_keyframes_comes_back_after_a_server_restart(
+    svc: ServiceProcess, studios: list[ObsStudio], tmp_path: Path
+) -> None:
+    api = Api(svc)
+    ls = await api.live_stream(record=False, reconnect_window_s=30)
+    await start_obs(
+        studios,
+        tmp_path / "obs",
+        f"rtmp://127.0.0.1:{svc.rtmp_port}/live",
+        key=ls["stream_key"],
+        keyint_sec=2,
+    )
+    await api.wait_stream_status(ls["id"], "active", within=60)
+    pid = ls["playback_ids"][0]["id"]
+    durations = await segment_durations(svc, pid, 3)
+    assert all(1.9 <= d <= 2.1 for d in durations), durations
+    _, body, _ = await http_get(f"{svc.url}/play/{pid}/media.m3u8")
+    assert "#EXT-X-TARGETDURATION:2" in body.decode()
+
+    await asyncio.to_thread(svc.stop, 15)
+    await asyncio.to_thread(svc.start, 60)
+    # OBS notices, retries every second and publishes again on its own
+    await api.wait_stream_status(ls["id"], "active", within=60)
+    await segment_durations(svc, pid, 1)
+
+
+async def test_obs_publishes_over_srt(
+    svc: ServiceProcess, studios: list[ObsStudio], tmp_path: Path
+) -> None:
+    api = Api(svc)
+    ls = await api.live_stream(record=False, reconnect_window_s=1)
+    url = f"srt://127.0.0.1:{svc.srt_port}?streamid={ls['stream_key']}"
+    await start_obs(studios, tmp_path / "obs", url, keyint_sec=2)
+    await api.wait_stream_status(ls["id"], "active", within=60)
+    durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 2)
+    assert all(1.9 <= d <= 2.1 for d in durations), durations
+
+
+async def test_obs_with_a_wrong_key_is_refused(
+    svc: ServiceProcess, studios: list[ObsStudio], tmp_path: Path
+) -> None:
+    api = Api(svc)
+    ls = await api.live_stream(record=False)
+    obs = await start_obs(
+        studios, tmp_path / "obs", f"rtmp://127.0.0.1:{svc.rtmp_port}/live", key="sk_" + "x" * 32
+    )
+
+    async def log() -> str:
+        return obs.log_text()
+
+    text = await poll(
+        log, lambda t: "Connection to rtmp" in t and "failed" in t, within=60, what="a refusal"
+    )
+    assert "Streaming Start" not in text.split("failed")[0]
+    assert (await api.ok("GET", f"/v1/live-streams/{ls['id']}"))["status"] == "idle"
