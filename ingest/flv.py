@@ -15,9 +15,13 @@ timestamps) to hub media:
   when the count runs more than one frame *ahead* of the FLV clock (frames
   stamped late) a frame is dropped instead, so durations stay exact and A/V
   sync stays within a frame; a jump back of over a second resyncs.
-* Enhanced RTMP (ExVideoTagHeader/ExAudioTagHeader: hvc1, av01, vp09, Opus...)
-  and legacy codecs (Sorenson, VP6, MP3, Speex, Nellymoser, G.711...) are parsed
-  far enough to name them, then refused with `UnsupportedMedia`.
+* Enhanced RTMP video (ExVideoTagHeader) with FourCC `hvc1` (HEVC: the
+  SequenceStart's hvcC is the track config, CodedFrames carry a composition
+  time, CodedFramesX none) or `av01` (AV1: av1C, OBUs): tracks "hevc" and
+  "av1", picture size from onMetaData (AV1: from its sequence header).
+* Other Enhanced RTMP codecs (vp09, multitrack, Opus...) and legacy codecs
+  (Sorenson, VP6, MP3, Speex, Nellymoser, G.711...) are parsed far enough to
+  name them, then refused with `UnsupportedMedia`.
 
 Malformed input raises `ProtocolError` only. 32-bit RTMP timestamps are unwrapped.
 """
@@ -29,7 +33,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ingest import aac, h264
+from ingest import aac, h264, hevc_av1
 from ingest.hub import MediaUnit, TrackInfo, TrackKind
 from ingest.media_error import MediaError
 from ingest.rtmp.errors import ProtocolError, UnsupportedMedia
@@ -76,6 +80,15 @@ FOURCC_NAMES = {
     "mp4a": "AAC (Enhanced RTMP)",
 }
 
+EX_VIDEO_CODECS = {"hvc1": "hevc", "av01": "av1"}
+"""Enhanced RTMP video FourCCs onair packages, and the hub's codec name."""
+EX_SEQUENCE_START = 0
+EX_CODED_FRAMES = 1
+EX_SEQUENCE_END = 2
+EX_CODED_FRAMES_X = 3
+EX_METADATA = 4
+EX_MPEG2TS_START = 5
+
 _U32 = struct.Struct(">I")
 _WRAP = 1 << 32
 _HALF = 1 << 31
@@ -100,6 +113,8 @@ class FlvDemuxer:
         """From onMetaData (None until metadata says)."""
         self.video_bitrate = 0
         self.audio_bitrate = 0
+        self.meta_width = self.meta_height = 0
+        """Picture size from onMetaData (HEVC's comes from there)."""
         self.dropped = 0
         """Frames before their sequence header."""
         self.audio_resyncs = 0
@@ -129,6 +144,8 @@ class FlvDemuxer:
             self.expect_audio = False
         if self.expect_audio and self.expect_video is None:
             self.expect_video = False
+        self.meta_width = _int(meta.get("width"))
+        self.meta_height = _int(meta.get("height"))
         self.video_bitrate = _kbps(meta.get("videodatarate"))
         self.audio_bitrate = _kbps(meta.get("audiodatarate"))
         if self.video_track is not None and self.video_bitrate:
@@ -161,13 +178,7 @@ class FlvDemuxer:
             return None
         b0 = payload[0]
         if b0 & 0x80:
-            ptype = b0 & 0x0F
-            fourcc = _fourcc(payload, 2 if ptype == 6 else 1)
-            name = FOURCC_NAMES.get(fourcc, "unknown")
-            raise UnsupportedMedia(
-                f"video codec {fourcc!r} ({name}, Enhanced RTMP) is not supported yet; "
-                "publish H.264 video"
-            )
+            return self._ex_video(timestamp, payload)
         frame_type = b0 >> 4
         codec = b0 & 0x0F
         if codec != 7:
@@ -205,6 +216,72 @@ class FlvDemuxer:
         if ptype == 2:
             return None  # end of sequence
         raise ProtocolError(f"AVC packet type {ptype}")
+
+    def _ex_video(self, timestamp: int, payload: bytes | bytearray) -> MediaUnit | None:
+        """An Enhanced RTMP video tag (ExVideoTagHeader): HEVC and AV1."""
+        frame_type = (payload[0] >> 4) & 0x07
+        ptype = payload[0] & 0x0F
+        fourcc = _fourcc(payload, 2 if ptype == 6 else 1)
+        codec = EX_VIDEO_CODECS.get(fourcc)
+        if codec is None or ptype > 5:
+            name = FOURCC_NAMES.get(fourcc, "unknown")
+            raise UnsupportedMedia(
+                f"video codec {fourcc!r} ({name}, Enhanced RTMP"
+                f"{', multitrack' if ptype == 6 else ''}) is not supported; "
+                "publish H.264, HEVC or AV1 video"
+            )
+        if frame_type == 5 or ptype in (EX_SEQUENCE_END, EX_METADATA, EX_MPEG2TS_START):
+            return None  # command frame, end of sequence, colour metadata
+        if ptype == EX_SEQUENCE_START:
+            self._ex_video_config(codec, bytes(payload[5:]))
+            return None
+        track = self.video_track
+        if track is None or track.codec != codec:
+            self.dropped += 1
+            return None
+        cts = 0
+        start = 5
+        if ptype == EX_CODED_FRAMES and codec == "hevc":
+            if len(payload) < 8:
+                raise ProtocolError(f"HEVC video tag of {len(payload)} bytes")
+            cts = (payload[5] << 16) | (payload[6] << 8) | payload[7]
+            if cts & 0x800000:
+                cts -= 0x1000000
+            start = 8
+        if len(payload) <= start:
+            return None
+        dts = self._unwrap(timestamp) * 90
+        if dts <= self._last_video_dts:
+            dts = self._last_video_dts + 1
+        self._last_video_dts = dts
+        data = _tail(payload, start)
+        if codec == "hevc":
+            _check_avcc(data)  # 4-byte NAL lengths, as for H.264
+        return MediaUnit(TrackKind.VIDEO, dts, dts + cts * 90, data, frame_type == 1, self._clock())
+
+    def _ex_video_config(self, codec: str, record: bytes) -> None:
+        width, height = self.meta_width, self.meta_height
+        try:
+            if codec == "hevc":
+                if hevc_av1.parse_hvcc(record).nal_length_size != 4:
+                    raise UnsupportedMedia("HEVC with NAL lengths of other than 4 bytes")
+            else:
+                av1 = hevc_av1.parse_av1c(record)
+                width, height = av1.width or width, av1.height or height
+        except MediaError as exc:
+            raise ProtocolError(f"{codec} sequence header: {exc}") from exc
+        if self.video_track is not None and self.video_track.config != record:
+            self.config_changes += 1
+        if self.video_track is None or self.video_track.config != record:
+            self.video_track = TrackInfo(
+                TrackKind.VIDEO,
+                codec,
+                VIDEO_TIMESCALE,
+                record,
+                width=width,
+                height=height,
+                bitrate=self.video_bitrate,
+            )
 
     def _video_config(self, record: bytes) -> None:
         try:
@@ -326,4 +403,11 @@ def _check_avcc(data: bytes) -> None:
 def _kbps(value: Any) -> int:
     if isinstance(value, float) and 0 < value < 1e7:
         return int(value * 1000)
+    return 0
+
+
+def _int(value: Any) -> int:
+    """A positive onMetaData number (AMF0 numbers are floats) as an int, else 0."""
+    if isinstance(value, float | int) and not isinstance(value, bool) and 0 < value < 1e5:
+        return int(value)
     return 0

@@ -1,17 +1,20 @@
-"""CMAF initialization segments (ftyp + moov) for H.264 and AAC tracks.
+"""CMAF initialization segments (ftyp + moov) for H.264, HEVC, AV1 and AAC tracks.
 
 Owns `CmafTrack` (a hub `TrackInfo` resolved into what the muxer needs: track
 id, media timescale, codec string, picture size, audio rate) and
 `build_init_segment`, which writes ftyp (iso6, cmfc) and a moov with mvhd, one
 trak per track (tkhd, mdia/mdhd/hdlr/minf with vmhd|smhd, dinf, stbl with
-avc1+avcC or mp4a+esds and empty sample tables) and mvex/trex.
+avc1+avcC, hvc1+hvcC, av01+av1C or mp4a+esds and empty sample tables) and
+mvex/trex.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingest import hevc_av1
 from ingest.hub import TrackInfo, TrackKind
+from ingest.media_error import MediaError
 from realtime.cmaf.boxes import (
     UNITY_MATRIX,
     box,
@@ -50,6 +53,8 @@ class CmafTrack:
     def from_track_info(info: TrackInfo, track_id: int) -> CmafTrack:
         """Resolve a hub track; raises ValueError for codecs this muxer cannot package."""
         if info.kind is TrackKind.VIDEO:
+            if info.codec in ("hevc", "av1"):
+                return _hevc_or_av1(info, track_id)
             if info.codec != "h264":
                 raise ValueError(f"unsupported video codec {info.codec!r}")
             avc = parse_avcc(info.config)
@@ -84,6 +89,29 @@ class CmafTrack:
             channels=asc.channels or info.channels or 2,
             bitrate=info.bitrate,
         )
+
+
+def _hevc_or_av1(info: TrackInfo, track_id: int) -> CmafTrack:
+    try:
+        if info.codec == "hevc":
+            codec = hevc_av1.parse_hvcc(info.config).codec_string
+            width, height = info.width, info.height
+        else:
+            av1 = hevc_av1.parse_av1c(info.config)
+            codec = av1.codec_string
+            width, height = av1.width or info.width, av1.height or info.height
+    except MediaError as exc:
+        raise ValueError(str(exc)) from exc
+    return CmafTrack(
+        track_id,
+        info.kind,
+        codec,
+        VIDEO_TIMESCALE,
+        info.config,
+        width=width,
+        height=height,
+        bitrate=info.bitrate,
+    )
 
 
 def ftyp() -> bytes:
@@ -147,10 +175,20 @@ def _dinf() -> bytes:
     return box(b"dinf", full_box(b"dref", 0, 0, u32(1), full_box(b"url ", 0, 1)))
 
 
-def _avc1(t: CmafTrack) -> bytes:
+SAMPLE_ENTRIES = {
+    "avc1": (b"avc1", b"avcC"),
+    "hvc1": (b"hvc1", b"hvcC"),
+    "av01": (b"av01", b"av1C"),
+}
+"""Codec string prefix → (visual sample entry, its configuration box)."""
+
+
+def _visual_entry(t: CmafTrack) -> bytes:
+    """avc1+avcC, hvc1+hvcC or av01+av1C (ISO/IEC 14496-15, AV1-ISOBMFF)."""
+    entry, config = SAMPLE_ENTRIES[t.codec.split(".")[0]]
     compressor = bytes(32)
     return box(
-        b"avc1",
+        entry,
         bytes(6),
         u16(1),
         u16(0),
@@ -165,7 +203,7 @@ def _avc1(t: CmafTrack) -> bytes:
         compressor,
         u16(0x0018),
         u16(0xFFFF),
-        box(b"avcC", t.config),
+        box(config, t.config),
     )
 
 
@@ -208,7 +246,7 @@ def _mp4a(t: CmafTrack) -> bytes:
 
 
 def _stbl(t: CmafTrack) -> bytes:
-    entry = _avc1(t) if t.kind is TrackKind.VIDEO else _mp4a(t)
+    entry = _visual_entry(t) if t.kind is TrackKind.VIDEO else _mp4a(t)
     return box(
         b"stbl",
         full_box(b"stsd", 0, 0, u32(1), entry),

@@ -152,8 +152,7 @@ def test_info_frames_end_of_sequence_and_empty_tags_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("tag", "name"),
     [
-        (b"\x90hvc1" + b"\x00" * 8, "HEVC"),  # Enhanced RTMP: IsExHeader, key frame, sequence start
-        (b"\x90av01" + b"\x00" * 8, "AV1"),
+        # Enhanced RTMP: IsExHeader, key frame (hvc1 and av01 are taken: test_flv_enhanced.py)
         (b"\x91vp09" + b"\x00" * 8, "VP9"),
         (b"\x96\x00hvc1" + b"\x00" * 8, "HEVC"),  # multitrack packet
         (b"\x22" + b"\x00" * 8, "Sorenson H.263"),
