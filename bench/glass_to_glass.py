@@ -27,9 +27,11 @@ back from every displayed frame in headless Chromium, and the side-by-side repor
 Usage:
     .venv/bin/python bench/glass_to_glass.py [--seconds 25] [--warmup 5]
         [--servers onair,nginx] [--watch-page] [--ll-config JSON] [--watch-js FILE]
-        [--preset veryfast|ultrafast] [--keep]
+        [--preset veryfast|ultrafast] [--keyint SECONDS] [--shaka] [--keep]
 
---watch-page measures onair's /watch page too; --ll-config adds a run of our page with
+--keyint sets the publisher's keyframe interval (1 s by default); --shaka measures
+stock Shaka Player (`lowLatencyMode`) on onair too; --watch-page measures onair's
+/watch page too; --ll-config adds a run of our page with
 extra hls.js config; --watch-js serves FILE as the watch page's watch.js (DevTools Fetch
 interception) for an A/B of player tuning. Per run it also reports hls.js's latency
 behind the playlist edge and its target, `now - hls.playingDate` (PROGRAM-DATE-TIME is
@@ -71,6 +73,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 PAGE = Path(__file__).resolve().parent / "_g2g_page.html"
 HLS_JS = ROOT / "realtime" / "static" / "vendor" / "hls.min.js"
+SHAKA_JS = ROOT / "realtime" / "static" / "vendor" / "shaka-player.compiled.js"
 NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
@@ -171,7 +174,7 @@ def stamp_bits(value: int) -> list[int]:
 
 
 def run_publisher(
-    url: str, t0_ms: int, seconds: float, bitrate: int, preset: str = "veryfast"
+    url: str, t0_ms: int, seconds: float, bitrate: int, preset: str = "veryfast", keyint: int = 1
 ) -> None:
     """Publish stamped 720p30 + AAC over RTMP in real time until `seconds` or SIGTERM."""
     import av
@@ -194,12 +197,12 @@ def run_publisher(
             "tune": "zerolatency",
             "maxrate": str(bitrate),
             "bufsize": str(bitrate),
-            "x264-params": f"keyint={2 * FPS}:min-keyint={FPS}:scenecut=0",
+            "x264-params": f"keyint={2 * FPS * keyint}:min-keyint={FPS * keyint}:scenecut=0",
         },
     )
     vs.width, vs.height, vs.pix_fmt = WIDTH, HEIGHT, "yuv420p"
     vs.bit_rate = bitrate
-    vs.codec_context.gop_size = 2 * FPS
+    vs.codec_context.gop_size = 2 * FPS * keyint
     aus = out.add_stream("aac", rate=48000)
     aus.layout = "stereo"
     aus.bit_rate = 128_000
@@ -250,8 +253,8 @@ def run_publisher(
             frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
             frame.pts = i
             frame.time_base = Fraction(1, FPS)
-            if i // FPS != last_key_second:  # a keyframe every second of capture time,
-                last_key_second = i // FPS  # also when frames were skipped
+            if i // (FPS * keyint) != last_key_second:  # a keyframe every `keyint` s
+                last_key_second = i // (FPS * keyint)  # of capture time, skips or not
                 frame.pict_type = av.video.frame.PictureType.I
             for packet in vs.encode(frame):
                 out.mux(packet)
@@ -329,6 +332,8 @@ def start_publisher(
             str(args.bitrate),
             "--preset",
             args.preset,
+            "--keyint",
+            str(args.keyint),
         ],
         log,
     )
@@ -582,12 +587,16 @@ async def start_page_server(port: int) -> Any:
     async def hls_js(_r: web.Request) -> web.StreamResponse:
         return web.FileResponse(HLS_JS)
 
+    async def shaka_js(_r: web.Request) -> web.StreamResponse:
+        return web.FileResponse(SHAKA_JS)
+
     async def g2g_js(_r: web.Request) -> web.Response:
         return web.Response(text=DECODER_JS, content_type="application/javascript")
 
     app = web.Application()
     app.router.add_get("/", page)
     app.router.add_get("/hls.min.js", hls_js)
+    app.router.add_get("/shaka.js", shaka_js)
     app.router.add_get("/g2g.js", g2g_js)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -728,6 +737,9 @@ async def run_onair(
             else:
                 query = {"ll": "1", "t0": str(t0_ms), "src": playlist}
                 label = "hls.js lowLatencyMode"
+                if player == "shaka":
+                    query["player"] = "shaka"
+                    label = "Shaka lowLatencyMode"
                 if player == "tuned":
                     query["config"] = args.ll_config
                     label = "hls.js LL + --ll-config"
@@ -824,6 +836,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 players = ["bench"]
                 if args.ll_config:
                     players.append("tuned")
+                if args.shaka:
+                    players.append("shaka")
                 if args.watch_page:
                     players.append("watch")
                 if args.watch_js:
@@ -842,7 +856,7 @@ async def main_async(args: argparse.Namespace) -> int:
     nginx = next((r for r in results if r.server == "nginx-rtmp"), None)
     print(
         f"\nglass-to-glass latency ({args.seconds:.0f} s window after {args.warmup:.0f} s "
-        f"warm-up; 720p30 x264 {args.preset} zerolatency, keyframe every 1 s, "
+        f"warm-up; 720p30 x264 {args.preset} zerolatency, keyframe every {args.keyint} s, "
         f"{args.bitrate // 1000} kbit/s)"
     )
     print(
@@ -911,6 +925,7 @@ def main() -> int:
     pp.add_argument("--duration", type=float, default=60)
     pp.add_argument("--bitrate", type=int, default=2_500_000)
     pp.add_argument("--preset", default="veryfast")
+    pp.add_argument("--keyint", type=int, default=1)
     p.add_argument("--servers", default="onair,nginx")
     p.add_argument("--seconds", type=float, default=25)
     p.add_argument("--warmup", type=float, default=5)
@@ -945,10 +960,16 @@ def main() -> int:
         default=None,
         help="onair's ONAIR_RTMP_READ_COALESCE_S (default: the service's own)",
     )
+    p.add_argument("--keyint", type=int, default=1, help="seconds between keyframes (1)")
+    p.add_argument(
+        "--shaka",
+        action="store_true",
+        help="also measure stock Shaka Player (lowLatencyMode) on onair",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp work dir (logs)")
     args = p.parse_args()
     if args.cmd == "_publish":
-        run_publisher(args.url, args.t0, args.duration, args.bitrate, args.preset)
+        run_publisher(args.url, args.t0, args.duration, args.bitrate, args.preset, args.keyint)
         return 0
     if not HLS_JS.exists():
         sys.exit("hls.js is not vendored: run `make vendor-js`")
