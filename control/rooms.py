@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 
 ROOM_LEASE_TTL_S = 8.0
+ROOM_MOVE_GRACE_S = 30.0
+"""How long a node that handed its rooms on keeps their leases, so that no node
+finishes them while their participants reconnect through another node."""
 ROOM_HEARTBEAT_S = 2.0
 
 
@@ -184,8 +187,9 @@ class Rooms:
         can take them: participants are told ``moved`` (with that node's public
         URL) and reconnect through it, and whichever node they reach hosts the
         room from then on; the rooms stay ``active``, never finished here. Their
-        leases are left to lapse, so no other node takes them for dead before
-        people are back. Returns how many rooms went (0: nowhere to go)."""
+        leases are held `ROOM_MOVE_GRACE_S` more, then left to lapse, so no other
+        node takes them for dead before people are back. Returns how many rooms
+        went (0: nowhere to go)."""
         moved_to = await self._another_node()
         if moved_to is None:
             return 0  # nobody to move to: the graceful stop finishes them
@@ -193,6 +197,11 @@ class Rooms:
         released = 0
         for room_id in list(self.service.rooms):
             key = room_host_key(room_id)
+            # Hold the lease a while longer: it may have been renewed seconds ago
+            # or nearly have lapsed, and a node that finds an active room with
+            # neither host nor lease finishes it, maybe before its participants
+            # (slow on a loaded machine) are back through the new node.
+            await self.store.acquire_lease(room_lease(room_id), self.node_id, ROOM_MOVE_GRACE_S)
             if await self.store.kv_get(key) == self.node_id:
                 await self.store.kv_delete(key)
             if await self.service.release_room(room_id, moved_to):

@@ -23,7 +23,10 @@ re-encodes) H.264 + AAC into CMAF with our own muxer (`realtime.cmaf`):
   frame arrived (late cut: keyframe, irregular frame rate) the exact duration
   is used. AAC frames always last 1024 samples, so audio durations are exact.
   If no media arrives for `stall_flush_s` while a part is open (publisher
-  stalled), the part is flushed anyway (within `_STALL_TICK_S` more). One
+  stalled), the part is flushed anyway (within `_STALL_TICK_S` more) when
+  RFC 8216bis lets it be short: it is independent (it begins with a keyframe)
+  or it already lasts 85 % of the part target; a short dependent part waits
+  for the publisher, or for the publication's end. One
   shared timer per event loop serves every running segmenter: it wakes at the
   earliest moment any of them could be stalled, not periodically and not per
   part, because on a healthy stream that moment keeps moving (every wake-up
@@ -211,8 +214,26 @@ class Segmenter:
             due = self._last_unit_at + self.stall_flush_s
             if now < due:
                 return due
-            self._flush_part(None)
+            if self._may_end_short():
+                self._flush_part(None)
         return now + self.stall_flush_s
+
+    def _may_end_short(self) -> bool:
+        """Whether the open part may be emitted now, before its media reaches the
+        part target. RFC 8216bis 4.4.4.9: a part lasts at least 85 % of the part
+        target unless it is independent (or its segment's last, which a stall is
+        not: the segment goes on). A short dependent part waits for the
+        publisher (or for the end of the publication, which flushes it)."""
+        if self._driver is TrackKind.AUDIO or (
+            self._part_independent and self._part_start is not None
+        ):
+            return True
+        st = self._tracks.get(self._driver)
+        if st is None or not st.pending or self._part_start is None:
+            return False
+        frame = round(st.avg) or st.typical or _nominal_duration(st.track)
+        media = st.pending[-1].dts + frame - self._part_start
+        return media >= 0.85 * self._part_target_ticks(st)
 
     # -- sans-IO core ----------------------------------------------------------
 

@@ -206,6 +206,32 @@ async def test_run_reads_the_hub_flushes_stalls_and_ends_the_sink() -> None:
     assert out.ended == 1
 
 
+async def test_a_stall_does_not_cut_a_short_dependent_part() -> None:
+    """RFC 8216bis 4.4.4.9: only an independent part (or one of 85 % of the part
+    target) may come out short; a stall after two frames of a dependent part
+    holds them until the publisher goes on, or its publication ends."""
+    hub = Hub()
+    stream = hub.stream("s")
+    out = Collect()
+    pub = hub.publish("s", synthetic_tracks(audio=False), source="test")
+    reader = stream.subscribe("hls", 512)
+    seg = Segmenter(reader, out, part_target_s=0.2, segment_target_s=1.0, stall_flush_s=0.1)
+    task = asyncio.create_task(seg.run())
+    units = synthetic_units(1.0, audio=False)
+    for u in units[:8]:  # a whole first part (6 frames), then 2 frames of the next
+        pub.write(u)
+    await asyncio.sleep(0.35)
+    assert [p.independent for p in out.parts] == [True], "the short dependent part waits"
+    for u in units[8:12]:  # the publisher goes on: the part fills up and comes out whole
+        pub.write(u)
+    await asyncio.sleep(0.05)
+    assert len(out.parts) == 2 and out.parts[1].duration >= 0.85 * 0.2
+    pub.close("gone")
+    await asyncio.sleep(0.05)
+    reader.close()
+    await asyncio.wait_for(task, 2)
+
+
 async def test_the_stall_check_wakes_only_when_a_part_could_be_stalled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
