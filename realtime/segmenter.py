@@ -228,7 +228,7 @@ class Segmenter:
             self._part_independent and self._part_start is not None
         ):
             return True
-        st = self._tracks.get(self._driver)
+        st = self._tracks.get(self._driver) if self._driver is not None else None
         if st is None or not st.pending or self._part_start is None:
             return False
         frame = round(st.avg) or st.typical or _nominal_duration(st.track)
