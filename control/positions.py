@@ -1,13 +1,13 @@
 """Where each live playlist is, shared through the store, so that a node taking
 a stream over (its origin was SIGKILLed, the encoder reconnected elsewhere)
 continues the same playlist: the next media sequence number after the last
-segment any viewer saw, with a discontinuity, and the discontinuity sequence
-going on from there. Players watching through the failover see one
+segment any viewer saw (or saw parts of), with a discontinuity, and the
+discontinuity sequence going on from there. Players watching through the failover see one
 discontinuity, not a playlist that went back to 0.
 
 ``hls_position:<stream id>`` = ``"<next msn> <discontinuity sequence of the
 last segment>"``, written by `PositionKeeper` (a segment sink beside the
-playlist) after every segment, kept for `POSITION_TTL_S` after the last one
+playlist) as every segment opens (its first part), kept for `POSITION_TTL_S` after the last one
 and forgotten when the broadcast ends.
 """
 
@@ -70,12 +70,20 @@ class PositionKeeper:
         pass
 
     def on_part(self, part: Part) -> None:
-        pass
+        # Written as a segment opens, not when it closes: viewers fetch its parts
+        # from the first one on, so a node that takes over after a SIGKILL
+        # mid-segment must not number a segment of other media the same.
+        if part.index != 0:
+            return
+        if part.discontinuity:
+            self.discontinuity_sequence += 1
+        self.next_msn = part.msn + 1
+        self._save()
 
     def on_segment(self, segment: Segment) -> None:
-        if segment.discontinuity:
-            self.discontinuity_sequence += 1
-        self.next_msn = segment.msn + 1
+        pass
+
+    def _save(self) -> None:
         if self._writing:
             self._dirty = True
             return

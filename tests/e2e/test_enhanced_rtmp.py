@@ -110,12 +110,13 @@ async def test_hls_js_in_chromium_plays_av1(svc: ServiceProcess) -> None:
         ):
             await page.wait_for("window.S && S.playing && S.t > 0", timeout_s=30)
             t0 = await page.evaluate("S.t")
-            await asyncio.sleep(4)
+            # decoded AV1 moving on (an AV1 encoder on a busy 2-core machine may
+            # fall behind real time now and then: this is about decoding, not pace)
+            await page.wait_for(f"S.t > {t0 + 3.0}", timeout_s=20)
             state = await page.evaluate(
                 "({t: S.t, fatal: S.fatal, errors: S.errors,"
                 " w: document.getElementById('v').videoWidth})"
             )
-        assert state["t"] - t0 > 3.0, state
         assert state["fatal"] == 0 and state["w"] == 320, state
     finally:
         if pub.returncode is None:
