@@ -28,6 +28,11 @@ class PublishDenied(Exception):
         self.message = message
 
 
+def mask_stream_key(key: str) -> str:
+    """A stream key as logs may show it: its first four characters."""
+    return key[:4] + "…" if len(key) > 4 else "…"
+
+
 class PublishAuthority(Protocol):
     async def authorize_publish(
         self, stream_key: str, *, protocol: str, remote: str

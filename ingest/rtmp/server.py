@@ -45,7 +45,7 @@ from typing import Any, cast
 from ingest.conn_limits import ConnectionLimits
 from ingest.flv import FlvDemuxer
 from ingest.hub import Hub, MediaUnit, Publication, TrackKind, describe_tracks
-from ingest.ports import PublishAuthority, PublishDenied
+from ingest.ports import PublishAuthority, PublishDenied, mask_stream_key
 from ingest.rtmp.chunk import ChunkLimits
 from ingest.rtmp.errors import ProtocolError, UnsupportedMedia
 from ingest.rtmp.publishing import PublishAction, PublishState, publish_transition
@@ -431,7 +431,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             log.info(
                 "rtmp %s publish %r denied: %s (%s)",
                 self.remote,
-                _mask(ev.stream_key),
+                mask_stream_key(ev.stream_key),
                 denied.code,
                 denied.message,
             )
@@ -601,10 +601,6 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
 def _configs(tracks: Any) -> tuple[Any, ...]:
     return tuple((t.kind, t.config) for t in tracks)
-
-
-def _mask(key: str) -> str:
-    return key[:4] + "…" if len(key) > 4 else "…"
 
 
 class RtmpServer:

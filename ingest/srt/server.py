@@ -41,7 +41,7 @@ import av
 
 from ingest.hub import Hub, MediaUnit, Publication, TrackInfo, TrackKind, describe_tracks
 from ingest.media_error import MediaError
-from ingest.ports import PublishAuthority, PublishDenied, PublishGrant
+from ingest.ports import PublishAuthority, PublishDenied, PublishGrant, mask_stream_key
 from ingest.srt import libsrt as srt
 from ingest.srt.streamid import StreamIdError, parse_streamid
 from ingest.srt.ts_media import TS_CLOCK, TsMedia
@@ -207,7 +207,7 @@ class SrtServer:
                 self.rejected_disabled += 1
             else:
                 self.rejected_other += 1
-            log.info("srt %s publish %s denied: %s", remote, _mask(sid.key), denied.code)
+            log.info("srt %s publish %s denied: %s", remote, mask_stream_key(sid.key), denied.code)
             return _DENIED_REASON.get(denied.code, srt.REJX_FORBIDDEN)
         except concurrent.futures.TimeoutError:
             future.cancel()
@@ -486,7 +486,3 @@ class _SrtReader:
                 f"no H.264 keyframe with its SPS/PPS (or AAC) within {limits.track_wait:.0f} s"
             )
         return not conn.refusal
-
-
-def _mask(key: str) -> str:
-    return key[:6] + "…" if len(key) > 8 else "…"

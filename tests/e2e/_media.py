@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests.support.hls_rules import attrs
 
 T = TypeVar("T")
 
@@ -32,14 +33,15 @@ class Publisher:
         self.started_at = time.monotonic()
 
     @staticmethod
-    def args(url: str, seconds: float, size: str = "640x360") -> list[str]:
+    def args(url: str, seconds: float, size: str = "640x360", keyint_s: int = 1) -> list[str]:
+        gop = str(30 * keyint_s)
         return [
             "ffmpeg", "-hide_banner", "-loglevel", "warning", "-nostdin",
             "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30",
             "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
             "-t", f"{seconds}",
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-            "-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+            "-g", gop, "-keyint_min", gop, "-sc_threshold", "0", "-pix_fmt", "yuv420p",
             "-b:v", "600k",
             "-c:a", "aac", "-b:a", "64k", "-ar", "48000",
             # SRT carries MPEG-TS; RTMP(S), FLV
@@ -69,8 +71,9 @@ class Publisher:
         *,
         log: Path | None = None,
         size: str = "640x360",
+        keyint_s: int = 1,
     ) -> Publisher:
-        args = cls.args(url, seconds, size)
+        args = cls.args(url, seconds, size, keyint_s)
         err = log.open("ab") if log is not None else subprocess.DEVNULL
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -161,13 +164,10 @@ async def make_file(path: Path, *args: str) -> Path:
     return path
 
 
-_ATTR = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
-
-
 def tag_attrs(line: str) -> dict[str, str]:
     """``#EXT-X-PART:DURATION=0.2,URI="p.mp4"`` → {"DURATION": "0.2", "URI": "p.mp4"}."""
     _, _, rest = line.partition(":")
-    return {k: v.strip('"') for k, v in _ATTR.findall(rest)}
+    return attrs(rest)
 
 
 def tags(text: str, name: str) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e._media import next_part
+from tests.e2e._media import Publisher, next_part
 from tests.e2e._service import Api, ServiceProcess, start_service, stop_service
 from tests.support.hls_rules import check_media, check_multivariant, check_reload, parse_media
 
@@ -23,19 +23,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 CASES = [(mode, keyint) for mode in ("low", "standard") for keyint in (1, 2, 4)]
 WATCH_S = 14.0
-
-
-async def publish(url: str, keyint: int, seconds: float) -> asyncio.subprocess.Process:
-    gop = str(30 * keyint)
-    return await asyncio.create_subprocess_exec(
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
-        "-re", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30",
-        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-        "-g", gop, "-keyint_min", gop, "-sc_threshold", "0", "-b:v", "300k",
-        "-c:a", "aac", "-b:a", "64k", "-f", "flv", url,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -104,7 +91,12 @@ async def test_live_playlists_keep_every_must_of_rfc_8216bis(svc: ServiceProcess
         for mode, _ in CASES
     ]
     publishers = [
-        await publish(f"rtmp://127.0.0.1:{svc.rtmp_port}/live/{ls['stream_key']}", k, WATCH_S + 20)
+        await Publisher.start(
+            f"rtmp://127.0.0.1:{svc.rtmp_port}/live/{ls['stream_key']}",
+            WATCH_S + 20,
+            size="320x180",
+            keyint_s=k,
+        )
         for ls, (_, k) in zip(streams, CASES, strict=True)
     ]
     try:
@@ -116,8 +108,6 @@ async def test_live_playlists_keep_every_must_of_rfc_8216bis(svc: ServiceProcess
         )
     finally:
         for p in publishers:
-            if p.returncode is None:
-                p.kill()
-            await p.wait()
+            await p.stop()
     violations = [v for r in results for v in r]
     assert not violations, "\n".join(violations)
