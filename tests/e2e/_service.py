@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,19 @@ class Api:
     async def live_stream(self, **fields: Any) -> dict[str, Any]:
         body = {"reconnect_window_s": 2, **fields}
         return dict(await self.ok("POST", "/v1/live-streams", body))
+
+    async def events(self, resource_ids: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Every event of the durable log in cursor order (only those about one of
+        `resource_ids` when given)."""
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = await self.ok("GET", f"/v1/events?after={after}&limit=100")
+            data = page["data"]
+            out += [e for e in data if resource_ids is None or e["resource_id"] in resource_ids]
+            if not page["has_more"]:
+                return out
+            after = page["next_cursor"]
 
     async def wait_stream_status(
         self, stream_id: str, status: str, within: float = 30.0

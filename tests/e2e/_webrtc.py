@@ -214,14 +214,7 @@ def part_count(text: str) -> int:
 
 async def events_for(api: Api, resource_ids: Collection[str]) -> list[dict[str, Any]]:
     """Every event of the log (in cursor order) about one of `resource_ids`."""
-    out: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        page = await api.ok("GET", f"/v1/events?after={after}&limit=100")
-        out.extend(e for e in page["data"] if e["resource_id"] in resource_ids)
-        after = page["next_cursor"]
-        if not page["has_more"]:
-            return out
+    return await api.events(resource_ids)
 
 
 def increasing(values: Iterable[int | None]) -> bool:

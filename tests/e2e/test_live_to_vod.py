@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import m3u8
 import pytest
@@ -20,6 +22,12 @@ from tests.e2e._service import Api, ServiceProcess, http_get, rtmp_url
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 WINDOW_S = 2.0
+
+
+def at(events: list[dict[str, Any]], type_: str) -> float:
+    """When the (first) event of `type_` was logged, in epoch seconds."""
+    stamp = next(e["created_at"] for e in events if e["type"] == type_)
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +53,16 @@ async def test_a_broadcast_becomes_a_ready_asset_when_the_window_closes(
     stopped = time.monotonic()
 
     asset = await api.wait_asset(asset_id, within=30)
-    ready_after = time.monotonic() - stopped
-    assert ready_after <= WINDOW_S + 2.0, f"ready {ready_after:.2f}s after the publisher stopped"
+    # the promise, on the service's own clock (its event log, ms precision): ready
+    # within 2 s of the window closing, that is WINDOW_S + 2 s after the disconnect;
+    # the test's polling and a loaded machine's scheduling are not the service's
+    events = await api.events({ls["id"], asset_id})
+    disconnected = at(events, "live_stream.disconnected")
+    ready = at(events, "asset.ready")
+    assert ready - disconnected <= WINDOW_S + 2.0, f"ready {ready - disconnected:.2f}s after"
+    assert ready - disconnected >= WINDOW_S - 0.05  # it did wait out the window
+    # and nothing between the publisher's exit and the disconnect held it up
+    assert time.monotonic() - stopped <= WINDOW_S + 10.0
     assert asset["source"] == "live" and asset["live_stream_id"] == ls["id"]
     assert asset["gaps"] == []
 

@@ -66,14 +66,7 @@ def fill(directory: Path) -> Path:
 
 
 async def events_of(api: Api, resource_id: str, type_: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        page = await api.ok("GET", f"/v1/events?after={after}&limit=100")
-        out += [e for e in page["data"] if e["resource_id"] == resource_id and e["type"] == type_]
-        if not page["has_more"]:
-            return out
-        after = page["next_cursor"]
+    return [e for e in await api.events({resource_id}) if e["type"] == type_]
 
 
 async def broadcast(

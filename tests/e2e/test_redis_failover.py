@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,17 +19,6 @@ from tests.support.redis_server import redis_sentinel_set, redis_server_binary
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(300)]
-
-
-async def all_events(api: Api) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        page = await api.ok("GET", f"/v1/events?after={after}&limit=100")
-        out += page["data"]
-        if not page["has_more"]:
-            return out
-        after = page["next_cursor"]
 
 
 async def test_a_redis_failover_mid_broadcast_loses_nothing(tmp_path: Path) -> None:
@@ -75,7 +63,7 @@ async def test_a_redis_failover_mid_broadcast_loses_nothing(tmp_path: Path) -> N
                 assert asset["duration_s"] >= 8, asset
                 await api.wait_asset(asset_id, "ready", within=90, field="mp4_status")
 
-                events = await all_events(api)
+                events = await api.events()
                 mine = [e for e in events if e["resource_id"] in (ls["id"], asset_id)]
                 types = {e["type"] for e in mine}
                 assert {
