@@ -535,8 +535,11 @@ async def measure(
             "(() => { const v = document.querySelector('video');"
             " const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;"
             " return Object.assign({}, window.g2g, {dropped: q ? q.droppedVideoFrames : null,"
-            " stats: window.onairStats || null}); })()"
+            " stats: window.onairStats || null, trace: window.onairTrace || null}); })()"
         )
+    if g.get("trace"):
+        out = RESULTS / f"g2g_trace_{re.sub(r'[^a-z0-9]+', '_', target.player.lower())}.json"
+        out.write_text(json.dumps(g["trace"], indent=0))
     window = [s for s in g["samples"] if s[0] >= started + warmup_s * 1000]
     lat = [float(s[1]) for s in window]
 
@@ -736,6 +739,8 @@ async def run_onair(
                 )
             else:
                 query = {"ll": "1", "t0": str(t0_ms), "src": playlist}
+                if args.trace:
+                    query["trace"] = "1"
                 label = "hls.js lowLatencyMode"
                 if player == "shaka":
                     query["player"] = "shaka"
@@ -967,6 +972,12 @@ def main() -> int:
         help="also measure stock Shaka Player (lowLatencyMode) on onair",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp work dir (logs)")
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="hls.js runs record a timeline of playlist, part and media events "
+        "(bench/results/g2g_trace_<player>.json)",
+    )
     args = p.parse_args()
     if args.cmd == "_publish":
         run_publisher(args.url, args.t0, args.duration, args.bitrate, args.preset, args.keyint)

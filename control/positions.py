@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from control.store.base import Store
-from realtime.segments import Continuation, InitSegment, Part, Segment
+from realtime.segments import FIRST_MSN, Continuation, InitSegment, Part, Segment
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class PositionKeeper:
     ) -> None:
         self.store = store
         self.stream_id = stream_id
-        self.next_msn = start.next_msn if start is not None else 0
+        self.next_msn = start.next_msn if start is not None else FIRST_MSN
         self.discontinuity_sequence = start.discontinuity_sequence if start is not None else 0
         self._spawn = spawn
         self._writing = False

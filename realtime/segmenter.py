@@ -73,7 +73,7 @@ from realtime.cmaf import (
     build_init_segment,
     codecs_string,
 )
-from realtime.segments import InitSegment, Part, Segment, SegmentSink
+from realtime.segments import FIRST_MSN, InitSegment, Part, Segment, SegmentSink
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,10 @@ class Segmenter:
         part_target_s: float,
         segment_target_s: float,
         stall_flush_s: float | None = None,
-        start_msn: int = 0,
+        start_msn: int | None = None,
     ) -> None:
-        """`start_msn` > 0 continues a playlist another segmenter left (its first
-        segment is then a discontinuity)."""
+        """`start_msn` continues a playlist another segmenter left (its first
+        segment is then a discontinuity); None starts a new one at FIRST_MSN."""
         if part_target_s <= 0 or segment_target_s < part_target_s:
             raise ValueError("need 0 < part_target_s <= segment_target_s")
         self.reader = reader
@@ -136,7 +136,7 @@ class Segmenter:
         self._last_unit_at = 0.0
         self._init_key: tuple[tuple[TrackKind, str, bytes], ...] = ()
         self.generation = 0
-        self.next_msn = start_msn
+        self.next_msn = FIRST_MSN if start_msn is None else start_msn
         self.ended = False
         self._tracks: dict[TrackKind, _TrackState] = {}
         # The same, by kind, for the per-unit lookup (an Enum's hash is a Python call).
@@ -147,7 +147,7 @@ class Segmenter:
         self._waiting_keyframe = False
         self._based = False
         self._timeline_end_s = 0.0
-        self._emitted_any = start_msn > 0
+        self._emitted_any = start_msn is not None
         self._discontinuity = False
         self._fragment_seq = 1
         # open segment

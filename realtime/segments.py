@@ -110,6 +110,14 @@ class SegmentSource(Protocol):
         ...
 
 
+FIRST_MSN = 1
+"""A new live playlist's first media sequence number. Not 0: hls.js (1.6) tests
+the last complete segment's number for truth before it makes a blocking
+reload, so a viewer who joins in a stream's first segment would poll once per
+target duration instead, stall, and add a second to its target latency for the
+rest of the session (its `liveSyncOnStallIncrease`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Continuation:
     """Where a live playlist another server was serving left off, so a new one

@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from realtime.segments import InitSegment, Part, Segment
+from realtime.segments import FIRST_MSN, InitSegment, Part, Segment
 from vod.blobstore import BlobError, BlobNotFound, BlobStore, BlobUnavailable, join_key
 from vod.manifest import (
     InitEntry,
@@ -673,7 +673,8 @@ async def _adopt_orphans(blobs: BlobStore, prefix: str, manifest: Manifest) -> N
                 duration=duration,
                 generation=gen,
                 discontinuity=prev is not None and not same_gen,
-                msn=(prev.msn + 1) if same_gen and prev is not None else 0,
+                # a reconnect (a new generation) continues the numbering too
+                msn=prev.msn + 1 if prev is not None else FIRST_MSN,
                 program_date_time=pdt,
                 start_pts=start_pts,
                 size=len(data),

@@ -39,6 +39,7 @@ from realtime.hls.playlist import (
 )
 from realtime.segmenter import LATENCY_MODES
 from realtime.segments import (
+    FIRST_MSN,
     Continuation,
     InitSegment,
     Part,
@@ -98,7 +99,7 @@ class LiveHls:
         self._cold_reads: dict[int, asyncio.Future[None]] = {}
         self._cold_tasks: set[asyncio.Task[None]] = set()
         self._open: list[Part] = []
-        self._open_msn = resume.next_msn if resume is not None else 0
+        self._open_msn = resume.next_msn if resume is not None else FIRST_MSN
         self._open_pdt = 0.0
         self._open_discontinuity = False
         self._open_init_gen = 0
@@ -316,8 +317,9 @@ class LiveHls:
 
     @property
     def last_complete_msn(self) -> int:
-        """The newest complete segment's msn (-1 when none)."""
-        return self._segments[-1].msn if self._segments else -1
+        """The newest complete segment's msn (before the first: the one before the
+        open segment, so FIRST_MSN - 1 or the continued playlist's last)."""
+        return self._segments[-1].msn if self._segments else self._open_msn - 1
 
     @property
     def open_msn(self) -> int:

@@ -115,7 +115,7 @@ class LiveHlsManager(HubObserver):
         if entry is not None and self._serving(stream.id):
             return entry.live
         if entry is not None:
-            self._drop(stream.id)  # a finished broadcast: a new one starts from msn 0
+            self._drop(stream.id)  # a finished broadcast: a new one starts from FIRST_MSN
         mode = output.latency_mode if output.latency_mode in LATENCY_MODES else "low"
         live = LiveHls(
             stream.id,
@@ -133,7 +133,7 @@ class LiveHlsManager(HubObserver):
             live,
             part_target_s=part_s,
             segment_target_s=seg_s,
-            start_msn=output.resume.next_msn if output.resume is not None else 0,
+            start_msn=output.resume.next_msn if output.resume is not None else None,
         )
         task = asyncio.get_running_loop().create_task(
             segmenter.run(), name=f"segmenter:{stream.id}"

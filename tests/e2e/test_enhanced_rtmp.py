@@ -78,7 +78,7 @@ async def test_hevc_and_av1_over_enhanced_rtmp_become_cmaf_and_a_recording(
 
     await asyncio.sleep(2.5)
     _, init, _ = await http_get(f"{svc.url}/play/{pid}/init-1.mp4")
-    _, first, _ = await http_get(f"{svc.url}/play/{pid}/0.m4s")
+    _, first, _ = await http_get(f"{svc.url}/play/{pid}/1.m4s")  # the first segment
     (tmp_path / "live.mp4").write_bytes(init + first)
     probe = await ffprobe(tmp_path / "live.mp4")
     video = next(s for s in probe["streams"] if s["codec_type"] == "video")

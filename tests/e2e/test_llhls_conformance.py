@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from realtime.segments import FIRST_MSN
 from tests.e2e._media import Publisher, next_part
 from tests.e2e._service import Api, ServiceProcess, start_service, stop_service
 from tests.support.hls_rules import check_media, check_multivariant, check_reload, parse_media
@@ -47,7 +48,7 @@ async def watch(svc: ServiceProcess, playback_id: str, label: str) -> list[str]:
         end = time.monotonic() + WATCH_S
         checked_hints = 0
         while time.monotonic() < end:
-            found += check_media(text)
+            found += check_media(text, FIRST_MSN)
             msn, part = next_part(text)
             hint = next((h for h in parse_media(text).hints if h.get("TYPE") == "PART"), None)
             if hint is not None and checked_hints < 5:
@@ -73,7 +74,7 @@ async def watch(svc: ServiceProcess, playback_id: str, label: str) -> list[str]:
             text = later
             if "CAN-SKIP-UNTIL" in text:
                 status, delta = await get(http, f"{base}/media.m3u8?_HLS_skip=YES")
-                found += [f"delta update: {v}" for v in check_media(delta)]
+                found += [f"delta update: {v}" for v in check_media(delta, FIRST_MSN)]
     return [f"{label}: {v}" for v in dict.fromkeys(found)]
 
 

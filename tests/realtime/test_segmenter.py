@@ -12,7 +12,7 @@ import pytest
 from ingest.hub import Hub, MediaUnit, PublicationEnded, PublicationStarted, TrackKind
 from realtime.cmaf.boxes import iter_boxes
 from realtime.segmenter import LATENCY_MODES, Segmenter, _StallWatch
-from realtime.segments import InitSegment, Part
+from realtime.segments import FIRST_MSN, InitSegment, Part
 from tests.realtime.media import Collect, synthetic_tracks, synthetic_units
 
 
@@ -57,7 +57,7 @@ def tfdts(part: Part) -> dict[int, int]:
 def test_low_latency_parts_of_200ms_and_segments_at_each_1s_keyframe() -> None:
     _, out = run(synthetic_units(5.0))
     assert len(out.inits) == 1 and out.inits[0].codecs == "avc1.64001f,mp4a.40.2"
-    assert [s.msn for s in out.segments] == [0, 1, 2, 3, 4]
+    assert [s.msn for s in out.segments] == [1, 2, 3, 4, 5]
     for s in out.segments[:-1]:
         assert s.duration == pytest.approx(1.0, abs=0.002)
         assert len(s.parts) == 5
@@ -124,7 +124,7 @@ def test_a_part_is_emitted_when_its_last_frame_arrives_not_one_frame_later() -> 
 
 def test_new_generation_continues_msn_with_a_discontinuity_and_a_monotonic_timeline() -> None:
     seg, out = run(synthetic_units(2.5))
-    assert [s.msn for s in out.segments] == [0, 1, 2]
+    assert [s.msn for s in out.segments] == [1, 2, 3]
     assert out.segments[-1].duration == pytest.approx(0.5, abs=0.05)  # flushed short segment
     last: dict[int, int] = {}
     for p in out.parts:
@@ -138,14 +138,14 @@ def test_new_generation_continues_msn_with_a_discontinuity_and_a_monotonic_timel
     )
     assert len(out.inits) == 1, "same tracks: no new init segment"
     after = out.segments[3]
-    assert after.msn == 3 and after.discontinuity and after.generation == 2
+    assert after.msn == 4 and after.discontinuity and after.generation == 2
     assert after.init is out.inits[0]
     assert not out.segments[4].discontinuity
     assert after.program_date_time == pytest.approx(1_700_000_100.0)
     assert after.start_pts == pytest.approx(
         out.segments[2].start_pts + out.segments[2].duration, abs=0.05
     )
-    gen2_parts = [p for p in out.parts if p.msn >= 3]
+    gen2_parts = [p for p in out.parts if p.msn >= 4]
     assert tfdts(gen2_parts[0])[1] >= 90_000 * 2.5 - 3000
     first: dict[int, int] = {}
     for p in reversed(gen2_parts):
@@ -358,11 +358,15 @@ def test_a_continued_playlist_serves_the_earlier_server_s_segments_unlisted() ->
     assert isinstance(reply, Reply) and reply.status == 404
 
 
-def test_a_fresh_playlist_starts_at_zero_without_a_discontinuity() -> None:
+def test_a_fresh_playlist_starts_at_one_without_a_discontinuity() -> None:
+    """At 1, not 0: hls.js makes no blocking reload while the last complete
+    segment's number is 0 (see FIRST_MSN)."""
     from realtime.hls.live import LiveHls
 
     live = LiveHls("s")
     seg = Segmenter(None, live, part_target_s=0.2, segment_target_s=1.0)
     run(synthetic_units(2.5), seg=seg, out=live, end=False)  # type: ignore[arg-type]
     text = live.media_playlist()
-    assert "#EXT-X-MEDIA-SEQUENCE:0\n" in text and "#EXT-X-DISCONTINUITY\n" not in text
+    assert FIRST_MSN == 1
+    assert "#EXT-X-MEDIA-SEQUENCE:1\n" in text and "#EXT-X-DISCONTINUITY\n" not in text
+    assert '#EXT-X-PART:DURATION=0.20000,URI="1.0.m4s",INDEPENDENT=YES' in text

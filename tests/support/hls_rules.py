@@ -140,8 +140,10 @@ def parse_media(text: str) -> MediaPlaylist:
     return pl
 
 
-def check_media(text: str) -> list[str]:
-    """Every MUST the playlist breaks (empty: conformant)."""
+def check_media(text: str, first_msn: int = 0) -> list[str]:
+    """Every MUST the playlist breaks (empty: conformant). `first_msn` is the
+    server's first media sequence number: a MEDIA-SEQUENCE above it means the
+    playlist has dropped segments."""
     pl = parse_media(text)
     bad = pl.violations.append
     if pl.target is None:
@@ -194,7 +196,8 @@ def check_media(text: str) -> list[str]:
     for hint in pl.hints:
         if hint.get("TYPE") not in ("PART", "MAP") or "URI" not in hint:
             bad(f"4.4.5.3: PRELOAD-HINT {hint} lacks TYPE=PART|MAP or URI")
-    if not pl.ended and pl.media_sequence and not pl.skipped and pl.duration < 3 * pl.target - 1e-6:
+    dropped = pl.media_sequence is not None and pl.media_sequence > first_msn
+    if not pl.ended and dropped and not pl.skipped and pl.duration < 3 * pl.target - 1e-6:
         bad(
             f"6.2.2: a live playlist that has dropped segments lasts {pl.duration:.3f} s "
             f"< 3 x target duration {pl.target}"

@@ -21,7 +21,7 @@ from realtime.hls.edge import EdgeRoute, EdgeSite, Resolve
 from realtime.hls.http import IMMUTABLE, add_test_routes
 from realtime.hls.live import LiveHls
 from realtime.hls.manager import LiveHlsManager
-from realtime.segments import InitSegment, Part, Segment
+from realtime.segments import FIRST_MSN, InitSegment, Part, Segment
 from tests.realtime.media import Collect, feed_realtime, synthetic_tracks, synthetic_units
 
 
@@ -194,10 +194,10 @@ async def test_headers_for_cdns_and_browsers(env: Env) -> None:
     status, h, body = await env.get("/play/s/init-1.mp4")
     assert status == 200 and h["Content-Type"] == "video/mp4" and h["Cache-Control"] == IMMUTABLE
     assert body[4:8] == b"ftyp"
-    status, h, body = await env.get("/play/s/0.m4s")
+    status, h, body = await env.get("/play/s/1.m4s")
     assert status == 200 and h["Cache-Control"] == IMMUTABLE and body[4:8] == b"moof"
     assert h["Content-Type"] == "video/iso.segment"
-    status, h, _ = await env.get("/play/s/0.0.m4s")
+    status, h, _ = await env.get("/play/s/1.0.m4s")
     assert status == 200 and h["Access-Control-Allow-Origin"] == "*"
     status, h, _ = await env.get("/play/unknown.m3u8")
     assert status == 404 and h["Cache-Control"] == "no-store"
@@ -239,7 +239,7 @@ async def test_reconnect_keeps_one_playlist_with_a_discontinuity_and_never_404s(
     assert pl.is_endlist
     (rec,) = env.recorders
     assert rec.ended == 1 and len(rec.inits) == 1
-    assert [s.msn for s in rec.segments] == list(range(len(rec.segments)))
+    assert [s.msn for s in rec.segments] == list(range(1, len(rec.segments) + 1))
     assert isinstance(rec.inits[0], InitSegment) and isinstance(rec.segments[0], Segment)
     assert all(isinstance(p, Part) for p in rec.parts)
     await asyncio.sleep(1.1)
@@ -257,6 +257,6 @@ async def test_a_new_broadcast_after_finish_starts_a_fresh_playlist(env: Env) ->
     await asyncio.sleep(0.1)
     assert second is not first and env.manager.get("s") is second
     assert first.ended and not second.ended
-    assert second.first_msn == 0 and second.has_media
+    assert second.first_msn == FIRST_MSN and second.has_media
     old, new = env.recorders
     assert old.ended == 1 and new.ended == 0 and new.inits

@@ -46,14 +46,14 @@ def test_media_playlist_carries_the_ll_hls_tags() -> None:
     pl = m3u8.loads(text)
     assert pl.version >= 9
     assert pl.target_duration == 1
-    assert pl.media_sequence == 0 and pl.discontinuity_sequence == 0
+    assert pl.media_sequence == 1 and pl.discontinuity_sequence == 0
     sc = pl.server_control
     assert sc.can_block_reload == "YES"
     assert sc.part_hold_back >= 3 * pl.part_inf.part_target - 1e-9
     assert sc.can_skip_until >= 6 * pl.target_duration
     assert pl.part_inf.part_target == pytest.approx(0.2)
     complete = [s for s in pl.segments if s.uri]
-    assert [s.uri for s in complete] == [f"{n}.m4s" for n in range(12)]
+    assert [s.uri for s in complete] == [f"{n}.m4s" for n in range(1, 13)]
     assert all(s.duration == pytest.approx(1.0, abs=0.01) for s in complete)
     assert pl.segments[0].init_section.uri == "init-1.mp4"
     assert all(s.program_date_time is not None for s in complete)
@@ -65,14 +65,14 @@ def test_media_playlist_carries_the_ll_hls_tags() -> None:
     assert sum(s.duration or 0 for s in with_parts if s.uri) + 0.4 >= 3 * pl.target_duration
     open_segment = pl.segments[-1]
     assert open_segment.uri is None and [p.uri for p in open_segment.parts] == [
-        "12.0.m4s",
-        "12.1.m4s",
+        "13.0.m4s",
+        "13.1.m4s",
     ]
     for s in with_parts:
         assert s.parts[0].independent == "YES"
         assert all(p.independent is None for p in s.parts[1:])
         assert all(p.duration == pytest.approx(0.2, abs=0.005) for p in s.parts)
-    assert pl.preload_hint.hint_type == "PART" and pl.preload_hint.uri == "12.2.m4s"
+    assert pl.preload_hint.hint_type == "PART" and pl.preload_hint.uri == "13.2.m4s"
     assert not pl.is_endlist
     assert "#EXT-X-ENDLIST" not in text
 
@@ -110,7 +110,7 @@ def test_discontinuity_after_a_reconnect_and_its_sequence_after_eviction() -> No
     flags = [s.discontinuity for s in pl.segments]
     assert flags == [False, False, False, True, False, False]
     assert pl.segments[3].init_section.uri == "init-1.mp4"
-    assert pl.media_sequence == 0 and pl.discontinuity_sequence == 0
+    assert pl.media_sequence == 1 and pl.discontinuity_sequence == 0
     for u in synthetic_units(9.0, start_ms=52_500):
         seg.feed(u)
     pl = m3u8.loads(live.media_playlist())
@@ -157,8 +157,9 @@ def test_window_is_bounded() -> None:
     pl = m3u8.loads(live.media_playlist())
     total = sum(s.duration for s in pl.segments if s.uri)
     assert 29.0 <= total <= 32.0
-    assert pl.media_sequence + len([s for s in pl.segments if s.uri]) == 69  # 69 complete, 1 open
-    assert live.get_segment(0) is None and live.get_segment(60) is not None
+    # 69 complete ones from msn 1, and the open one
+    assert pl.media_sequence + len([s for s in pl.segments if s.uri]) == 70
+    assert live.get_segment(1) is None and live.get_segment(60) is not None
     # memory is one copy of the window: a segment's bytes are its parts' payloads,
     # not joined until a client asks for it whole, so every part stays fetchable
     first = live.get_segment(pl.media_sequence)
