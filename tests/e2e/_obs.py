@@ -58,6 +58,8 @@ class ObsStudio:
     """None: Simple output mode (OBS's default keyframe interval); else
     Advanced mode with this keyframe interval."""
     bitrate_kbps: int = 1200
+    trust: Path | None = None
+    """A PEM certificate OBS trusts for rtmps:// (a test's self-signed one)."""
 
     def __post_init__(self) -> None:
         self.proc: asyncio.subprocess.Process | None = None
@@ -177,8 +179,19 @@ class ObsStudio:
             "XDG_CONFIG_HOME": str(self.home / "config"),
             "LIBGL_ALWAYS_SOFTWARE": "1",
         }
+        command: list[str] = []
+        if self.trust is not None:
+            # OBS's librtmp (mbedTLS) reads its roots from /etc/ssl/certs/ and
+            # nowhere else: in a mount namespace of its own, that directory
+            # holds the test's certificate, and the machine's is untouched
+            certs = self.home / "certs"
+            certs.mkdir(exist_ok=True)
+            shutil.copy(self.trust, certs / "onair-test.pem")
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       'mount --bind "$0" /etc/ssl/certs && exec "$@"', str(certs)]  # fmt: skip
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
+                *command,
                 "xvfb-run", "-a", "-s", "-screen 0 1280x720x24",
                 "obs", "--startstreaming", "--minimize-to-tray", "--multi",
                 "--disable-updater", "--disable-shutdown-check",

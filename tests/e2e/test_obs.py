@@ -1,9 +1,9 @@
 """OBS Studio 29 (Debian's, headless under Xvfb) publishing to the real `onair
 serve`, configured as users do: the custom server and stream key of the Stream
 settings, Simple output mode (OBS's default keyframe interval) or Advanced
-mode with a 2 s keyframe interval, RTMP or SRT. Its stream goes live and plays
-as LL-HLS; a wrong key is refused; after a server restart OBS comes back
-through its own reconnect."""
+mode with a 2 s keyframe interval, RTMP, RTMPS (trusting the test's
+certificate) or SRT. Its stream goes live and plays as LL-HLS; a wrong key is
+refused; after a server restart OBS comes back through its own reconnect."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ import pytest
 
 from tests.e2e._media import poll
 from tests.e2e._obs import ObsStudio, obs_available
-from tests.e2e._service import Api, ServiceProcess, http_get, start_service, stop_service
+from tests.e2e._service import (
+    Api,
+    ServiceProcess,
+    free_port,
+    http_get,
+    start_service,
+    stop_service,
+)
+from tests.e2e._tls import self_signed
 
 pytestmark = [
     pytest.mark.e2e,
@@ -122,6 +130,38 @@ async def test_obs_publishes_over_srt(
     await api.wait_stream_status(ls["id"], "active", within=60)
     durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 2)
     assert all(1.9 <= d <= 2.1 for d in durations), durations
+
+
+async def test_obs_publishes_over_rtmps(studios: list[ObsStudio], tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    svc = await start_service(
+        tmp_path,
+        {
+            "ONAIR_RTMPS_PORT": str(port),
+            "ONAIR_TLS_CERT_FILE": str(cert),
+            "ONAIR_TLS_KEY_FILE": str(key),
+        },
+    )
+    try:
+        api = Api(svc)
+        ls = await api.live_stream(record=False, reconnect_window_s=1)
+        server = ls["ingest"]["rtmps_url"]
+        assert server == f"rtmps://127.0.0.1:{port}/live"
+        obs = await start_obs(
+            studios, tmp_path / "obs", server, key=ls["stream_key"], keyint_sec=2, trust=cert
+        )
+        await api.wait_stream_status(ls["id"], "active", within=60)
+        durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 2)
+        assert all(1.9 <= d <= 2.1 for d in durations), durations
+        assert (
+            "Connection to rtmps://" in obs.log_text()
+            and "Cert verify failed" not in obs.log_text()
+        )
+    finally:
+        for o in studios:
+            await o.stop()
+        await stop_service(svc)
 
 
 async def test_obs_with_a_wrong_key_is_refused(
