@@ -174,9 +174,17 @@ def stamp_bits(value: int) -> list[int]:
 
 
 def run_publisher(
-    url: str, t0_ms: int, seconds: float, bitrate: int, preset: str = "veryfast", keyint: int = 1
+    url: str,
+    t0_ms: int,
+    seconds: float,
+    bitrate: int,
+    preset: str = "veryfast",
+    keyint: int = 1,
+    fmt: str = "flv",
 ) -> None:
-    """Publish stamped 720p30 + AAC over RTMP in real time until `seconds` or SIGTERM."""
+    """Publish stamped 720p30 + AAC in real time until `seconds` or SIGTERM: to
+    `url` (rtmp://, rtmps://) as FLV, or, with `url` "-", to stdout as `fmt` (a
+    relay such as Debian's ffmpeg takes it on: bench/ingest_protocols.py)."""
     import av
     import numpy as np
 
@@ -187,7 +195,8 @@ def run_publisher(
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
-    out = av.open(url, "w", format="flv", container_options={"fflags": "flush_packets"})
+    target: Any = sys.stdout.buffer if url == "-" else url
+    out = av.open(target, "w", format=fmt, container_options={"fflags": "flush_packets"})
     vs = out.add_stream(
         "libx264",
         rate=FPS,
@@ -931,6 +940,7 @@ def main() -> int:
     pp.add_argument("--bitrate", type=int, default=2_500_000)
     pp.add_argument("--preset", default="veryfast")
     pp.add_argument("--keyint", type=int, default=1)
+    pp.add_argument("--format", default="flv", help="container (with --url -: to stdout)")
     p.add_argument("--servers", default="onair,nginx")
     p.add_argument("--seconds", type=float, default=25)
     p.add_argument("--warmup", type=float, default=5)
@@ -980,7 +990,9 @@ def main() -> int:
     )
     args = p.parse_args()
     if args.cmd == "_publish":
-        run_publisher(args.url, args.t0, args.duration, args.bitrate, args.preset, args.keyint)
+        run_publisher(
+            args.url, args.t0, args.duration, args.bitrate, args.preset, args.keyint, args.format
+        )
         return 0
     if not HLS_JS.exists():
         sys.exit("hls.js is not vendored: run `make vendor-js`")

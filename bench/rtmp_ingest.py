@@ -508,7 +508,9 @@ class OnairService(FullServer):
 
     name = "onair"
 
-    def __init__(self, workdir: Path, workers: int = 1) -> None:
+    def __init__(
+        self, workdir: Path, workers: int = 1, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.workers = workers
         self.http_port = free_port()
@@ -537,6 +539,7 @@ class OnairService(FullServer):
                 ),
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+                **(extra_env or {}),
             }
         )
         out = workdir / "serve.out"
