@@ -7,6 +7,7 @@ asset with one discontinuity and one gap."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -147,7 +148,15 @@ async def test_complete_or_disable_ends_the_broadcast_at_once(
     pub = await Publisher.start(rtmp_url(svc, ls["stream_key"]), 30, log=tmp_path / "ff.log")
     try:
         live = await api.wait_stream_status(ls["id"], "active", within=20)
-        await asyncio.sleep(3.0)
+        pid = ls["playback_ids"][0]["id"]
+
+        async def media_s() -> float:
+            status, body, _ = await http_get(f"{svc.url}/play/{pid}/media.m3u8")
+            text = body.decode() if status == 200 else ""
+            return sum(float(d) for d in re.findall(r"#EXTINF:([\d.]+)", text))
+
+        # 2 s of media recorded (not 3 s of wall clock: a loaded CI starves ffmpeg)
+        await poll(media_s, lambda s: s >= 2.0, within=30, what="2 s of media")
         t0 = time.monotonic()
         await api.ok("POST", f"/v1/live-streams/{ls['id']}/{action}")
         asset = await api.wait_asset(live["active_asset_id"], within=10)

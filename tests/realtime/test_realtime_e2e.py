@@ -19,6 +19,7 @@ from aiohttp import web
 from ingest.hub import Hub
 from realtime.hls.http import add_test_routes
 from realtime.hls.manager import LiveHlsManager
+from realtime.segments import FIRST_MSN
 from tests.realtime.media import demux, feed_realtime
 
 pytestmark = pytest.mark.e2e
@@ -140,7 +141,7 @@ async def test_plain_ffmpeg_plays_the_live_playlist(
         # wait until two segments exist, then let ffmpeg (no LL-HLS support) play it live
         live = server.manager.get("s2")
         assert live is not None
-        assert await live.wait_for(1, None, timeout_s=10)
+        assert await live.wait_for(FIRST_MSN + 1, None, timeout_s=10)
         out = tmp_path / "ffmpeg.mp4"
         proc = await asyncio.create_subprocess_exec(
             "ffmpeg",

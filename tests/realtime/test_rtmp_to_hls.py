@@ -19,6 +19,7 @@ from ingest.hub import Hub
 from ingest.ports import PublishDenied, PublishGrant
 from realtime.hls.http import add_test_routes
 from realtime.hls.manager import LiveHlsManager
+from realtime.segments import FIRST_MSN
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +77,7 @@ async def test_ffmpeg_rtmp_publish_comes_out_as_ll_hls(
             await asyncio.sleep(0.1)
         live = manager.get("ls_1")
         assert live is not None, "the RTMP publication did not reach the hub"
-        assert await live.wait_for(2, 0, timeout_s=15)
+        assert await live.wait_for(FIRST_MSN + 2, 0, timeout_s=15)  # two whole segments
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/play/ls_1.m3u8") as r:
                 mv = m3u8.loads(await r.text())

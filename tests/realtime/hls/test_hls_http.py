@@ -183,7 +183,7 @@ async def test_preload_hinted_part_blocks_until_it_exists(env: Env) -> None:
 
 async def test_headers_for_cdns_and_browsers(env: Env) -> None:
     live = env.start("s", 3.0)
-    assert await live.wait_for(0, None, timeout_s=5)
+    assert await live.wait_for(FIRST_MSN, None, timeout_s=5)
     status, h, body = await env.get("/play/s.m3u8?token=t1")
     assert status == 200 and h["Content-Type"].startswith("application/vnd.apple.mpegurl")
     assert h["Cache-Control"] == "public, max-age=1" and h["Access-Control-Allow-Origin"] == "*"
