@@ -195,7 +195,8 @@ def run_publisher(
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
-    target: Any = sys.stdout.buffer if url == "-" else url
+    # unbuffered: every packet the muxer flushes goes to the pipe at once
+    target: Any = open(sys.stdout.fileno(), "wb", buffering=0, closefd=False) if url == "-" else url
     out = av.open(target, "w", format=fmt, container_options={"fflags": "flush_packets"})
     vs = out.add_stream(
         "libx264",

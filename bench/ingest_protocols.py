@@ -149,25 +149,29 @@ def measure_latency(svc: Service, protocol: str, seconds: float, work: Path) -> 
     pid = ls["playback_ids"][0]["id"]
     t0_ms = int(time.time() * 1000) - 1000
     log = work / f"latency-{protocol}.log"
+    direct = protocol.endswith("-direct")  # PyAV's own FFmpeg publishes: no relay
+    ingest = svc.ingest(protocol.removesuffix("-direct"), ls["stream_key"])
     # the container the protocol carries, so the relay only copies (ffmpeg 5.1 going
     # from MPEG-TS to FLV would send an empty AAC config before it parses one)
     container = "mpegts" if protocol == "srt" else "flv"
+    relay: subprocess.Popen[bytes] | None = None
     with log.open("wb") as err:
         publisher = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "glass_to_glass.py"), "_publish",
-             "--url", "-", "--format", container, "--t0", str(t0_ms),
-             "--duration", str(seconds + 6), "--keyint", "1"],
-            stdout=subprocess.PIPE, stderr=err, start_new_session=True,
+             "--url", ingest[-1] if direct else "-", "--format", container,
+             "--t0", str(t0_ms), "--duration", str(seconds + 6), "--keyint", "1"],
+            stdout=err if direct else subprocess.PIPE, stderr=err, start_new_session=True,
         )  # fmt: skip
-        relay = subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-fflags", "nobuffer",
-             "-probesize", "500000", "-analyzeduration", "1000000", "-f", container, "-i", "pipe:0",
-             "-c", "copy", "-flush_packets", "1", "-max_interleave_delta", "0",
-             *svc.ingest(protocol, ls["stream_key"])],
-            stdin=publisher.stdout, stderr=err, start_new_session=True,
-        )  # fmt: skip
-    assert publisher.stdout is not None
-    publisher.stdout.close()
+        if not direct:
+            relay = subprocess.Popen(
+                ["ffmpeg", "-hide_banner", "-loglevel", "error", "-fflags", "nobuffer",
+                 "-probesize", "500000", "-analyzeduration", "1000000", "-f", container,
+                 "-i", "pipe:0", "-c", "copy", "-flush_packets", "1",
+                 "-max_interleave_delta", "0", *ingest],
+                stdin=publisher.stdout, stderr=err, start_new_session=True,
+            )  # fmt: skip
+            assert publisher.stdout is not None
+            publisher.stdout.close()
     base = f"{svc.onair.url}/play/{pid}"
     seen: dict[int, float] = {}
     samples: list[float] = []
@@ -199,8 +203,10 @@ def measure_latency(svc: Service, protocol: str, seconds: float, work: Path) -> 
                             samples.append(pdt * 1000 - (t0_ms + value))
                     pdt = None
     finally:
-        ri.kill_group(relay, 3)
+        if relay is not None:
+            ri.kill_group(relay, 3)
         ri.kill_group(publisher, 3)
+    arrival_order = list(samples)
     samples.sort()
     return {
         "segments": len(samples),
@@ -208,6 +214,7 @@ def measure_latency(svc: Service, protocol: str, seconds: float, work: Path) -> 
         "p95_ms": round(samples[int(len(samples) * 0.95)]) if samples else None,
         "min_ms": round(samples[0]) if samples else None,
         "max_ms": round(samples[-1]) if samples else None,
+        "samples_ms": [round(x) for x in arrival_order],
     }
 
 
@@ -269,6 +276,12 @@ def main() -> int:
     ap.add_argument("--skip-cpu", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    ap.add_argument(
+        "--direct",
+        action="store_true",
+        help="latency also of rtmp-direct and rtmps-direct: the stamped publisher "
+        "(PyAV's FFmpeg 8) straight to the server, no relay (its FFmpeg has no SRT)",
+    )
     args = ap.parse_args()
     protocols = [p for p in args.protocols.split(",") if p]
     if shutil.which("ffmpeg") is None:
@@ -278,7 +291,10 @@ def main() -> int:
     rows: dict[str, dict[str, Any]] = {p: {"protocol": p} for p in protocols}
     try:
         if not args.skip_latency:
-            for p in protocols:
+            if args.direct:
+                for p in [x for x in protocols if x != "srt"]:
+                    rows[f"{p}-direct"] = {"protocol": f"{p}-direct"}
+            for p in rows:
                 print(f"  latency: {p} ...", flush=True)
                 rows[p]["latency"] = measure_latency(svc, p, args.latency_s, work)
         if not args.skip_cpu:
@@ -303,8 +319,7 @@ def main() -> int:
         f"{'protocol':9} {'lat p50':>8} {'lat p95':>8} {'n':>3} {'vs rtmp':>8}  "
         f"{'CPU/stream':>10} {'vs rtmp':>8} {'active':>7} {'server RSS':>10}"
     )
-    for p in protocols:
-        r = rows[p]
+    for p, r in rows.items():
         lat, cpu = r.get("latency", {}), r.get("cpu", {})
         ref_lat = ref.get("latency", {}).get("p50_ms")
         ref_cpu = ref.get("cpu", {}).get("cpu_pct_per_stream")

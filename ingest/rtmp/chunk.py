@@ -116,6 +116,24 @@ class ChunkReader:
         """Bytes received but not yet parsed (less than one chunk)."""
         return len(self._buf)
 
+    def keyframe_remaining(self) -> int | None:
+        """Payload bytes still to come of the partially received video keyframe
+        nearest completion (None: none is partial). The unparsed tail may hold
+        some of them already: the wire bytes needed are at least this less
+        `buffered`, never fewer."""
+        best: int | None = None
+        if not self._in_flight:
+            return None
+        for cs in self._streams.values():
+            buf = cs.buf
+            # FLV video tag: frame type in bits 4-6 of the first byte (1 =
+            # keyframe; bit 7 is Enhanced RTMP's ExHeader flag)
+            if buf is not None and cs.type_id == 9 and cs.have and (buf[0] >> 4) & 7 == 1:
+                left = cs.length - cs.have
+                if best is None or left < best:
+                    best = left
+        return best
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[RawMessage]:
         """Parse `data` after what is buffered. Nothing keeps a reference to
         `data`: the caller may reuse its buffer as soon as this returns."""

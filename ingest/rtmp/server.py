@@ -18,9 +18,14 @@ sans-IO session and acts on its events:
 
 Read coalescing: while a publication runs, SO_RCVLOWAT asks the kernel to wake
 us only once about `RtmpLimits.read_coalesce` seconds of the stream's bytes are
-queued, so one read carries several frames. A shared timer undoes it for a
-connection that went quiet (its rate fell), so no batch is held back for long,
-and it is off while a `prompt` reader (a WebRTC viewer) watches the stream.
+queued, so one read carries several frames. The rate leaves keyframes out: a
+keyframe is a burst (a third of a GOP's bytes is common), and the frames after
+it are small, so a batch sized on the mean rate took 0.3 s to fill after each
+keyframe. A keyframe is never held back: while one is partly read the low-water
+mark is what completes it (it opens a segment and every viewer's join point). A
+shared timer undoes coalescing for a connection that went quiet (its rate
+fell), so no batch is held back for long, and it is off while a `prompt` reader
+(a WebRTC viewer) watches the stream.
 
 Reads land in one receive buffer shared by every connection of the server: the
 session copies out what it keeps before the next read can come, and a buffer
@@ -140,9 +145,15 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._track_timer: asyncio.TimerHandle | None = None
         self._sock: Any = None
         self._lowat = 1
+        """SO_RCVLOWAT as set."""
+        self._batch = 1
+        """The low-water mark the byte rate asks for (`_lowat` is lower while a
+        keyframe is partly read)."""
+        self._key_bytes = 0
+        """Bytes of video keyframes received, left out of the rate."""
         self._rate_marks: deque[tuple[float, int]] = deque([(self._last_rx, 0)], maxlen=5)
-        """(time, bytes_in) every half second: the byte rate over the last ~2 s,
-        long enough to even out a GOP's keyframe."""
+        """(time, bytes_in less keyframes) every half second: the byte rate of
+        the frames between keyframes over the last ~2 s."""
         self._next_adapt = self._last_rx + 0.5
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -206,7 +217,17 @@ class RtmpConnection(asyncio.BufferedProtocol):
         except ProtocolError as exc:
             self._protocol_error(exc)
             return
+        if self._batch > 1:
+            self._apply_batch()
         self._flush()
+
+    def _apply_batch(self) -> None:
+        """SO_RCVLOWAT to the batch, but while a keyframe is partly read no more
+        than what completes it."""
+        need = self.session.keyframe_wire_bytes()
+        lowat = self._batch if need is None else min(self._batch, need)
+        if lowat != self._lowat:
+            self._set_lowat(lowat)
 
     def eof_received(self) -> bool | None:
         self.session.close("peer closed the connection")
@@ -259,6 +280,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
                     continue
                 if t is VideoData:
                     unit = demux.video(ev.timestamp, ev.payload)  # type: ignore[union-attr]
+                    if unit is not None and unit.keyframe:
+                        self._key_bytes += len(unit.data)
                 else:
                     unit = demux.audio(ev.timestamp, ev.payload)  # type: ignore[union-attr]
                 pub = self.publication
@@ -397,6 +420,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             pub.close(reason)
         self._move(PublishAction.END)
         self.demux = None
+        self._batch = 1
         if self._lowat != 1:
             self._set_lowat(1)  # commands again: answer them at once
         self._pending.clear()
@@ -492,20 +516,22 @@ class RtmpConnection(asyncio.BufferedProtocol):
         """Set SO_RCVLOWAT to ~`read_coalesce` seconds of the stream's recent byte rate."""
         marks = self._rate_marks
         since, bytes_then = marks[0]
-        marks.append((now, self.bytes_in))
+        between_keys = self.bytes_in - self._key_bytes
+        marks.append((now, between_keys))
         self._next_adapt = now + 0.5
         coalesce = self.limits.read_coalesce
         if coalesce <= 0 or self._sock is None or now - since < 0.4:
             return
-        rate = (self.bytes_in - bytes_then) / (now - since)
+        rate = (between_keys - bytes_then) / (now - since)
         lowat = min(65536, int(rate * coalesce))
         pub = self.publication
         if lowat < 512 or (pub is not None and pub.stream.wants_prompt):
             # a trickle: batching it saves nothing worth the wait; or a WebRTC
             # viewer is watching, to whom every frame is due at once
             lowat = 1
-        if abs(lowat - self._lowat) * 4 > self._lowat:
-            self._set_lowat(lowat)
+        if abs(lowat - self._batch) * 4 > self._batch:
+            self._batch = lowat
+            self._apply_batch()
 
     def _set_lowat(self, lowat: int) -> None:
         self._lowat = lowat
@@ -526,10 +552,11 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if self.state is PublishState.CLOSED or self._lowat <= 1:
             return False
         if now - self._last_rx >= self.limits.coalesce_stale:
+            self._batch = 1
             self._set_lowat(1)
             # measure afresh: the old rate is what overestimated the batch
             self._rate_marks.clear()
-            self._rate_marks.append((now, self.bytes_in))
+            self._rate_marks.append((now, self.bytes_in - self._key_bytes))
             self._next_adapt = now + 0.5
             return False
         return True

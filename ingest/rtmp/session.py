@@ -198,6 +198,12 @@ class RtmpSession:
         messages held while a publish is pending)."""
         return self._reader.buffered + self._reader.pending_bytes + self._held_bytes
 
+    def keyframe_wire_bytes(self) -> int | None:
+        """At most how many more bytes complete the video keyframe now arriving
+        (None: none is partial); see `ChunkReader.keyframe_remaining`."""
+        left = self._reader.keyframe_remaining()
+        return None if left is None else max(1, left - self._reader.buffered)
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes from the peer; b"" means the peer closed. Raises ProtocolError."""
         if self.state is State.CLOSED:

@@ -295,3 +295,24 @@ def test_a_partial_message_counts_what_it_holds() -> None:
     assert reader.pending_bytes == 40_000  # allocated whole at its first chunk
     with pytest.raises(ProtocolError):
         reader.feed(fmt0(7, 0, 20_000, 9, 1) + b"y" * 128)
+
+
+def test_keyframe_remaining_names_the_bytes_that_complete_a_partial_keyframe() -> None:
+    r = ChunkReader()  # chunk size 128
+    keyframe = b"\x17\x01" + bytes(298)  # a 300-byte FLV video tag, frame type 1
+    inter = b"\x27\x01" + bytes(198)
+    audio = b"\xaf\x01" + bytes(198)
+    assert r.keyframe_remaining() is None
+    r.feed(fmt0(6, 0, len(keyframe), 9, 1) + keyframe[:128])
+    assert r.keyframe_remaining() == 300 - 128
+    r.feed(fmt0(4, 0, len(audio), 8, 1) + audio[:128])  # a partial audio message
+    r.feed(fmt0(7, 0, len(inter), 9, 1) + inter[:128])  # and a partial inter frame
+    assert r.keyframe_remaining() == 300 - 128, "only keyframes count"
+    r.feed(fmt3(6) + keyframe[128:256])
+    assert r.keyframe_remaining() == 300 - 256
+    done = r.feed(fmt3(6) + keyframe[256:])
+    assert [m.payload for m in done] == [keyframe]
+    assert r.keyframe_remaining() is None
+    ex = bytes((0x80 | 0x10 | 1,)) + b"hvc1" + bytes(295)  # Enhanced RTMP: ExHeader bit
+    r.feed(fmt0(5, 0, len(ex), 9, 1) + ex[:128])
+    assert r.keyframe_remaining() == 300 - 128

@@ -1,6 +1,7 @@
 """Read coalescing in the RTMP driver: while a publication streams, the kernel is
 asked (SO_RCVLOWAT) to gather about `read_coalesce` seconds of its bytes per
-wake-up; a publisher whose rate falls is not held back; 0 turns it off."""
+wake-up, at the rate of the frames between keyframes; a keyframe is never held
+back; a publisher whose rate falls is not held back; 0 turns it off."""
 
 from __future__ import annotations
 
@@ -62,15 +63,19 @@ class Client:
         asyncio.get_running_loop().create_task(r.read(1 << 30))
         return client, r
 
-    async def stream(self, seconds: float, *, video: bool = True) -> None:
-        """30 video frames (FRAME bytes) and ~47 audio frames a second, paced."""
+    async def stream(
+        self, seconds: float, *, video: bool = True, keyframe: int = FRAME, frame: int = FRAME
+    ) -> None:
+        """30 video frames (a keyframe of `keyframe` bytes a second, the others of
+        `frame`) and ~47 audio frames a second, paced."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         n = 0
         while loop.time() - start < seconds:
             if video:
-                nal = bytes(FRAME)
-                self.c.video(self.ts, video_frame_tag(n % 30 == 0, nal=b"\x65" + nal[1:]))
+                key = n % 30 == 0
+                nal = b"\x65" + bytes((keyframe if key else frame) - 1)
+                self.c.video(self.ts, video_frame_tag(key, nal=nal))
             self.c.audio(self.ts, audio_frame_tag())
             self.w.write(self.c.take())
             n += 1
@@ -222,3 +227,52 @@ async def test_no_batching_while_a_webrtc_viewer_watches(
     viewer.close()
     await client.stream(1.0)
     assert lowat(conn) > 1, "batching resumes when the viewer leaves"
+
+
+async def test_the_batch_is_sized_on_the_frames_between_keyframes() -> None:
+    """Keyframes of 60 kB a second and 2 kB frames: sized on the mean rate the
+    batch would wait ~0.2 s for the small frames after each keyframe."""
+    server, _ = await start(RtmpLimits(read_coalesce=0.1, coalesce_stale=0.3))
+    client, _ = await Client.publish(server.port)
+    try:
+        await client.stream(3.0, keyframe=60_000, frame=2_000)
+        between = 29 * 2_000  # bytes a second between keyframes (and ~10 kB of audio)
+        assert (
+            0.5 * 0.1 * between <= lowat(the_connection(server)) <= 1.5 * 0.1 * (between + 10_000)
+        )
+    finally:
+        client.close()
+        await server.stop()
+
+
+async def test_a_keyframe_is_never_held_back_for_a_batch() -> None:
+    """Its tail comes on its own, smaller than a batch, and nothing follows: it
+    reaches the hub at once, not when the stale check (2 s here) gives up."""
+    server, hub = await start(RtmpLimits(read_coalesce=0.1, coalesce_stale=2.0))
+    client, _ = await Client.publish(server.port)
+    try:
+        await client.stream(2.0)
+        conn = the_connection(server)
+        batch = lowat(conn)
+        assert batch > 1000
+        reader = hub.stream("ls_1").subscribe("join", max_units=100_000)
+        client.ts += 33
+        client.c.video(client.ts, video_frame_tag(True, nal=b"\x65" + bytes(80_000)))
+        wire = client.c.take()
+        tail = batch // 2
+        client.w.write(wire[:-tail])
+        await asyncio.sleep(0.2)  # the server has read all but the tail
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        client.w.write(wire[-tail:])
+
+        async def keyframe() -> None:
+            async for item in reader:
+                if isinstance(item, MediaUnit) and item.keyframe and len(item.data) > 80_000:
+                    return
+
+        await asyncio.wait_for(keyframe(), 3.0)
+        assert loop.time() - sent < 1.0, "the keyframe waited for a batch"
+    finally:
+        client.close()
+        await server.stop()
