@@ -752,9 +752,12 @@ async def run_onair(
                 if args.trace:
                     query["trace"] = "1"
                 label = "hls.js lowLatencyMode"
-                if player == "shaka":
+                if player in ("shaka", "shaka-tuned"):
                     query["player"] = "shaka"
                     label = "Shaka lowLatencyMode"
+                if player == "shaka-tuned":
+                    query["config"] = args.shaka_config
+                    label = "Shaka LL + --shaka-config"
                 if player == "tuned":
                     query["config"] = args.ll_config
                     label = "hls.js LL + --ll-config"
@@ -853,6 +856,8 @@ async def main_async(args: argparse.Namespace) -> int:
                     players.append("tuned")
                 if args.shaka:
                     players.append("shaka")
+                if args.shaka and args.shaka_config:
+                    players.append("shaka-tuned")
                 if args.watch_page:
                     players.append("watch")
                 if args.watch_js:
@@ -981,6 +986,13 @@ def main() -> int:
         "--shaka",
         action="store_true",
         help="also measure stock Shaka Player (lowLatencyMode) on onair",
+    )
+    p.add_argument(
+        "--shaka-config",
+        default=None,
+        metavar="JSON",
+        help="with --shaka: a second Shaka run with this configuration on top "
+        '(e.g. \'{"manifest": {"defaultPresentationDelay": 0.8}}\')',
     )
     p.add_argument("--keep", action="store_true", help="keep the temp work dir (logs)")
     p.add_argument(

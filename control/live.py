@@ -45,6 +45,7 @@ from control.domain.live_streams import (
     LiveStreamStatus,
 )
 from control.faults import fault_point
+from control.ingest_health import forget_health, report_health
 from control.positions import PositionKeeper, forget_position, load_position
 from control.publish_authority import StoreAuthority
 from control.store.base import Op, Record, Store
@@ -396,6 +397,8 @@ class LiveLifecycle(HubObserver):
                 failed = str(exc) or type(exc).__name__
             with contextlib.suppress(NotFoundError):
                 await self.live_streams.apply(live_stream_id, Action.IDLE)
+                await self.live_streams.set_warnings(live_stream_id, [])
+            await forget_health(self.store, live_stream_id)
             fault_point("finish.finalized")
             if b.asset_id is not None:
                 await self._complete_asset(live_stream_id, b.asset_id, manifest, failed)
@@ -494,6 +497,15 @@ class LiveLifecycle(HubObserver):
             await self._kicked_elsewhere(ls_id)
         except Exception:
             log.exception("lease renewal failed for %s", ls_id)
+        b = self._broadcasts.get(ls_id)
+        pub = b.stream.publication if b is not None and b.stream is not None else None
+        if pub is not None and b is not None and not b.finishing:
+            try:
+                await report_health(self.store, self.live_streams, ls_id, pub, self.node_id)
+            except NotFoundError:
+                pass
+            except Exception:
+                log.exception("ingest health report failed for %s", ls_id)
 
     async def _kicked_elsewhere(self, ls_id: str) -> None:
         """A publisher here whose stream the API deleted, disabled, completed or

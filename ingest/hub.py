@@ -29,6 +29,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from ingest.health import IngestHealth
+
 
 class TrackKind(enum.Enum):
     VIDEO = "video"
@@ -259,6 +261,8 @@ class Publication:
         self.bytes_written = 0
         self.started_at = time.time()
         self.last_write_at = self.started_at
+        self.health = IngestHealth(tracks, self.started_at)
+        """What the publisher sends, measured (`ingest.health`)."""
 
     def write(self, unit: MediaUnit) -> None:
         """Fan the unit out to every reader. Never blocks, never awaits."""
@@ -267,6 +271,7 @@ class Publication:
         self.units_written += 1
         self.bytes_written += len(unit.data)
         self.last_write_at = unit.wallclock
+        self.health.observe(unit)
         self.stream._fan_out(unit)
 
     def close(self, reason: str = "ended") -> None:

@@ -215,6 +215,7 @@ class LiveStreamService:
             "ingest": dict(self._ingest),
             "active_asset_id": d.get("active_asset_id"),
             "recent_asset_ids": list(d.get("recent_asset_ids", [])),
+            "warnings": list(d.get("warnings", [])),
             "created_at": rfc3339(d.get("created_at", record.created_at)),
             "updated_at": rfc3339(d.get("updated_at")),
         }
@@ -333,6 +334,26 @@ class LiveStreamService:
             before = dict(data)
             data.update(fields)
             return "live_stream.updated" if data != before else None
+
+        return await self.mutate(live_stream_id, change)
+
+    async def set_warnings(
+        self, live_stream_id: str, current: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """The stream's `warnings` become `current` ((type, message) pairs); one
+        that was not there yet is stamped `since` now and makes the change a
+        ``live_stream.warning`` event. Nothing is written when nothing changed."""
+
+        def change(data: dict[str, Any]) -> str | None:
+            old = {w["type"]: w for w in data.get("warnings", [])}
+            now = rfc3339(time.time())
+            warnings = [
+                {"type": t, "message": m, "since": old[t]["since"] if t in old else now}
+                for t, m in current
+            ]
+            if warnings or "warnings" in data:  # (no write for a stream never warned)
+                data["warnings"] = warnings
+            return "live_stream.warning" if any(t not in old for t, _ in current) else None
 
         return await self.mutate(live_stream_id, change)
 

@@ -1,9 +1,10 @@
 """OBS Studio 29 (Debian's, headless under Xvfb) publishing to the real `onair
 serve`, configured as users do: the custom server and stream key of the Stream
-settings, Simple output mode (OBS's default keyframe interval) or Advanced
-mode with a 2 s keyframe interval, RTMP, RTMPS (trusting the test's
-certificate) or SRT. Its stream goes live and plays as LL-HLS; a wrong key is
-refused; after a server restart OBS comes back through its own reconnect."""
+settings, Simple output mode (OBS's default keyframe interval, which gets the
+stream a keyframe_interval warning) or Advanced mode with a 2 s keyframe
+interval, RTMP, RTMPS (trusting the test's certificate) or SRT. Its stream goes
+live and plays as LL-HLS; a wrong key is refused; after a server restart OBS
+comes back through its own reconnect."""
 
 from __future__ import annotations
 
@@ -89,6 +90,19 @@ async def test_stock_obs_publishes_and_plays(
         long_segment, lambda d: max(d) >= 8.0, within=60, what="an 8.3 s segment"
     )
     assert all(d <= 8.7 for d in durations), durations
+
+    async def warned() -> list[dict[str, str]]:
+        return list((await api.ok("GET", f"/v1/live-streams/{ls['id']}"))["warnings"])
+
+    # and the stream says what to change (ingest health)
+    warnings = await poll(
+        warned,
+        lambda ws: any(w["type"] == "keyframe_interval" for w in ws),
+        within=20,
+        what="the keyframe interval warning",
+    )
+    (keyframes,) = [w for w in warnings if w["type"] == "keyframe_interval"]
+    assert "OBS" in keyframes["message"] and "2 s" in keyframes["message"]
     await obs.stop()
     assert "User stopped the stream" in obs.log_text()  # an unpublish, not a kill
     await api.wait_stream_status(ls["id"], "idle", within=20)

@@ -36,6 +36,7 @@ from control.http.helpers import (
 from control.http.middleware import api_key, requires
 from control.http.node_key import node_of
 from control.http.validation import F, Obj, not_found, read_json
+from control.ingest_health import read_health
 from control.store.base import Record
 
 _PASSTHROUGH = F(str, nullable=True, max_length=1024, description="Opaque, echoed in webhooks")
@@ -99,6 +100,28 @@ async def get(request: web.Request) -> web.Response:
     return json_ok(_view_for(request)(rec))
 
 
+@requires("read")
+async def health(request: web.Request) -> web.Response:
+    """What the stream's publisher sends now, as the node it publishes to
+    measured it at its last heartbeat (`ingest` null while none is live)."""
+    live_id = path_id(request)
+    svc = _svc(request)
+    rec = await svc.get(live_id)
+    if rec is None:
+        raise not_found("live stream", live_id)
+    ingest = await read_health(svc.store, live_id) if rec.data["status"] == "active" else None
+    return json_ok(
+        {
+            "object": "live_stream_health",
+            "live_stream_id": live_id,
+            "status": rec.data["status"],
+            "ingest": ingest,
+            "viewers": None,
+            "warnings": list(rec.data.get("warnings", [])),
+        }
+    )
+
+
 @requires("write")
 async def update(request: web.Request) -> web.Response:
     live_id = path_id(request)
@@ -137,6 +160,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/live-streams", create)
     r.add_get("/v1/live-streams", list_)
     r.add_get("/v1/live-streams/{id}", get)
+    r.add_get("/v1/live-streams/{id}/health", health)
     r.add_patch("/v1/live-streams/{id}", update)
     r.add_delete("/v1/live-streams/{id}", delete)
     for path, method in ACTIONS.items():
@@ -181,8 +205,58 @@ LIVE_STREAM_SCHEMA: dict[str, Any] = {
         },
         "active_asset_id": NULLABLE_STR,
         "recent_asset_ids": {"type": "array", "items": {"type": "string"}},
+        "warnings": {
+            "type": "array",
+            "description": "What the publisher sends that hurts viewers, while it does "
+            "(each new one is also a live_stream.warning event)",
+            "items": ref("LiveStreamWarning"),
+        },
         "created_at": DATETIME,
         "updated_at": NULLABLE_DATETIME,
+    },
+}
+WARNING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "message", "since"],
+    "properties": {
+        "type": {
+            "type": "string",
+            "description": "keyframe_interval | b_frames | no_audio (more may come)",
+        },
+        "message": {"type": "string", "description": "What to change, in words"},
+        "since": DATETIME,
+    },
+}
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+HEALTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["live_stream_id", "status", "ingest", "viewers", "warnings"],
+    "properties": {
+        "object": {"type": "string", "enum": ["live_stream_health"]},
+        "live_stream_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["idle", "active", "disabled"]},
+        "ingest": {
+            "type": ["object", "null"],
+            "description": "Measured by the node the publisher is on, every 3 s; null "
+            "while the stream is not active",
+            "properties": {
+                "protocol": {"type": "string", "description": "rtmp | srt | whip | ..."},
+                "node": {"type": "string"},
+                "bitrate_kbps": _NULLABLE_NUMBER,
+                "frame_rate": _NULLABLE_NUMBER,
+                "keyframe_interval_s": _NULLABLE_NUMBER,
+                "video_codec": NULLABLE_STR,
+                "audio_codec": NULLABLE_STR,
+                "width": _NULLABLE_NUMBER,
+                "height": _NULLABLE_NUMBER,
+                "b_frames": {"type": "boolean"},
+            },
+        },
+        "viewers": {
+            "type": ["integer", "null"],
+            "description": "Concurrent viewers; null until viewer analytics count them",
+        },
+        "warnings": {"type": "array", "items": ref("LiveStreamWarning")},
     },
 }
 PLAYBACK_ID_SCHEMA: dict[str, Any] = {
@@ -273,6 +347,19 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"204": {"description": "Deleted"}, **errors(*WRITE_ERRORS)},
             },
         },
+        "/v1/live-streams/{id}/health": {
+            "parameters": [id_param()],
+            "get": {
+                "tags": _TAG,
+                "operationId": "getLiveStreamHealth",
+                "summary": "What the publisher sends now: bitrate, frame rate, keyframe "
+                "interval, codecs, B-frames; and the stream's warnings",
+                "responses": {
+                    "200": resp("The stream's health", ref("LiveStreamHealth")),
+                    **errors(*READ_ERRORS),
+                },
+            },
+        },
         "/v1/live-streams/{id}/reset-stream-key": _action_op(
             "resetStreamKey", "Issue a new stream key (kicks a live publisher)"
         ),
@@ -280,5 +367,12 @@ OPENAPI: dict[str, Any] = {
         "/v1/live-streams/{id}/enable": _action_op("enableLiveStream", "Allow publishing again"),
         "/v1/live-streams/{id}/complete": _action_op("completeLiveStream", "End the broadcast now"),
     },
-    "components": {"schemas": {"LiveStream": LIVE_STREAM_SCHEMA, "PlaybackId": PLAYBACK_ID_SCHEMA}},
+    "components": {
+        "schemas": {
+            "LiveStream": LIVE_STREAM_SCHEMA,
+            "PlaybackId": PLAYBACK_ID_SCHEMA,
+            "LiveStreamWarning": WARNING_SCHEMA,
+            "LiveStreamHealth": HEALTH_SCHEMA,
+        }
+    },
 }
