@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # the hub makes one per publication: no import cycle at run time
-    from ingest.hub import MediaUnit, TrackInfo
+from ingest.media import MediaUnit, TrackInfo, TrackKind
 
 WINDOW_S = 5.0
 """Bitrate and frame rate are measured over about this much of the latest input."""
@@ -57,8 +56,6 @@ class IngestHealth:
     )
 
     def __init__(self, tracks: tuple[TrackInfo, ...], now: float) -> None:
-        from ingest.hub import TrackKind
-
         self.tracks = tracks
         self._video = TrackKind.VIDEO
         video = self._track(TrackKind.VIDEO)
@@ -101,8 +98,6 @@ class IngestHealth:
         since, bytes_then, frames_then = marks[0]
         marks.append((now, self._bytes, self._frames))
         span = now - since
-        from ingest.hub import TrackKind
-
         video = self._track(TrackKind.VIDEO)
         audio = self._track(TrackKind.AUDIO)
         return {
@@ -122,7 +117,7 @@ class IngestHealth:
             "b_frames": self._b_frames,
         }
 
-    def _track(self, kind: object) -> TrackInfo | None:
+    def _track(self, kind: TrackKind) -> TrackInfo | None:
         return next((t for t in self.tracks if t.kind is kind), None)
 
     def warnings(self) -> list[IngestWarning]:
