@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from realtime.segments import FIRST_MSN
 from tests.e2e._media import Publisher, media_sequence, poll, tags
 from tests.e2e._rooms import join, publish_av, room_token, until
 from tests.e2e._service import Api, ServiceProcess, http_get, rtmp_url, sse_hears
@@ -231,7 +232,10 @@ async def test_two_workers_share_the_ports_and_survive_a_worker_kill(tmp_path: P
         svc.admin_key = admin_key
         for ls_id, asset_id in active.items():
             asset = await api.wait_asset(asset_id, within=60)
-            assert asset["duration_s"] > 5, asset
+            # at least the segments it had before the kill (1 s each; a starved
+            # CI publisher makes less media than wall-clock time)
+            had = before[pids[ls_id]] - FIRST_MSN
+            assert asset["duration_s"] >= max(2.0, 0.9 * had), (had, asset)
             stream = await api.wait_stream_status(ls_id, "idle", within=30)
             assert stream["active_asset_id"] is None
     finally:
