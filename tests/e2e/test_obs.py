@@ -142,8 +142,9 @@ async def test_obs_publishes_over_srt(
     url = f"srt://127.0.0.1:{svc.srt_port}?streamid={ls['stream_key']}"
     await start_obs(studios, tmp_path / "obs", url, keyint_sec=2)
     await api.wait_stream_status(ls["id"], "active", within=60)
-    durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 2)
-    assert all(1.9 <= d <= 2.1 for d in durations), durations
+    durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 3)
+    # the first may be short (OBS's start: CI saw 1.87 s); then every 2 s
+    assert all(1.9 <= d <= 2.1 for d in durations[1:]), durations
 
 
 async def test_obs_publishes_over_rtmps(studios: list[ObsStudio], tmp_path: Path) -> None:
@@ -166,8 +167,8 @@ async def test_obs_publishes_over_rtmps(studios: list[ObsStudio], tmp_path: Path
             studios, tmp_path / "obs", server, key=ls["stream_key"], keyint_sec=2, trust=cert
         )
         await api.wait_stream_status(ls["id"], "active", within=60)
-        durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 2)
-        assert all(1.9 <= d <= 2.1 for d in durations), durations
+        durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 3)
+        assert all(1.9 <= d <= 2.1 for d in durations[1:]), durations  # (the first may be short)
         assert (
             "Connection to rtmps://" in obs.log_text()
             and "Cert verify failed" not in obs.log_text()
