@@ -29,13 +29,18 @@ async def report_health(
     live_stream_id: str,
     publication: Publication,
     node_id: str,
-) -> None:
+    written: list[tuple[str, str]] | None,
+) -> list[tuple[str, str]]:
+    """Store the measurement; reconcile the stream's warnings unless they are
+    `written` already (what this call returned last heartbeat: no read of the
+    stream per heartbeat while nothing changes). Returns the warnings now."""
     health = publication.health
     ingest = {"protocol": publication.source, "node": node_id, **health.snapshot(time.time())}
     await store.kv_set(health_key(live_stream_id), json.dumps(ingest), ttl_s=HEALTH_TTL_S)
-    await live_streams.set_warnings(
-        live_stream_id, [(w.type, w.message) for w in health.warnings()]
-    )
+    current = [(w.type, w.message) for w in health.warnings()]
+    if current != written:
+        await live_streams.set_warnings(live_stream_id, current)
+    return current
 
 
 async def forget_health(store: Store, live_stream_id: str) -> None:

@@ -103,6 +103,8 @@ class _Broadcast:
     """Publications started so far (hub)."""
     stream_key: str | None = None
     """The key the current publisher was granted with (a reset ends it)."""
+    warned: list[tuple[str, str]] | None = None
+    """The warnings this node last wrote on the stream (None: none yet)."""
     active_stored: bool = False
     """The store says `active` because this node said so (until then the
     stream is `idle` while its publisher connects: not a sign of `complete`)."""
@@ -501,7 +503,9 @@ class LiveLifecycle(HubObserver):
         pub = b.stream.publication if b is not None and b.stream is not None else None
         if pub is not None and b is not None and not b.finishing:
             try:
-                await report_health(self.store, self.live_streams, ls_id, pub, self.node_id)
+                b.warned = await report_health(
+                    self.store, self.live_streams, ls_id, pub, self.node_id, b.warned
+                )
             except NotFoundError:
                 pass
             except Exception:

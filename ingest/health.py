@@ -50,14 +50,12 @@ class IngestHealth:
         "_marks",
         "_max_key_interval_s",
         "_max_pts",
-        "_video",
         "_video_scale",
         "tracks",
     )
 
     def __init__(self, tracks: tuple[TrackInfo, ...], now: float) -> None:
         self.tracks = tracks
-        self._video = TrackKind.VIDEO
         video = self._track(TrackKind.VIDEO)
         self._video_scale = video.timescale if video is not None else 0
         self._audio = self._track(TrackKind.AUDIO) is not None
@@ -73,7 +71,7 @@ class IngestHealth:
 
     def observe(self, unit: MediaUnit) -> None:
         self._bytes += len(unit.data)
-        if unit.kind is not self._video:
+        if unit.kind is not TrackKind.VIDEO:
             return
         self._frames += 1
         if unit.keyframe:

@@ -7,7 +7,7 @@ made by aiortc, decoded-frame checks, LL-HLS part fetching and event-log reads.
     status, headers, body = await post_sdp(url, offer, token="...")
     frames = await recv_frames(track, 10, within=20)
     blob = await llhls_init_and_parts(base, playback_id)     # fMP4 bytes
-    events = await events_for(api, {ls_id, asset_id})
+    events = await api.events({ls_id, asset_id})
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import re
 import subprocess
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamTrack
 
 from ingest.webrtc.config import WebRtcConfig, prepare_ice
-from tests.e2e._service import Api
 from tests.webrtc._media import PatternVideoTrack, ToneAudioTrack
 
 CLIENT_CONFIG = WebRtcConfig.loopback()
@@ -210,11 +209,6 @@ def part_count(text: str) -> int:
         if ln.startswith("#EXT-X-PART:"):
             trailing += 1
     return (msn + segments) * 1000 + trailing
-
-
-async def events_for(api: Api, resource_ids: Collection[str]) -> list[dict[str, Any]]:
-    """Every event of the log (in cursor order) about one of `resource_ids`."""
-    return await api.events(resource_ids)
 
 
 def increasing(values: Iterable[int | None]) -> bool:

@@ -40,7 +40,6 @@ from tests.e2e._rooms import RTC, delivered, join, publish_av, room_token, until
 from tests.e2e._service import Api, ServiceProcess, http_get
 from tests.e2e._webrtc import (
     CLIENT_CONFIG,
-    events_for,
     increasing,
     llhls_init_and_parts,
     mean_luma,
@@ -272,7 +271,7 @@ async def test_recorded_room_is_live_then_a_ready_asset_with_events_in_order(
     assert increasing(e["sequence"] for e in of_asset)
     assert of_asset[0]["data"]["source"] == "room"
     # The durable event log agrees with what the webhooks delivered.
-    logged = await events_for(api, {rid})
+    logged = await api.events({rid})
     assert [e["type"] for e in logged] == [e["type"] for e in mine]
     assert [e["sequence"] for e in logged] == seqs
 
@@ -299,7 +298,7 @@ async def test_deleting_a_recorded_room_keeps_its_recording(svc: ServiceProcess,
     assert status == 404
     asset = await api.wait_asset(running["active_asset_id"], "ready", within=20)
     assert asset["source"] == "room" and asset["duration_s"] > 0
-    types = [e["type"] for e in await events_for(api, {rid})]
+    types = [e["type"] for e in await api.events({rid})]
     assert types == ["room.started", "participant.joined", "participant.left", "room.finished"], (
         types
     )
@@ -490,7 +489,7 @@ async def test_three_browsers_see_each_other_and_a_leaver_goes(
         "participant.joined",
         "participant.left",
     ]
-    logged = await events_for(api, {rid})
+    logged = await api.events({rid})
     assert [e["type"] for e in logged][:5] == expected, [e["type"] for e in logged]
     assert logged[4]["data"]["identity"] == "cat"
     assert sorted(e["data"]["identity"] for e in logged[1:4]) == names
@@ -546,7 +545,7 @@ async def test_graceful_shutdown_finishes_a_recorded_room_into_its_asset(
         assert done["active_asset_id"] is None
         asset = await api.ok("GET", f"/v1/assets/{done['asset_id']}")
         assert asset["status"] == "ready" and asset["source"] == "room", asset
-        types = [e["type"] for e in await events_for(api, {rid})]
+        types = [e["type"] for e in await api.events({rid})]
         assert types == [
             "room.started",
             "participant.joined",
@@ -589,7 +588,7 @@ async def test_a_killed_node_s_recorded_room_is_finished_after_restart(tmp_path:
         assert done["asset_id"] == running["active_asset_id"] and done["active_asset_id"] is None
         asset = await api.wait_asset(done["asset_id"], "ready", within=15)
         assert asset["source"] == "room" and asset["duration_s"] > 1, asset
-        events = await events_for(api, {rid})
+        events = await api.events({rid})
         assert events[-1]["type"] == "room.finished", [e["type"] for e in events]
         assert events[-1]["data"]["reason"] == "node_lost"
         assert increasing(e["sequence"] for e in events)

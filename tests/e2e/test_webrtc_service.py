@@ -35,7 +35,6 @@ from tests.e2e._service import Api, ServiceProcess, http_get, rtmp_url
 from tests.e2e._webrtc import (
     CLIENT_CONFIG,
     answer_candidates,
-    events_for,
     first_video_codec,
     increasing,
     llhls_init_and_parts,
@@ -160,7 +159,7 @@ async def test_whip_broadcast_plays_as_ll_hls_and_becomes_a_ready_asset(
     assert stream["active_asset_id"] is None and asset_id in stream["recent_asset_ids"]
 
     events = await poll(
-        lambda: events_for(api, {ls["id"], asset_id}),
+        lambda: api.events({ls["id"], asset_id}),
         lambda evs: any(e["type"] == "asset.ready" for e in evs),
         within=10,
         what="asset.ready in the event log",
@@ -303,7 +302,7 @@ async def test_refusals_do_not_disturb_a_live_broadcast(
     after_stream = await api.ok("GET", f"/v1/live-streams/{live_id}")
     assert after_stream["status"] == "active"
     assert after_stream["active_asset_id"] == before_stream["active_asset_id"]
-    types = [e["type"] for e in await events_for(api, {live_id})]
+    types = [e["type"] for e in await api.events({live_id})]
     assert types.count("live_stream.connected") == 1, types  # refused offers grant nothing
     assert "live_stream.disconnected" not in types, types
 

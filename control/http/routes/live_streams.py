@@ -12,6 +12,7 @@ from control.domain.api_keys import scope_allows
 from control.domain.live_streams import (
     COLLECTION,
     LiveStreamService,
+    LiveStreamStatus,
 )
 from control.http.helpers import (
     DATETIME,
@@ -109,7 +110,8 @@ async def health(request: web.Request) -> web.Response:
     rec = await svc.get(live_id)
     if rec is None:
         raise not_found("live stream", live_id)
-    ingest = await read_health(svc.store, live_id) if rec.data["status"] == "active" else None
+    live = rec.data["status"] == LiveStreamStatus.ACTIVE.value
+    ingest = await read_health(svc.store, live_id) if live else None
     return json_ok(
         {
             "object": "live_stream_health",
