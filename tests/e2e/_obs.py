@@ -6,8 +6,14 @@
 the tray; one profile (`basic.ini`, `service.json` with a custom server and
 key, `streamEncoder.json` in Advanced mode); one scene collection whose scene
 plays a looping local clip (moving picture and a tone). Started with
-`--startstreaming`, it publishes at once; SIGINT stops it the way a user
-does (SIGTERM would kill it without unpublishing).
+`--startstreaming`, it publishes at once.
+
+`stop_streaming` is the user's "Stop Streaming" button, sent over OBS's own
+obs-websocket (5.x, bundled since OBS 28; enabled without a password on a
+loopback port of the test's). Quitting OBS is not the same thing: OBS 29 under
+Xvfb sometimes segfaults while it shuts down, before its output has sent the
+unpublish. `stop` then ends the process (SIGINT, the rest of Xvfb's group
+after).
 
 Simple output mode leaves x264's keyframe interval at OBS's default "auto":
 250 frames, 8.3 s at 30 fps. Advanced mode takes `keyint_sec`.
@@ -24,6 +30,12 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.control.api.service_process import free_port
+from tests.e2e._media import poll
 
 OBS_29_VERSION = (29 << 24) | (0 << 16) | 2
 """`LastVersion` in global.ini: MAJOR << 24 | MINOR << 16 | PATCH."""
@@ -64,6 +76,7 @@ class ObsStudio:
     def __post_init__(self) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.log = self.home / "obs.log"
+        self.websocket_port = free_port()
 
     # -- configuration ------------------------------------------------------------
     def configure(self) -> None:
@@ -86,7 +99,13 @@ class ObsStudio:
             "SysTrayWhenStarted=true\n"
             "SysTrayMinimizeToTray=true\n"
             "WarnBeforeStartingStream=false\n"
-            "WarnBeforeStoppingStream=false\n"
+            "WarnBeforeStoppingStream=false\n\n"
+            "[OBSWebSocket]\n"
+            "FirstLoad=false\n"
+            "ServerEnabled=true\n"
+            f"ServerPort={self.websocket_port}\n"
+            "AlertsEnabled=false\n"
+            "AuthRequired=false\n"
         )
         if self.keyint_sec is None:
             output = (
@@ -201,7 +220,47 @@ class ObsStudio:
             )  # fmt: skip
 
     def log_text(self) -> str:
+        """OBS's own log files (written line by line, so a crash loses nothing),
+        else its stdout."""
+        logs = sorted((self.home / "config" / "obs-studio" / "logs").glob("*.txt"))
+        if logs:
+            return "".join(f.read_text(errors="replace") for f in logs)
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def request(self, request_type: str, within: float = 10.0) -> dict[str, Any]:
+        """One obs-websocket (RPC 1) request; its response's data, or AssertionError
+        naming OBS's status comment."""
+        url = f"ws://127.0.0.1:{self.websocket_port}"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, protocols=("obswebsocket.json",)) as ws,
+        ):
+            async with asyncio.timeout(within):
+                hello = await ws.receive_json()
+                assert hello["op"] == 0, hello
+                await ws.send_json({"op": 1, "d": {"rpcVersion": 1}})
+                identified = await ws.receive_json()
+                assert identified["op"] == 2, identified
+                await ws.send_json({"op": 6, "d": {"requestType": request_type, "requestId": "1"}})
+                while True:
+                    message = await ws.receive_json()
+                    if message["op"] == 7 and message["d"]["requestId"] == "1":
+                        break
+        status = message["d"]["requestStatus"]
+        assert status["result"], f"OBS refused {request_type}: {status}"
+        return dict(message["d"].get("responseData") or {})
+
+    async def stop_streaming(self, within: float = 15.0) -> None:
+        """The "Stop Streaming" button: OBS's output unpublishes and closes; OBS
+        keeps running."""
+        await self.request("StopStream")
+
+        async def status() -> dict[str, Any]:
+            return await self.request("GetStreamStatus")
+
+        await poll(
+            status, lambda s: not s["outputActive"], within=within, what="OBS's output stopped"
+        )
 
     async def stop(self, within: float = 15.0) -> None:
         """SIGINT to OBS (it stops streaming and exits), then the rest of Xvfb's group."""

@@ -103,7 +103,7 @@ async def test_stock_obs_publishes_and_plays(
     )
     (keyframes,) = [w for w in warnings if w["type"] == "keyframe_interval"]
     assert "OBS" in keyframes["message"] and "2 s" in keyframes["message"]
-    await obs.stop()
+    await obs.stop_streaming()
     assert "User stopped the stream" in obs.log_text()  # an unpublish, not a kill
     await api.wait_stream_status(ls["id"], "idle", within=20)
 
