@@ -33,6 +33,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from control.analytics.tracker import ViewTracker
 from control.domain.api_keys import API_KEY_RECORDS, ApiKeyCache
 from control.domain.assets import AssetService
 from control.domain.live_streams import (
@@ -140,6 +141,8 @@ class Media:
     clips: Clips
     relay: LiveRelay
     """Live playback of streams another node ingests (origin-edge)."""
+    views: ViewTracker
+    """The views this node's playback answers and beacons make."""
     siblings: Siblings | None = None
     """The other workers of this machine (None: this process is not a worker)."""
     srt: SrtServer | None = None
@@ -347,6 +350,8 @@ class Node:
         stack.push_async_callback(media.rooms.stop)
         await media.relay.start()
         stack.push_async_callback(media.relay.stop)
+        media.views.start()
+        stack.push_async_callback(media.views.stop)
         if media.siblings is not None:
             stack.push_async_callback(media.siblings.stop)
 
@@ -458,7 +463,7 @@ def build_node(
     state.queue_depths["jobs"] = lambda: the_store.queue_depth(jobs.queue)
     retention = Retention(the_store, outbox, settings, owner=f"{settings.node_id}:retention")
     media_part = (
-        _build_media(settings, the_store, outbox, bus, live_streams, jobs, tasks, state)
+        _build_media(settings, the_store, outbox, bus, live_streams, jobs, tasks, state, metrics)
         if media
         else None
     )
@@ -554,6 +559,7 @@ def _build_media(
     jobs: JobRunner,
     tasks: BackgroundTasks,
     state: NodeState,
+    metrics: Registry,
 ) -> Media:
     def spawn(coro: Awaitable[Any]) -> Any:
         return tasks.spawn(cast(Coroutine[Any, Any, Any], coro))
@@ -700,6 +706,14 @@ def _build_media(
         uploads=Uploads(outbox, assets, asset_jobs, blobs, settings),
         clips=Clips(assets, asset_jobs, settings),
         relay=relay,
+        views=ViewTracker(
+            store,
+            node_id=settings.node_id,
+            metrics=metrics,
+            idle_s=settings.view_idle_s,
+            flush_s=settings.view_flush_s,
+            max_views=settings.max_views,
+        ),
         siblings=siblings,
     )
 

@@ -6,7 +6,8 @@ and removes what it must no longer hold.
   ``event_retention_s`` (the log remembers how far it was trimmed, so an older
   cursor answers 410), webhook deliveries with their attempts and failed jobs
   older than that, expired kv entries and leases, and idle token buckets (one
-  per client address on the public routes).
+  per client address on the public routes); views and ingest bitrate
+  minutes older than ``view_retention_s``.
 * **Scrubs** (`Retention.scrub`), once per store on upgrade: stream keys out of
   every stored event and webhook delivery payload (they used to carry the
   whole live stream view, secret included).
@@ -20,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from control.analytics.view import COLLECTION as VIEWS
+from control.ingest_health import INGEST_MINUTES
 from control.jobs import FAILED_JOBS
 from control.leased_loop import LeasedLoop
 from control.outbox import Change, Outbox
@@ -70,6 +73,7 @@ class Retention:
     async def sweep_once(self) -> dict[str, int]:
         now = self.clock()
         before = now - self.settings.event_retention_s
+        views_before = now - self.settings.view_retention_s
         removed = {
             "events": await self._drain(lambda: self.store.trim_events(before, 1000)),
             "webhook_deliveries": await self._drain(
@@ -77,6 +81,12 @@ class Retention:
             ),
             "failed_jobs": await self._drain(
                 lambda: self.store.delete_created_before(FAILED_JOBS, before, 500)
+            ),
+            "views": await self._drain(
+                lambda: self.store.delete_created_before(VIEWS, views_before, 500)
+            ),
+            "ingest_minutes": await self._drain(
+                lambda: self.store.delete_created_before(INGEST_MINUTES, views_before, 500)
             ),
             "expired": await self.store.sweep_expired(IDLE_BUCKET_S),
         }

@@ -110,6 +110,15 @@ class Settings:
     `/v1/events?after=` cursor older than that answers 410 cursor_expired."""
     retention_sweep_s: float = 60.0
     """How often the node holding the sweeper lease removes what retention expired."""
+    view_retention_s: float = 90 * 24 * 3600.0
+    """Views and the ingest bitrate minutes are kept this long."""
+    # --- viewer analytics ---
+    view_idle_s: float = 30.0
+    """A view with no request or beacon for this long has ended."""
+    view_flush_s: float = 5.0
+    """How often a node stores the views it saw change."""
+    max_views: int = 50_000
+    """Views one node tracks at once; beyond it new ones are not counted."""
     # --- public routes that cost work ---
     public_rate_limit_per_s: float = 5.0
     """Token refill per client address for public routes that do work
@@ -374,6 +383,12 @@ def _validate(s: Settings) -> None:
         raise SettingsError("http_head_timeout_s must be within 0..30 seconds")
     if s.event_retention_s < 3600:
         raise SettingsError("event_retention_s must be at least 3600 (one hour)")
+    if s.view_retention_s < 3600:
+        raise SettingsError("view_retention_s must be at least 3600 (one hour)")
+    if not 1 <= s.view_idle_s <= 3600 or not 0.1 <= s.view_flush_s <= 60:
+        raise SettingsError("view_idle_s must be within 1..3600 s, view_flush_s within 0.1..60 s")
+    if s.max_views < 1:
+        raise SettingsError("max_views must be positive")
     if s.playback_token_max_ttl_s <= 0:
         raise SettingsError("playback_token_max_ttl_s must be positive")
     if s.public_rate_limit_per_s <= 0 or s.public_rate_limit_burst <= 0:

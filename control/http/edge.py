@@ -1,9 +1,10 @@
 """The playback edge in the service: `realtime.hls.edge` wired to the control plane.
 
-Owns the three things the edge needs from the service: playback resolution
+Owns the things the edge needs from the service: playback resolution
 (policy and token checks, through `Playback.edge_route`), the request id, and
-the per-request metrics and access log that aiohttp's request middleware
-would otherwise record. `onair serve` listens with `edge_site`.
+the per-request views (`control.analytics.tracker`), metrics and access log
+that the aiohttp handlers and request middleware would otherwise record.
+`onair serve` listens with `edge_site`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def edge_site(runner: web.AppRunner, host: str | None, port: int | None, **kwarg
     def resolve(playback_id: str, token: str | None) -> Any:
         return playback.edge_route(playback_id, token)
 
+    views = node.media.views
+
     def observe(req: EdgeRequest) -> None:
+        views.on_playback(req.path, req.query, req.remote, req.headers, req.status)
         record_request(
             node,
             method=req.method,

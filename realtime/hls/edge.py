@@ -39,8 +39,8 @@ import ssl
 import time
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import cast
 
 from aiohttp import web
@@ -144,6 +144,8 @@ class EdgeRequest:
     request_id: str
     answered_at: float
     """time.time() when the answer was written (observers run a little later)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The request's header fields (names lowercased)."""
 
 
 Resolve = Callable[[str, str | None], "EdgeRoute | Awaitable[EdgeRoute | None] | None"]
@@ -537,6 +539,7 @@ class _Connection(asyncio.Protocol):
                     self.remote,
                     self.request_id,
                     time.time(),
+                    head.headers,
                 )
             )
         self.head = None

@@ -1,5 +1,7 @@
 // onair watch page: plays /play/{playback_id}.m3u8 with hls.js in low-latency mode,
-// shows the live latency and recovers from errors by itself.
+// shows the live latency and recovers from errors by itself. It reports the view:
+// CMCD on every request (as CMCD-* headers: same origin, so no preflight, and
+// caches keep one copy) and beacons through onair-monitor.js, one session id for both.
 // Tests read window.onairStats = {latency, hlsLatency, playing, currentTime, errors, ...}.
 (function () {
   "use strict";
@@ -15,6 +17,10 @@
     currentTime: 0, errors: [], fatalErrors: 0, recoveries: 0, ended: false, engine: null,
   };
   var hls = null;
+  var monitor = null;
+  var sessionId = (window.crypto && crypto.randomUUID) ? crypto.randomUUID()
+    : "s-" + Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
+  stats.sessionId = sessionId;
   var networkRetries = 0;
   var lastMediaRecovery = 0;
   var lastProgress = { t: 0, at: Date.now() };
@@ -42,6 +48,7 @@
         maxLiveSyncPlaybackRate: 1,
         liveSyncOnStallIncrease: 0.3,  // a stall adds 0.3 s of target latency (default 1 s)
         liveDurationInfinity: true,
+        cmcd: { sessionId: sessionId, contentId: playbackId, useHeaders: true },
         manifestLoadPolicy: { default: { maxTimeToFirstByteMs: 10000, maxLoadTimeMs: 20000,
           timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 },
           errorRetry: { maxNumRetry: 6, retryDelayMs: 500, maxRetryDelayMs: 4000 } } },
@@ -56,13 +63,24 @@
       window.onairHls = hls;
       hls.loadSource(src);
       hls.attachMedia(video);
+      monitorWith(hls);
     } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
       stats.engine = "native";
       video.src = src;  // Safari: native LL-HLS
+      monitorWith(null);
       play();
     } else {
       setState("error", "this browser cannot play HLS (hls.js missing? run deploy/vendor-js.sh)");
     }
+  }
+
+  // a player made again (recreate) goes on with the same view: the gap is a stall
+  function monitorWith(player) {
+    if (!window.onairMonitor) return;
+    var resumed = monitor !== null;
+    if (monitor) monitor.detach();
+    monitor = onairMonitor(player, video, { playbackId: playbackId, sessionId: sessionId,
+      token: token || "", resumed: resumed });
   }
 
   function onError(_event, data) {

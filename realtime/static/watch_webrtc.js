@@ -119,5 +119,11 @@
     pc = null;
   };
   if (!playbackId) setState("error", "no playback id in the URL");
-  else connect();
+  else {
+    // the view, reported like the HLS page's (beacons; WHEP carries no CMCD)
+    if (window.onairMonitor) {
+      stats.monitor = onairMonitor(null, video, { playbackId: playbackId, token: token || "", player: "webrtc" });
+    }
+    connect();
+  }
 })();

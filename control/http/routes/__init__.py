@@ -21,10 +21,11 @@ def control_modules() -> list[ModuleType]:
         live_streams,
         nodes,
         signing_keys,
+        views,
         webhooks,
     )
 
-    return [health, keys, live_streams, signing_keys, webhooks, events, nodes]
+    return [health, keys, live_streams, signing_keys, webhooks, events, nodes, views]
 
 
 def media_modules() -> list[ModuleType]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from control.analytics.tracker import concurrent_viewers
 from control.domain.api_keys import scope_allows
 from control.domain.live_streams import (
     COLLECTION,
@@ -112,13 +113,14 @@ async def health(request: web.Request) -> web.Response:
         raise not_found("live stream", live_id)
     live = rec.data["status"] == LiveStreamStatus.ACTIVE.value
     ingest = await read_health(svc.store, live_id) if live else None
+    viewers = await concurrent_viewers(svc.store, live_id) if live else 0
     return json_ok(
         {
             "object": "live_stream_health",
             "live_stream_id": live_id,
             "status": rec.data["status"],
             "ingest": ingest,
-            "viewers": None,
+            "viewers": viewers,
             "warnings": list(rec.data.get("warnings", [])),
         }
     )
@@ -255,8 +257,8 @@ HEALTH_SCHEMA: dict[str, Any] = {
             },
         },
         "viewers": {
-            "type": ["integer", "null"],
-            "description": "Concurrent viewers; null until viewer analytics count them",
+            "type": "integer",
+            "description": "Concurrent viewers (HLS and beacons, every node; 0 when not live)",
         },
         "warnings": {"type": "array", "items": ref("LiveStreamWarning")},
     },

@@ -2,9 +2,12 @@
 and playlists (``/play/{playback_id}/{name}``), the MP4
 (``/play/{playback_id}/download.mp4``) and ``/thumb/{playback_id}.jpg`` —
 answered from the node's `control.playback.Playback` (the playback edge answers
-live blocking requests before they reach aiohttp). Every answer, errors
-included, carries ``Access-Control-Allow-Origin: *``: players on any page read
-them. Child URLs stay relative to the playlist and carry the same ``?token=``.
+live blocking requests before they reach aiohttp) — and the players' beacons,
+``POST /beacon/{playback_id}`` (`control.analytics.beacons`). Every answer,
+errors included, carries ``Access-Control-Allow-Origin: *``: players on any
+page read them. Child URLs stay relative to the playlist and carry the same
+``?token=``. Answered playlists and media count for the viewer's view
+(`control.analytics.tracker`), as the edge's answers do.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from control.analytics.beacons import MAX_BODY_BYTES, BeaconError, parse_beacon
 from control.domain.assets import asset_prefix
 from control.domain.errors import DomainError, NotFoundError
 from control.domain.playback import Target
@@ -58,6 +62,21 @@ def _answers(handler: Handler) -> Handler:
     return wrapped
 
 
+def _viewed(handler: Handler) -> Handler:
+    """The answer counts for the viewer's view (`ViewTracker.on_playback`)."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        media_of(request).views.on_playback(
+            request.path, request.query_string, request.remote or "", request.headers,
+            response.status,
+        )  # fmt: skip
+        return response
+
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
 async def _resolve(request: web.Request, aud: str) -> tuple[Playback, Target, str]:
     playback = media_of(request).playback
     token = request.query.get("token", "")
@@ -84,6 +103,7 @@ async def _relayed(request: web.Request, target: Target) -> web.Response | None:
     return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
 
 
+@_viewed
 @_answers
 async def multivariant(request: web.Request) -> web.StreamResponse:
     playback, target, suffix = await _resolve(request, "v")
@@ -98,6 +118,7 @@ async def multivariant(request: web.Request) -> web.StreamResponse:
     return _playlist(body, final=manifest.final)
 
 
+@_viewed
 @_answers
 async def child(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
@@ -190,7 +211,64 @@ async def _blob(
     return resp
 
 
+BEACON_CORS = {
+    **CORS,
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+@_answers
+async def beacon(request: web.Request) -> web.StreamResponse:
+    """A player's beacon (JSON, whatever the Content-Type says: `sendBeacon` of a
+    string is text/plain, which needs no preflight). The playback token, when
+    the id is signed, comes as ``?token=`` or as a Bearer."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"A beacon is at most {MAX_BODY_BYTES} bytes")
+    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"A beacon is at most {MAX_BODY_BYTES} bytes")
+    token = request.query.get("token", "")
+    auth = request.headers.get("Authorization", "")
+    if not token and auth[:7].lower() == "bearer ":
+        token = auth[7:].strip()
+    playback_id = request.match_info["playback_id"]
+    await media_of(request).playback.resolve(playback_id, token, "v")
+    try:
+        parsed = parse_beacon(json.loads(raw))
+    except (ValueError, UnicodeDecodeError) as exc:
+        # BeaconError is a ValueError: its message says which field
+        detail = str(exc) if isinstance(exc, BeaconError) else "the body is not JSON"
+        raise ApiError(400, "invalid_beacon", detail) from None
+    media_of(request).views.on_beacon(
+        playback_id, request.remote or "", request.headers.get("User-Agent", ""), parsed
+    )
+    return web.Response(status=204, headers=BEACON_CORS)
+
+
+async def beacon_preflight(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204, headers=BEACON_CORS)
+
+
+PLAY_PREFLIGHT = {
+    **CORS,
+    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    "Access-Control-Allow-Headers": "CMCD-Request, CMCD-Object, CMCD-Status, CMCD-Session",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+async def play_preflight(request: web.Request) -> web.StreamResponse:
+    """A player on another origin sending CMCD as headers asks first."""
+    return web.Response(status=204, headers=PLAY_PREFLIGHT)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(r"/play/{playback_id:[^/.]+}.m3u8", multivariant)
     app.router.add_get(r"/play/{playback_id:[^/.]+}/{name}", child)
     app.router.add_get(r"/thumb/{playback_id:[^/.]+}.jpg", thumbnail)
+    app.router.add_post(r"/beacon/{playback_id:[^/.]+}", beacon)
+    app.router.add_route("OPTIONS", r"/beacon/{playback_id:[^/.]+}", beacon_preflight)
+    app.router.add_route("OPTIONS", r"/play/{playback_id:[^/.]+}.m3u8", play_preflight)
+    app.router.add_route("OPTIONS", r"/play/{playback_id:[^/.]+}/{name}", play_preflight)
