@@ -17,7 +17,15 @@ side and server side, with the server's CPU per answer.
 `realtime.hls.edge`, in front of aiohttp); `--path aiohttp` through the aiohttp
 handlers alone; `--path both` (default) runs one after the other, side by side.
 
+`--cmcd compare` measures what reading players' CMCD costs (issue 17: at most
+5 % more server CPU per answer): three edge runs side by side, clients sending
+no CMCD, CMCD as the query argument, and CMCD as headers (what hls.js sends on
+a playlist request, each client its own session id), and the ratios of CPU
+per answer to the first; `--repeat N` interleaves N such rounds and reports
+the median ratio. `--cmcd query|headers|none` runs one such mode.
+
     .venv/bin/python bench/hls_blocking.py --clients 1000 --seconds 20 --client-procs 2
+    .venv/bin/python bench/hls_blocking.py --clients 1000 --seconds 20 --cmcd compare --repeat 3
 
 Target: p99 <= 100 ms. Writes bench/results/hls_blocking.json; bounded in time.
 """
@@ -80,8 +88,14 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
 
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.TemporaryDirectory(prefix="onair-hls-bench-")
+    # every client comes from 127.0.0.1: lift the per-address connection cap
     settings = load_settings(
-        data_dir=tmp.name, host="127.0.0.1", http_port=0, rtmp_port=0, srt_port=0
+        data_dir=tmp.name,
+        host="127.0.0.1",
+        http_port=0,
+        rtmp_port=0,
+        srt_port=0,
+        http_max_connections_per_ip=100_000,
     )
     node = build_node(settings)
     assert node.media is not None
@@ -92,7 +106,9 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
 
     def note(query: str, arrived: float, answered: float) -> None:
         """Server side: when a blocking request arrived and when its answer was sent."""
-        q = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        # the clients put _HLS_msn and _HLS_part first: read just those two, so
+        # this bookkeeping costs the same with or without a CMCD argument after
+        q = dict(p.split("=", 1) for p in query.split("&", 2)[:2] if "=" in p)
         if "_HLS_msn" in q and "_HLS_part" in q:
             served.append((f"{q['_HLS_msn']}.{q['_HLS_part']}", arrived, answered))
 
@@ -197,9 +213,28 @@ async def synthetic_feed(pub: Any, bitrate: int, seconds: float, stop_ev: Any) -
 # -- clients ----------------------------------------------------------------------
 
 
-def client_main(port: int, pid: str, n: int, seconds: float, out_q: mp.Queue) -> None:  # type: ignore[type-arg]
+def client_main(port: int, pid: str, n: int, seconds: float, out_q: mp.Queue, cmcd: str) -> None:  # type: ignore[type-arg]
     _raise_nofile()
-    out_q.put(asyncio.run(_clients(port, pid, n, seconds)))
+    out_q.put(asyncio.run(_clients(port, pid, n, seconds, cmcd)))
+
+
+def cmcd_for(mode: str) -> tuple[str, bytes]:
+    """(query argument, header lines) of one client's CMCD, as hls.js 1.6 sends it
+    on a live playlist request; its own session id."""
+    import urllib.parse
+    import uuid
+
+    sid = uuid.uuid4()
+    if mode == "query":
+        value = f'bl=1200,br=2500,d=200,mtp=24000,ot=m,sf=h,sid="{sid}",st=l,tb=2500'
+        return "CMCD=" + urllib.parse.quote(value, safe=""), b""
+    if mode == "headers":
+        return "", (
+            b"CMCD-Request: bl=1200,mtp=24000\r\n"
+            b"CMCD-Object: br=2500,d=200,ot=m,tb=2500\r\n"
+            + f'CMCD-Session: sf=h,sid="{sid}",st=l\r\n'.encode()
+        )
+    return "", b""
 
 
 class _RawClient(asyncio.Protocol):
@@ -233,16 +268,18 @@ class _RawClient(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("closed"))
 
-    async def get(self, path: str) -> tuple[int, bytes]:
+    async def get(self, path: str, extra: bytes = b"") -> tuple[int, bytes]:
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self.transport.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode() + extra + b"\r\n"
+        )
         # no per-request timer (it would cost the shared CPU more than the parsing):
         # a closed connection fails the waiter, and _clients bounds the whole run
         return await self.waiter
 
 
-async def _clients(port: int, pid: str, n: int, seconds: float) -> dict[str, object]:
+async def _clients(port: int, pid: str, n: int, seconds: float, cmcd: str) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     path = f"/play/{pid}/media.m3u8"
     answers: list[tuple[str, float, float]] = []
@@ -252,16 +289,17 @@ async def _clients(port: int, pid: str, n: int, seconds: float) -> dict[str, obj
     async def one() -> None:
         _, client = await loop.create_connection(_RawClient, "127.0.0.1", port)
         next_part: tuple[int, int] | None = None
+        arg, headers = cmcd_for(cmcd)
         try:
             while time.monotonic() < deadline:
-                url = (
-                    path
-                    if next_part is None
-                    else f"{path}?_HLS_msn={next_part[0]}&_HLS_part={next_part[1]}"
+                query = (
+                    "" if next_part is None else f"_HLS_msn={next_part[0]}&_HLS_part={next_part[1]}"
                 )
+                query = "&".join(q for q in (query, arg) if q)
+                url = f"{path}?{query}" if query else path
                 sent = time.time()
                 try:
-                    status, body = await client.get(url)
+                    status, body = await client.get(url, headers)
                 except (ConnectionError, TimeoutError) as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                     return
@@ -296,7 +334,7 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
-def run_one(args: argparse.Namespace, path: str) -> dict[str, object]:
+def run_one(args: argparse.Namespace, path: str, cmcd: str = "none") -> dict[str, object]:
     """One server (serving through `path`) and its clients; the summary."""
     ctx = mp.get_context("spawn")
     port_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
@@ -315,7 +353,7 @@ def run_one(args: argparse.Namespace, path: str) -> dict[str, object]:
         for i in range(args.client_procs)
     ]
     clients = [
-        ctx.Process(target=client_main, args=(port, pid, k, args.seconds, out_q), daemon=True)
+        ctx.Process(target=client_main, args=(port, pid, k, args.seconds, out_q, cmcd), daemon=True)
         for k in per
     ]
     for c in clients:
@@ -365,6 +403,7 @@ def run_one(args: argparse.Namespace, path: str) -> dict[str, object]:
             errors[k] = errors.get(k, 0) + v
     return {
         "path": path,
+        "cmcd": cmcd,
         "clients": args.clients,
         "client_procs": args.client_procs,
         "seconds": args.seconds,
@@ -389,6 +428,31 @@ def run_one(args: argparse.Namespace, path: str) -> dict[str, object]:
     }
 
 
+def cmcd_summary(rows: list[dict[str, object]]) -> dict[str, object]:
+    """Per mode, the median CPU per answer over the rounds, and each round's ratio
+    to the same round without CMCD (then their median)."""
+    by_round: list[dict[str, float]] = []
+    for row in rows:
+        if row["cmcd"] == "none" or not by_round:
+            by_round.append({})
+        by_round[-1][str(row["cmcd"])] = float(row["server_cpu_us_per_response"])  # type: ignore[arg-type]
+    out: dict[str, object] = {"summary": "cmcd", "rounds": len(by_round)}
+    for mode in sorted({m for r in by_round for m in r}):
+        out[f"cpu_us_per_answer_{mode}"] = statistics.median(r[mode] for r in by_round if mode in r)
+        if mode != "none":
+            ratios = [r[mode] / r["none"] for r in by_round if mode in r and "none" in r]
+            if not ratios:
+                continue
+            out[f"ratio_{mode}"] = [round(x, 3) for x in ratios]
+            out[f"median_ratio_{mode}"] = round(statistics.median(ratios), 3)
+            print(
+                f"CMCD as {mode}: median {out[f'median_ratio_{mode}']}x the CPU per answer"
+                f" without CMCD over {len(ratios)} rounds {out[f'ratio_{mode}']}"
+                " (target <= 1.05)"
+            )
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -403,14 +467,30 @@ def main() -> int:
         default="both",
         help="serve through the playback edge (as `onair serve` does), plain aiohttp, or both",
     )
+    ap.add_argument(
+        "--cmcd",
+        choices=("none", "query", "headers", "compare"),
+        default=None,
+        help="clients send CMCD (edge path); compare: none, query and headers side by side",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of --cmcd runs (median)")
     args = ap.parse_args()
-    paths = ["edge", "aiohttp"] if args.path == "both" else [args.path]
+    if args.cmcd is not None:
+        modes = ["none", "query", "headers"] if args.cmcd == "compare" else [args.cmcd]
+        # interleaved rounds: a shared machine's drift hits every mode alike
+        runs = [("edge", m) for _ in range(args.repeat) for m in modes]
+    else:
+        runs = [(p, "none") for p in (["edge", "aiohttp"] if args.path == "both" else [args.path])]
     rows = []
-    for path in paths:
-        row = run_one(args, path)
+    for path, mode in runs:
+        row = run_one(args, path, mode)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if len(rows) == 2:
+    if args.cmcd is not None:
+        summary = cmcd_summary(rows)
+        rows.append(summary)
+        print(json.dumps(summary))
+    elif len(rows) == 2:
         edge, plain = rows
         print(
             f"p99 delay (client side): edge {edge['delay_ms_p99']} ms,"
@@ -418,7 +498,8 @@ def main() -> int:
             f" server CPU per answer: edge {edge['server_cpu_us_per_response']} us,"
             f" aiohttp {plain['server_cpu_us_per_response']} us"
         )
-    out = Path(__file__).resolve().parent / "results" / "hls_blocking.json"
+    name = "hls_blocking_cmcd.json" if args.cmcd is not None else "hls_blocking.json"
+    out = Path(__file__).resolve().parent / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2) + "\n")
     print(json.dumps({"rows": rows}))

@@ -73,6 +73,8 @@ class ViewPart:
     latency_ms_sum: float = 0.0
     latency_count: int = 0
     requests: int = 0
+    cmcd_due: float = 0.0
+    """When the tracker next reads this view's CMCD in full (not stored)."""
 
     @property
     def ended_at(self) -> float | None:

@@ -588,18 +588,25 @@ def _parse_target(head: RequestHead) -> tuple[str, str | None, dict[str, str]] |
 
 
 def _parse_query(qs: str) -> dict[str, str]:
-    """The query as aiohttp's `request.query.get` sees it (first value of a name wins)."""
+    """The query as aiohttp's `request.query.get` sees it (first value of a name
+    wins), but for ``CMCD``: players' data the edge never reads stays encoded
+    (the view tracker decodes it), since every request of a player sending it
+    carries ~150 escaped bytes."""
     query: dict[str, str] = {}
     if not qs:
         return query
-    if "%" in qs or "+" in qs:
-        for key, value in urllib.parse.parse_qsl(qs, keep_blank_values=True):
-            query.setdefault(key, value)
-        return query
+    unquote = urllib.parse.unquote_plus
     for pair in qs.split("&"):
-        if pair:
-            key, _, value = pair.partition("=")
-            query.setdefault(key, value)
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "%" in key or "+" in key:
+            key = unquote(key)
+        if key in query:
+            continue
+        if key != "CMCD" and ("%" in value or "+" in value):
+            value = unquote(value)
+        query[key] = value
     return query
 
 

@@ -112,7 +112,12 @@ async def test_a_scripted_player_and_a_silent_one_make_the_views_they_should(
                 await asyncio.sleep(0.5)
 
         def both(vs: list[dict[str, Any]]) -> bool:
-            return len(vs) == 2 and any(v["measured"] and v["ended_at"] for v in vs)
+            # (the silent one's watch time is written every six flushes)
+            return (
+                len(vs) == 2
+                and any(v["measured"] and v["ended_at"] for v in vs)
+                and any(not v["measured"] and v["watch_time_ms"] >= 1000 for v in vs)
+            )
 
         got = await poll(lambda: views(api, live_stream_id=ls["id"]), both, within=10)
         (scripted,) = [v for v in got if v["measured"]]

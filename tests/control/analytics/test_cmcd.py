@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from control.analytics.cmcd import cmcd_query_value, parse_cmcd
+import pytest
+
+from control.analytics.cmcd import cmcd_query_value, parse_cmcd, session_id, view_cmcd
 
 
 def test_hls_js_query_argument_is_read() -> None:
@@ -64,3 +66,41 @@ def test_the_query_value_is_found_in_a_raw_query() -> None:
     assert cmcd_query_value("CMCD=bl%3D1&_HLS_msn=3") == "bl=1"
     assert cmcd_query_value("XCMCD=bl%3D1") is None
     assert cmcd_query_value("_HLS_msn=3") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'bl=2100,br=1200,bs,cid="pid1",d=200,mtp=24000,ot=v,sf=h,sid="s-1",st=l,su,tb=3000,ltc=900',
+        'sid="a,br=5",br=700',  # a key inside a string is not the key
+        'cid="x",sid="q\\"x",ot=m',
+        "bs=true,br=12",
+        "bsx,brr=1,ltc=abc,sid=unquoted",
+        "d=200",
+    ],
+)
+def test_the_view_keys_are_read_as_the_full_parser_reads_them(value: str) -> None:
+    full, fast = parse_cmcd(value), view_cmcd(value)
+    if fast is None:
+        assert full is None or all(
+            getattr(full, k) in (None, False) for k in ("sid", "br", "ltc", "bs", "ot")
+        )
+        return
+    assert full is not None
+    for key in ("sid", "br", "ltc", "bs", "ot"):
+        assert getattr(fast, key) == getattr(full, key), key
+
+
+def test_the_view_keys_come_from_headers_too() -> None:
+    cmcd = view_cmcd(None, {"cmcd-session": 'sid="h"', "cmcd-object": "br=640,ot=v"})
+    assert cmcd is not None and (cmcd.sid, cmcd.br, cmcd.ot) == ("h", 640, "v")
+
+
+def test_the_session_id_is_found_without_parsing_the_rest() -> None:
+    encoded = "bl%3D1%2Csid%3D%22abc-1%22%2Cst%3Dl"
+    assert session_id(encoded, None) == "abc-1"
+    assert session_id('bl=1,sid="abc-2"', None) == "abc-2"
+    assert session_id(None, 'st=l,sid="abc-3"') == "abc-3"
+    assert session_id("xsid%3D%22no%22", None) is None
+    assert session_id('sid="a\\"b"', None) is None  # escapes: the full parser's job
+    assert session_id(None, None) is None

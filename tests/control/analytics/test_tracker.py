@@ -163,3 +163,26 @@ async def test_memory_is_bounded(store: Store) -> None:
     assert len(t.parts) == 5
     await t.flush()
     assert len(await views(store)) == 5
+
+
+async def test_cmcd_is_read_in_full_then_once_a_second_but_a_stall_flag_at_once(
+    store: Store,
+) -> None:
+    clock = Clock()
+    t = tracker(store, "n1", clock)
+
+    def get(cmcd: str) -> None:
+        query = "CMCD=" + cmcd.replace(",", "%2C").replace("=", "%3D").replace('"', "%22")
+        t.on_playback("/play/pidLive/media.m3u8", query, "10.0.0.1", {}, 200)
+
+    for _ in range(8):  # a view's first requests are read in full
+        get('br=1000,ot=v,sid="s"')
+    for _ in range(5):
+        clock.now += 0.1
+        get('br=9000,ot=v,sid="s"')  # then, within the second: not read
+    get('bs,br=9000,ot=v,sid="s"')  # a stall flag is read at once
+    clock.now += 1
+    get('br=3000,ot=v,sid="s"')
+    (part,) = t.parts.values()
+    assert part.requests == 15 and part.cmcd_starvations == 1
+    assert part.cmcd_br_sum == 8 * 1000 + 9000 + 3000 and part.cmcd_br_count == 10
