@@ -18,10 +18,12 @@ side and server side, with the server's CPU per answer.
 handlers alone; `--path both` (default) runs one after the other, side by side.
 
 `--cmcd compare` measures what reading players' CMCD costs (issue 17: at most
-5 % more server CPU per answer): three edge runs side by side, clients sending
-no CMCD, CMCD as the query argument, and CMCD as headers (what hls.js sends on
-a playlist request, each client its own session id), and the ratios of CPU
-per answer to the first; `--repeat N` interleaves N such rounds and reports
+5 % more server CPU per answer): edge runs side by side, clients sending no
+CMCD, then CMCD as the query argument and as headers (what hls.js sends on a
+playlist request, each client its own session id), each once with the server
+ignoring it (`ONAIR_CMCD=false`: the cost of the bigger requests alone) and
+once reading it; reported as ratios of CPU per answer (reading over ignoring
+is what reading costs); `--repeat N` interleaves N such rounds and reports
 the median ratio. `--cmcd query|headers|none` runs one such mode.
 
     .venv/bin/python bench/hls_blocking.py --clients 1000 --seconds 20 --client-procs 2
@@ -56,23 +58,27 @@ def _raise_nofile() -> None:
 # -- server ---------------------------------------------------------------------
 
 
-def server_main(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, path: str) -> None:  # type: ignore[type-arg]
+def server_main(
+    port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, path: str, cmcd: str
+) -> None:  # type: ignore[type-arg]
     _raise_nofile()
     profile = os.environ.get("HLS_BENCH_PROFILE")
     if profile:
         import cProfile
 
         cProfile.runctx(
-            "asyncio.run(_server(port_q, stop_ev, seconds, bitrate, path))",
+            "asyncio.run(_server(port_q, stop_ev, seconds, bitrate, path, cmcd))",
             globals(),
             locals(),
             profile,
         )
     else:
-        asyncio.run(_server(port_q, stop_ev, seconds, bitrate, path))
+        asyncio.run(_server(port_q, stop_ev, seconds, bitrate, path, cmcd))
 
 
-async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, path: str) -> None:  # type: ignore[type-arg]
+async def _server(
+    port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, path: str, cmcd: str
+) -> None:  # type: ignore[type-arg]
     import logging
     import tempfile
 
@@ -89,7 +95,9 @@ async def _server(port_q: mp.Queue, stop_ev: Any, seconds: float, bitrate: int, 
     logging.basicConfig(level=logging.WARNING)
     tmp = tempfile.TemporaryDirectory(prefix="onair-hls-bench-")
     # every client comes from 127.0.0.1: lift the per-address connection cap
+    # "<mode>-ignored": the clients send CMCD, the server does not read it
     settings = load_settings(
+        cmcd=not cmcd.endswith("-ignored"),
         data_dir=tmp.name,
         host="127.0.0.1",
         http_port=0,
@@ -225,6 +233,7 @@ def cmcd_for(mode: str) -> tuple[str, bytes]:
     import uuid
 
     sid = uuid.uuid4()
+    mode = mode.removesuffix("-ignored")
     if mode == "query":
         value = f'bl=1200,br=2500,d=200,mtp=24000,ot=m,sf=h,sid="{sid}",st=l,tb=2500'
         return "CMCD=" + urllib.parse.quote(value, safe=""), b""
@@ -342,7 +351,7 @@ def run_one(args: argparse.Namespace, path: str, cmcd: str = "none") -> dict[str
     stop_ev = ctx.Event()
     server = ctx.Process(
         target=server_main,
-        args=(port_q, stop_ev, args.seconds, args.bitrate, path),
+        args=(port_q, stop_ev, args.seconds, args.bitrate, path, cmcd),
         daemon=True,
     )
     server.start()
@@ -429,8 +438,9 @@ def run_one(args: argparse.Namespace, path: str, cmcd: str = "none") -> dict[str
 
 
 def cmcd_summary(rows: list[dict[str, object]]) -> dict[str, object]:
-    """Per mode, the median CPU per answer over the rounds, and each round's ratio
-    to the same round without CMCD (then their median)."""
+    """Per mode, the median CPU per answer over the rounds; per round, reading
+    CMCD over ignoring it (what reading costs) and each mode over no CMCD at all;
+    then the medians of those ratios."""
     by_round: list[dict[str, float]] = []
     for row in rows:
         if row["cmcd"] == "none" or not by_round:
@@ -439,17 +449,20 @@ def cmcd_summary(rows: list[dict[str, object]]) -> dict[str, object]:
     out: dict[str, object] = {"summary": "cmcd", "rounds": len(by_round)}
     for mode in sorted({m for r in by_round for m in r}):
         out[f"cpu_us_per_answer_{mode}"] = statistics.median(r[mode] for r in by_round if mode in r)
-        if mode != "none":
-            ratios = [r[mode] / r["none"] for r in by_round if mode in r and "none" in r]
-            if not ratios:
-                continue
-            out[f"ratio_{mode}"] = [round(x, 3) for x in ratios]
-            out[f"median_ratio_{mode}"] = round(statistics.median(ratios), 3)
-            print(
-                f"CMCD as {mode}: median {out[f'median_ratio_{mode}']}x the CPU per answer"
-                f" without CMCD over {len(ratios)} rounds {out[f'ratio_{mode}']}"
-                " (target <= 1.05)"
-            )
+    pairs = [(m, "none") for m in ("query-ignored", "query", "headers-ignored", "headers")]
+    pairs += [("query", "query-ignored"), ("headers", "headers-ignored")]
+    for mode, base in pairs:
+        ratios = [r[mode] / r[base] for r in by_round if mode in r and base in r]
+        if not ratios:
+            continue
+        name = f"{mode}/{base}"
+        out[f"ratios {name}"] = [round(x, 3) for x in ratios]
+        out[f"median {name}"] = round(statistics.median(ratios), 3)
+        target = " (target <= 1.05: what reading CMCD costs)" if base != "none" else ""
+        print(
+            f"CPU per answer, {name}: median {out[f'median {name}']}x"
+            f" {out[f'ratios {name}']}{target}"
+        )
     return out
 
 
@@ -469,14 +482,18 @@ def main() -> int:
     )
     ap.add_argument(
         "--cmcd",
-        choices=("none", "query", "headers", "compare"),
+        choices=("none", "query", "headers", "query-ignored", "headers-ignored", "compare"),
         default=None,
         help="clients send CMCD (edge path); compare: none, query and headers side by side",
     )
     ap.add_argument("--repeat", type=int, default=1, help="rounds of --cmcd runs (median)")
     args = ap.parse_args()
     if args.cmcd is not None:
-        modes = ["none", "query", "headers"] if args.cmcd == "compare" else [args.cmcd]
+        modes = (
+            ["none", "query-ignored", "query", "headers-ignored", "headers"]
+            if args.cmcd == "compare"
+            else [args.cmcd]
+        )
         # interleaved rounds: a shared machine's drift hits every mode alike
         runs = [("edge", m) for _ in range(args.repeat) for m in modes]
     else:

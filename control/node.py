@@ -63,6 +63,7 @@ from control.store import prepare_data_dir, store_for
 from control.store.base import Enqueue, Op, Store
 from control.store.sqlite import SqliteStore
 from control.tasks import BackgroundTasks
+from control.timeline import timeline_ops
 from control.vod_jobs import MP4, AssetJobs
 from control.webhooks import RetryPolicy, WebhookService, new_webhook_secret
 from control.webhooks.destination import check_url
@@ -425,6 +426,7 @@ def build_node(
     the_store = store if store is not None else store_for(settings)
     state.health_checks["store"] = lambda: the_store.ping()
     outbox = Outbox(the_store, notifier)
+    outbox.stampers.append(timeline_ops)
     api_keys = ApiKeyCache(the_store, settings.api_key_cache_s)
     live_streams = LiveStreamService(the_store, settings, outbox)
     webhooks = WebhookService.from_settings(
@@ -711,6 +713,7 @@ def _build_media(
             node_id=settings.node_id,
             metrics=metrics,
             idle_s=settings.view_idle_s,
+            read_cmcd=settings.cmcd,
             flush_s=settings.view_flush_s,
             max_views=settings.max_views,
         ),

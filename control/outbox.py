@@ -1,7 +1,8 @@
 """The one way state changes: `Outbox.commit(ops, events)` — the change and
-its events in one store transaction, then whoever delivers events (webhooks,
-SSE) is woken through the `EventNotifier`, and this node's commit listeners
-(the playback edge dropping cached grants) see the ops.
+its events in one store transaction (with what `stampers` add for those
+events: timeline entries), then whoever delivers events (webhooks, SSE) is
+woken through the `EventNotifier`, and this node's commit listeners (the
+playback edge dropping cached grants) see the ops.
 
 `Outbox.compare_and_set(attempt, what=...)` is the one read-modify-write:
 `attempt()` reads what it needs and returns a `Change` (ops that carry the
@@ -78,8 +79,12 @@ class Outbox:
         self.listeners: list[Callable[[list[Event]], None]] = []
         self.op_listeners: list[Callable[[Sequence[Op]], None]] = []
         """Called with the ops of every commit on this node, events or not."""
+        self.stampers: list[Callable[[Sequence[EventDraft]], Sequence[Op]]] = []
+        """Ops a commit's events add to the same transaction (timeline entries)."""
 
     async def commit(self, ops: Sequence[Op], events: Sequence[EventDraft] = ()) -> list[Event]:
+        if events and self.stampers:
+            ops = [*ops, *(op for stamp in self.stampers for op in stamp(events))]
         committed = await self.store.commit(ops, events)
         for op_listener in self.op_listeners:
             try:

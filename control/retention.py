@@ -7,7 +7,7 @@ and removes what it must no longer hold.
   cursor answers 410), webhook deliveries with their attempts and failed jobs
   older than that, expired kv entries and leases, and idle token buckets (one
   per client address on the public routes); views and ingest bitrate
-  minutes older than ``view_retention_s``.
+  minutes and live streams' timeline entries older than ``view_retention_s``.
 * **Scrubs** (`Retention.scrub`), once per store on upgrade: stream keys out of
   every stored event and webhook delivery payload (they used to carry the
   whole live stream view, secret included).
@@ -28,6 +28,7 @@ from control.leased_loop import LeasedLoop
 from control.outbox import Change, Outbox
 from control.settings import Settings
 from control.store.base import Event, Store
+from control.timeline import TIMELINE
 from control.webhooks.model import DELIVERIES, DELIVERY_RECORDS
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class Retention:
             ),
             "views": await self._drain(
                 lambda: self.store.delete_created_before(VIEWS, views_before, 500)
+            ),
+            "timeline": await self._drain(
+                lambda: self.store.delete_created_before(TIMELINE, views_before, 500)
             ),
             "ingest_minutes": await self._drain(
                 lambda: self.store.delete_created_before(INGEST_MINUTES, views_before, 500)

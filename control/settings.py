@@ -113,6 +113,8 @@ class Settings:
     view_retention_s: float = 90 * 24 * 3600.0
     """Views and the ingest bitrate minutes are kept this long."""
     # --- viewer analytics ---
+    cmcd: bool = True
+    """Read players' CMCD (false: their requests count as unmeasured views)."""
     view_idle_s: float = 30.0
     """A view with no request or beacon for this long has ended."""
     view_flush_s: float = 5.0

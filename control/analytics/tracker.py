@@ -96,6 +96,7 @@ class ViewTracker:
         idle_s: float = IDLE_S,
         flush_s: float = FLUSH_S,
         max_views: int = MAX_VIEWS,
+        read_cmcd: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -104,6 +105,7 @@ class ViewTracker:
         self.flush_s = flush_s
         self.refresh_s = 6 * flush_s
         self.max_views = max_views
+        self.read_cmcd = read_cmcd
         self.clock = clock
         self.parts: dict[str, ViewPart] = {}
         self._dirty: set[str] = set()
@@ -163,6 +165,9 @@ class ViewTracker:
                 return
             pid = pid[:-5]
         elif name == "download.mp4":
+            return
+        if not self.read_cmcd:
+            self.on_request(pid, remote, headers.get("user-agent", ""), None)
             return
         raw = cmcd_query_raw(query) if "CMCD=" in query else None
         has_headers = (

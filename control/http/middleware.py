@@ -35,7 +35,8 @@ from control.logging import request_id_var
 from control.node import Node
 from control.settings import Settings
 from control.siblings import CLIENT_HEADER, FORWARDED
-from control.store.base import Conflict, StoreError
+from control.store.base import Conflict, Store, StoreError
+from control.timeline import ACTOR
 from ingest.addresses import client_subject
 
 try:
@@ -405,6 +406,17 @@ async def _gate(request: web.Request, handler: Handler, scope: str) -> web.Strea
     if not scope_allows(key.scope, scope):
         raise ApiError(403, "permission_denied", f"This API key lacks the {scope!r} scope")
     request[API_KEY] = key
+    # what this request commits goes on the timeline with the key that asked
+    actor = ACTOR.set({"api_key_id": key.id, "name": key.name})
+    try:
+        return await _run(request, handler, store, key, settings)
+    finally:
+        ACTOR.reset(actor)
+
+
+async def _run(
+    request: web.Request, handler: Handler, store: Store, key: ApiKeyInfo, settings: Settings
+) -> web.StreamResponse:
     idem = request.headers.get(idempotency.HEADER)
     if idem is not None and request.method == "POST":
         return await idempotency.run_idempotent(

@@ -158,6 +158,28 @@ async def test_a_scripted_player_and_a_silent_one_make_the_views_they_should(
         health = await api.ok("GET", f"/v1/live-streams/{ls['id']}/health")
         assert health["viewers"] == 0, health
 
+        # one timeline: the stream's events with the key that caused them, the
+        # scripted viewer's rebuffer, and the series
+        ops = await api.ok("POST", "/v1/api-keys", {"scope": "write", "name": "ops-bot"})
+        status, _ = await api.call(
+            "PATCH", f"/v1/live-streams/{ls['id']}", {"name": "renamed"}, key=ops["key"]
+        )
+        assert status == 200
+        line = await api.ok("GET", f"/v1/live-streams/{ls['id']}/timeline")
+        types = [e["type"] for e in line["events"]]
+        assert "live_stream.connected" in types and "live_stream.active" in types, types
+        (updated,) = [e for e in line["events"] if e["type"] == "live_stream.updated"]
+        assert updated["actor"] == {"api_key_id": ops["id"], "name": "ops-bot"}, updated
+        (connected, *_) = [e for e in line["events"] if e["type"] == "live_stream.connected"]
+        assert connected["actor"] is None  # the publisher, not an operator
+        (rebuffer,) = [e for e in line["events"] if e["type"] == "view.rebuffer"]
+        assert rebuffer["data"]["duration_ms"] == 2500
+        assert set(line["series"]) == {
+            "viewers", "startup_time", "rebuffer_percentage", "ingest_bitrate"
+        }  # fmt: skip
+        assert any(p["value"] for p in line["series"]["ingest_bitrate"])
+        assert max(p["value"] for p in line["series"]["viewers"]) == 2
+
 
 async def test_beacons_are_refused_when_they_must_be_and_memory_stays_bounded(
     tmp_path: Path,

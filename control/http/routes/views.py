@@ -1,6 +1,9 @@
 """Viewer analytics in the API (read): ``GET /v1/views`` lists view sessions
 (`control.analytics.view`), ``GET /v1/metrics/{metric}/timeseries`` their
-figures over time for a live stream or an asset (`control.analytics.series`).
+figures over time for a live stream or an asset (`control.analytics.series`),
+and ``GET /v1/live-streams/{id}/timeline`` puts a stream's events (with the
+API key that caused them, `control.timeline`), its viewers' rebuffers, and
+its viewer and ingest series on one time axis.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from control.http.node_key import node_of
 from control.http.validation import ApiError, query_str, reject_unknown_query
 from control.ingest_health import read_minutes
 from control.store.base import Record, list_all
+from control.timeline import read_timeline
 from control.webhooks.model import parse_time
 
 _FILTERS = ("live_stream_id", "asset_id", "playback_id")
@@ -94,19 +98,12 @@ def _time(request: web.Request, name: str, default: float) -> float:
     return value
 
 
-@requires("read")
-async def timeseries(request: web.Request) -> web.Response:
-    metric = request.match_info["metric"]
-    if metric not in METRICS:
-        raise ApiError(404, "not_found", f"No such metric; one of {', '.join(METRICS)}")
-    reject_unknown_query(request, ("live_stream_id", "asset_id", "from", "to", "interval"))
+def _range(request: web.Request) -> tuple[str, int, float, float]:
+    """(interval, its seconds, from, to) of the query."""
     interval = request.query.get("interval", "minute")
     if interval not in INTERVALS:
         raise ApiError(400, "invalid_parameter", "interval must be minute or hour", "interval")
     step = INTERVALS[interval]
-    where = _one_filter(request, ("live_stream_id", "asset_id"))
-    if where is None:
-        raise ApiError(400, "invalid_parameter", "give live_stream_id or asset_id")
     end = _time(request, "to", time.time())
     start = _time(request, "from", end - (3600 if interval == "minute" else 24 * 3600))
     if end <= start:
@@ -118,6 +115,79 @@ async def timeseries(request: web.Request) -> web.Response:
             f"at most {MAX_POINTS} points: a shorter range or interval=hour",
             "from",
         )
+    return interval, step, start, end
+
+
+def _points(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**point, "t": rfc3339(point["t"])} for point in data]
+
+
+TIMELINE_SERIES = ("viewers", "startup_time", "rebuffer_percentage", "ingest_bitrate")
+MAX_REBUFFERS = 500
+
+
+@requires("read")
+async def timeline(request: web.Request) -> web.Response:
+    reject_unknown_query(request, ("from", "to", "interval"))
+    live_id = request.match_info["id"]
+    interval, step, start, end = _range(request)
+    store = node_of(request).store
+    if await store.get(LIVE_STREAMS, live_id) is None:
+        raise ApiError(404, "not_found", f"No such live stream: {live_id}")
+    entries = await read_timeline(store, live_id, start, end)
+    events: list[dict[str, Any]] = [
+        {
+            "at": rfc3339(e["at"]),
+            "type": e["type"],
+            "actor": e.get("actor"),
+            "data": e.get("data") or {},
+        }
+        for e in entries
+    ]
+    views = [r.data for r in await list_all(store, COLLECTION, where=("live_stream_id", live_id))]
+    rebuffers = sorted(
+        (s0, s1, r) for r in views for s0, s1 in r.get("stalls", []) if start <= s0 < end
+    )[:MAX_REBUFFERS]
+    events += [
+        {
+            "at": rfc3339(s0),
+            "type": "view.rebuffer",
+            "actor": None,
+            "data": {"duration_ms": round((s1 - s0) * 1000), "playback_id": r["playback_id"]},
+        }
+        for s0, s1, r in rebuffers
+    ]
+    events.sort(key=lambda e: str(e["at"]))
+    series = {
+        metric: _points(view_series(metric, views, start, end, step))
+        for metric in TIMELINE_SERIES
+        if metric != "ingest_bitrate"
+    }
+    minutes = await read_minutes(store, live_id, start, end)
+    series["ingest_bitrate"] = _points(ingest_series(minutes, start, end, step))
+    return json_ok(
+        {
+            "object": "timeline",
+            "live_stream_id": live_id,
+            "from": rfc3339(start),
+            "to": rfc3339(end),
+            "interval": interval,
+            "events": events,
+            "series": series,
+        }
+    )
+
+
+@requires("read")
+async def timeseries(request: web.Request) -> web.Response:
+    metric = request.match_info["metric"]
+    if metric not in METRICS:
+        raise ApiError(404, "not_found", f"No such metric; one of {', '.join(METRICS)}")
+    reject_unknown_query(request, ("live_stream_id", "asset_id", "from", "to", "interval"))
+    interval, step, start, end = _range(request)
+    where = _one_filter(request, ("live_stream_id", "asset_id"))
+    if where is None:
+        raise ApiError(400, "invalid_parameter", "give live_stream_id or asset_id")
     store = node_of(request).store
     kind, object_id = where
     if await store.get(LIVE_STREAMS if kind == "live_stream_id" else ASSETS, object_id) is None:
@@ -135,7 +205,7 @@ async def timeseries(request: web.Request) -> web.Response:
             "metric": metric,
             "interval": interval,
             kind: object_id,
-            "data": [{**point, "t": rfc3339(point["t"])} for point in data],
+            "data": _points(data),
         }
     )
 
@@ -143,6 +213,7 @@ async def timeseries(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/views", list_views)
     app.router.add_get("/v1/metrics/{metric}/timeseries", timeseries)
+    app.router.add_get("/v1/live-streams/{id}/timeline", timeline)
 
 
 _INT = {"type": "integer"}
@@ -182,6 +253,35 @@ _QUERY = [
     {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
     for n in ("live_stream_id", "asset_id")
 ]
+_RANGE = [
+    {
+        "name": "from",
+        "in": "query",
+        "description": "RFC 3339 or Unix seconds (default: an hour, or a day for "
+        "interval=hour, before `to`)",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "to",
+        "in": "query",
+        "description": "RFC 3339 or Unix seconds (default: now)",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "interval",
+        "in": "query",
+        "schema": {"type": "string", "enum": list(INTERVALS), "default": "minute"},
+    },
+]
+_POINT = {
+    "type": "object",
+    "required": ["t", "value", "count"],
+    "properties": {
+        "t": {"type": "string", "format": "date-time"},
+        "value": _NULL_NUM,
+        "count": _INT,
+    },
+}
 OPENAPI: dict[str, Any] = {
     "tags": [{"name": "Analytics", "description": "Viewer experience: views and metrics"}],
     "paths": {
@@ -198,6 +298,22 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": resp("Views", list_of("View")), **errors(*READ_ERRORS)},
             }
         },
+        "/v1/live-streams/{id}/timeline": {
+            "get": {
+                "tags": ["Analytics"],
+                "operationId": "liveStreamTimeline",
+                "summary": "A live stream's events (with the API key that caused them), "
+                "its viewers' rebuffers, and its viewer and ingest series on one time axis",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    *_RANGE,
+                ],
+                "responses": {
+                    "200": resp("The timeline", ref("Timeline")),
+                    **errors(*READ_ERRORS),
+                },
+            }
+        },
         "/v1/metrics/{metric}/timeseries": {
             "get": {
                 "tags": ["Analytics"],
@@ -211,24 +327,7 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"type": "string", "enum": list(METRICS)},
                     },
                     *_QUERY,
-                    {
-                        "name": "from",
-                        "in": "query",
-                        "description": "RFC 3339 or Unix seconds (default: an hour, or a day "
-                        "for interval=hour, before `to`)",
-                        "schema": {"type": "string"},
-                    },
-                    {
-                        "name": "to",
-                        "in": "query",
-                        "description": "RFC 3339 or Unix seconds (default: now)",
-                        "schema": {"type": "string"},
-                    },
-                    {
-                        "name": "interval",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": list(INTERVALS), "default": "minute"},
-                    },
+                    *_RANGE,
                 ],
                 "responses": {
                     "200": resp("The series", ref("Timeseries")),
@@ -247,17 +346,45 @@ OPENAPI: dict[str, Any] = {
                     "object": {"type": "string", "enum": ["timeseries"]},
                     "metric": {"type": "string"},
                     "interval": {"type": "string"},
-                    "data": {
+                    "data": {"type": "array", "items": _POINT},
+                },
+            },
+            "Timeline": {
+                "type": "object",
+                "required": ["live_stream_id", "events", "series"],
+                "properties": {
+                    "object": {"type": "string", "enum": ["timeline"]},
+                    "live_stream_id": {"type": "string"},
+                    "from": {"type": "string", "format": "date-time"},
+                    "to": {"type": "string", "format": "date-time"},
+                    "interval": {"type": "string"},
+                    "events": {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "required": ["t", "value", "count"],
+                            "required": ["at", "type"],
                             "properties": {
-                                "t": {"type": "string", "format": "date-time"},
-                                "value": _NULL_NUM,
-                                "count": _INT,
+                                "at": {"type": "string", "format": "date-time"},
+                                "type": {
+                                    "type": "string",
+                                    "description": "live_stream.* events, view.rebuffer",
+                                },
+                                "actor": {
+                                    "type": ["object", "null"],
+                                    "description": "The API key whose request caused it",
+                                    "properties": {
+                                        "api_key_id": {"type": "string"},
+                                        "name": _NULL_STR,
+                                    },
+                                },
+                                "data": {"type": "object"},
                             },
                         },
+                    },
+                    "series": {
+                        "type": "object",
+                        "description": "viewers, startup_time, rebuffer_percentage, ingest_bitrate",
+                        "additionalProperties": {"type": "array", "items": _POINT},
                     },
                 },
             },
