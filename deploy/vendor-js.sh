@@ -6,11 +6,13 @@
 #   hls.js       the /watch page's player
 #   shaka-player the players of the compatibility tests (tests/e2e/test_web_players.py)
 #   video.js     (its VHS engine), ditto
+#   uplot        the dashboard's charts
 set -euo pipefail
 
 HLSJS_VERSION="${HLSJS_VERSION:-1.6.13}"
 SHAKA_VERSION="${SHAKA_VERSION:-5.2.12}"
 VIDEOJS_VERSION="${VIDEOJS_VERSION:-8.24.1}"
+UPLOT_VERSION="${UPLOT_VERSION:-1.6.32}"
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/realtime/static/vendor"
@@ -51,3 +53,6 @@ vendor shaka-player "$SHAKA_VERSION" shaka-player shaka-player.LICENSE \
 vendor video.js "$VIDEOJS_VERSION" video.js video.js.LICENSE \
     "package/dist/video.min.js:video.min.js" \
     "package/dist/video-js.min.css:video-js.min.css"
+vendor uplot "$UPLOT_VERSION" uplot uPlot.LICENSE \
+    "package/dist/uPlot.iife.min.js:uPlot.iife.min.js" \
+    "package/dist/uPlot.min.css:uPlot.min.css"
