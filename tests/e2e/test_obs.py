@@ -69,6 +69,14 @@ async def segment_durations(svc: ServiceProcess, playback_id: str, count: int) -
     return [float(d) for d in re.findall(r"#EXTINF:([\d.]+)", text)]
 
 
+def assert_two_second_keyframes(durations: list[float]) -> None:
+    """Segments of OBS with a 2 s keyframe interval: none longer, most 2 s. The
+    first may be short (OBS's start: CI saw 1.87 s), and x264's scene-cut
+    detection adds a keyframe where the looping clip starts over (CI: 1.67 s)."""
+    assert all(d <= 2.1 for d in durations), durations
+    assert sum(1.9 <= d for d in durations) >= len(durations) - 1, durations
+
+
 async def test_stock_obs_publishes_and_plays(
     svc: ServiceProcess, studios: list[ObsStudio], tmp_path: Path
 ) -> None:
@@ -123,7 +131,7 @@ async def test_obs_with_2s_keyframes_comes_back_after_a_server_restart(
     await api.wait_stream_status(ls["id"], "active", within=60)
     pid = ls["playback_ids"][0]["id"]
     durations = await segment_durations(svc, pid, 3)
-    assert all(1.9 <= d <= 2.1 for d in durations), durations
+    assert_two_second_keyframes(durations)
     _, body, _ = await http_get(f"{svc.url}/play/{pid}/media.m3u8")
     assert "#EXT-X-TARGETDURATION:2" in body.decode()
 
@@ -143,8 +151,7 @@ async def test_obs_publishes_over_srt(
     await start_obs(studios, tmp_path / "obs", url, keyint_sec=2)
     await api.wait_stream_status(ls["id"], "active", within=60)
     durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 3)
-    # the first may be short (OBS's start: CI saw 1.87 s); then every 2 s
-    assert all(1.9 <= d <= 2.1 for d in durations[1:]), durations
+    assert_two_second_keyframes(durations)
 
 
 async def test_obs_publishes_over_rtmps(studios: list[ObsStudio], tmp_path: Path) -> None:
@@ -168,7 +175,7 @@ async def test_obs_publishes_over_rtmps(studios: list[ObsStudio], tmp_path: Path
         )
         await api.wait_stream_status(ls["id"], "active", within=60)
         durations = await segment_durations(svc, ls["playback_ids"][0]["id"], 3)
-        assert all(1.9 <= d <= 2.1 for d in durations[1:]), durations  # (the first may be short)
+        assert_two_second_keyframes(durations)
         assert (
             "Connection to rtmps://" in obs.log_text()
             and "Cert verify failed" not in obs.log_text()

@@ -272,3 +272,7 @@ async def test_the_watch_page_reports_one_view_and_a_frozen_publishers_rebuffer(
         assert [v for v in await views(api, playback_id=pid) if not v["measured"]] == []
         stalls = [p for p in await series(api, "rebuffer_percentage", ls["id"]) if p["count"]]
         assert any(p["value"] and p["value"] > 0 for p in stalls), stalls
+        # and on the stream's timeline: the rebuffer, as long as the view's
+        line = await api.ok("GET", f"/v1/live-streams/{ls['id']}/timeline")
+        (rebuffer,) = [e for e in line["events"] if e["type"] == "view.rebuffer"]
+        assert abs(rebuffer["data"]["duration_ms"] - view["rebuffer_ms"]) <= 1, (rebuffer, view)

@@ -83,3 +83,76 @@ def test_the_hub_measures_every_publication() -> None:
         pub.write(u)
     snap = pub.health.snapshot(pub.started_at + 2.0)
     assert snap["frame_rate"] is not None and snap["frame_rate"] > 0
+
+
+def played(units: list[MediaUnit], speed: float, snapshot_s: float = 3.0) -> IngestHealth:
+    """Units fed as a publisher sending `speed` seconds of media per second,
+    with a snapshot (a heartbeat) every `snapshot_s` of real time."""
+    h = IngestHealth(synthetic_tracks(), T0)
+    next_snapshot = T0 + snapshot_s
+    for u in units:
+        now = T0 + (u.wallclock - T0) / speed
+        while now >= next_snapshot:
+            h.snapshot(next_snapshot)
+            next_snapshot += snapshot_s
+        h.observe(u)
+    h.snapshot(next_snapshot)
+    return h
+
+
+def kinds(h: IngestHealth) -> set[str]:
+    return {w.type for w in h.warnings()}
+
+
+def test_real_time_input_has_no_drift_jump_or_spike() -> None:
+    h = played(synthetic_units(60.0, gop_s=2.0, wallclock0=T0), 1.0)
+    assert h.media_rate() == pytest.approx(1.0, abs=0.05)
+    assert kinds(h) == set()
+
+
+def test_a_file_pushed_faster_than_real_time_is_clock_drift() -> None:
+    h = played(synthetic_units(90.0, gop_s=2.0, wallclock0=T0), 2.0)
+    assert h.media_rate() == pytest.approx(2.0, rel=0.1)
+    (drift,) = [w for w in h.warnings() if w.type == "clock_drift"]
+    assert "-re" in drift.message
+    slow = played(synthetic_units(40.0, gop_s=2.0, wallclock0=T0), 0.8)
+    assert "clock_drift" in kinds(slow)
+    assert (
+        "lower the resolution"
+        in next(w for w in slow.warnings() if w.type == "clock_drift").message
+    )
+
+
+def test_a_timestamp_jump_is_warned_while_it_is_recent() -> None:
+    units = synthetic_units(60.0, gop_s=2.0, wallclock0=T0)
+    jumped = [
+        replace(u, dts=u.dts + 5000, pts=u.pts + 5000)
+        if u.kind is TrackKind.VIDEO and u.wallclock >= T0 + 10
+        else u
+        for u in units
+    ]
+    early = played([u for u in jumped if u.wallclock < T0 + 20], 1.0)
+    assert "timestamp_jumps" in kinds(early)
+    mid = played([u for u in jumped if u.wallclock < T0 + 35], 1.0)
+    assert kinds(mid) == {"timestamp_jumps"}  # a jump, not a drift
+    h = played(jumped, 1.0)  # 50 s later: no longer recent
+    assert h.snapshot(T0 + 61)["timestamp_jumps"] == 1
+    assert kinds(h) == set()
+
+
+def test_a_burst_far_above_the_usual_bitrate_is_a_spike() -> None:
+    # 600 kbit/s of video, then 4 s at four times that
+    units = [
+        replace(u, data=b"v" * 2500) if u.kind is TrackKind.VIDEO else u
+        for u in synthetic_units(70.0, gop_s=2.0, wallclock0=T0)
+    ]
+    burst = [
+        replace(u, data=b"v" * 10_000)
+        if u.kind is TrackKind.VIDEO and T0 + 60 <= u.wallclock < T0 + 64
+        else u
+        for u in units
+    ]
+    h = played(burst, 1.0)
+    (spike,) = [w for w in h.warnings() if w.type == "bitrate_spike"]
+    assert "CBR" in spike.message
+    assert "bitrate_spike" not in kinds(played(units, 1.0))
