@@ -17,7 +17,9 @@ A beacon is JSON ``{"session_id": "...", "events": [...]}``; each event has a
 
 An optional ``sent_at`` (the player's clock when it sent the beacon) lets the
 server place the events on its own clock exactly; without it the newest
-event's ``at`` stands for it. An empty ``events`` list is a heartbeat: the
+event's ``at`` stands for it. An optional ``latency_s`` is the player's
+latency to live when it sent the beacon (now minus the program date time
+playing), for players that send no CMCD ``ltc``. An empty ``events`` list is a heartbeat: the
 viewer is still there. Keys not named here are dropped; a value of the wrong
 type, an unknown event type, an ``at`` that is not a plausible time, or more
 events than `MAX_EVENTS` refuse the whole beacon (`BeaconError`, a 400 with the reason).
@@ -62,6 +64,7 @@ class Beacon:
     session_id: str
     events: list[BeaconEvent]
     sent_at_ms: float | None = None
+    latency_s: float | None = None
 
 
 def _text(event: dict[str, Any], key: str, limit: int = _TEXT_MAX) -> str | None:
@@ -147,7 +150,19 @@ def parse_beacon(body: Any) -> Beacon:
     sent = body.get("sent_at")
     if sent is not None and not _is_time_ms(sent):
         raise BeaconError("sent_at must be milliseconds since the epoch (Date.now())")
-    return Beacon(sid, events, float(sent) if sent is not None else None)
+    latency = body.get("latency_s")
+    if latency is not None and (
+        isinstance(latency, bool)
+        or not isinstance(latency, int | float)
+        or not 0 <= latency <= 3600
+    ):
+        raise BeaconError("latency_s must be a number of seconds (0 to 3600)")
+    return Beacon(
+        sid,
+        events,
+        float(sent) if sent is not None else None,
+        float(latency) if latency is not None else None,
+    )
 
 
 def _is_time_ms(value: Any) -> bool:

@@ -26,6 +26,9 @@ import statistics
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from control.analytics.view import COLLECTION
+from control.store.base import Store
+
 METRICS = (
     "viewers",
     "startup_time",
@@ -37,6 +40,31 @@ METRICS = (
 INTERVALS = {"minute": 60, "hour": 3600}
 MAX_POINTS = 1440
 """A day of minutes, two months of hours."""
+LONGEST_VIEW_S = 24 * 3600.0
+"""Views stored this long before a range began are not read for it (a view
+lasting longer than a day counts only from its last day)."""
+
+
+async def views_in(
+    store: Store, where: tuple[str, str], start: float, end: float
+) -> list[dict[str, Any]]:
+    """The summaries of the views (tagged `where`) that may overlap [start, end):
+    pages newest first, stopping at views stored a day before `start`, so a
+    range costs what it holds, not the stream's whole history."""
+    out: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        page = await store.list(COLLECTION, limit=100, starting_after=after, where=where)
+        for rec in page.data:
+            data = rec.data
+            until = data.get("ended_at") or data.get("last_seen") or data["started_at"]
+            if data["started_at"] < end and until >= start:
+                out.append(data)
+        if not page.has_more or not page.data:
+            return out
+        if page.data[-1].created_at < start - LONGEST_VIEW_S:
+            return out
+        after = page.data[-1].id
 
 
 def buckets(start: float, end: float, step: int) -> list[float]:

@@ -391,7 +391,9 @@ class ViewTracker:
         parts[self.node_id] = part.to_dict()
         data = summarize(parts.values())
         data["parts"] = parts
-        tags = {"playback_id": part.playback_id}
+        tags = {"playback_id": part.playback_id, "node": data["node"]}
+        if data.get("player"):
+            tags["player"] = data["player"]
         if obj is not None:
             data[_TAG_FOR[obj.type]] = obj.id
             tags[_TAG_FOR[obj.type]] = obj.id

@@ -113,6 +113,9 @@ class ViewPart:
                 self.clock_offset_s = offset
         for event in beacon.events:
             self._event(event.type, event.at_ms / 1000, event.fields)
+        if beacon.latency_s is not None:
+            self.latency_ms_sum += beacon.latency_s * 1000
+            self.latency_count += 1
 
     def _event(self, kind: str, at: float, fields: dict[str, Any]) -> None:
         if self.end_c is not None:

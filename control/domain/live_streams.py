@@ -325,6 +325,11 @@ class LiveStreamService:
         def change(data: dict[str, Any]) -> str | None:
             move = transition(LiveStreamStatus(data["status"]), action)
             data["status"] = move.status.value
+            if move.status is not LiveStreamStatus.ACTIVE and data.get("warnings"):
+                # warnings are about what a live publisher sends: they end with
+                # the broadcast, in the same write (a reader never sees an idle
+                # stream still warned)
+                data["warnings"] = []
             return move.event_type
 
         return await self.mutate(live_stream_id, change)

@@ -44,8 +44,20 @@
     var state = { firstFrame: false, stalled: false, ended: false, errors: 0, level: null };
     var timer = null;
 
+    // latency to live: now minus the program date time playing (hls.js), when known
+    function latency() {
+      var level = hls && hls.levels && hls.levels[hls.currentLevel];
+      var date = level && level.details && level.details.live ? hls.playingDate : null;
+      if (!date || video.paused || !state.firstFrame || state.stalled) return null;
+      var s = (Date.now() - date.getTime()) / 1000;
+      return s >= 0 && s < 3600 ? Math.round(s * 1000) / 1000 : null;
+    }
+
     function send(viaBeacon) {
-      var body = JSON.stringify({ session_id: sessionId, sent_at: Date.now(), events: queue });
+      var message = { session_id: sessionId, sent_at: Date.now(), events: queue };
+      var live = latency();
+      if (live !== null) message.latency_s = live;
+      var body = JSON.stringify(message);
       queue = [];
       try {
         if (viaBeacon && root.navigator && root.navigator.sendBeacon) {

@@ -130,8 +130,11 @@ async def test_a_scripted_player_and_a_silent_one_make_the_views_they_should(
         assert scripted["playback_id"] == pid and scripted["errors"] == 0
         assert silent["startup_time_ms"] is None and silent["ended_at"] is None
         assert silent["watch_time_ms"] >= 1000 and silent["live_stream_id"] == ls["id"]
-        # filtered by playback id the same; by another stream, nothing
+        # filtered by playback id the same; by player family, the one that said;
+        # by another stream, nothing
         assert {v["id"] for v in await views(api, playback_id=pid)} == {v["id"] for v in got}
+        assert [v["id"] for v in await views(api, player="scripted")] == [scripted["id"]]
+        assert len(await views(api, node=scripted["node"])) == 2
         other = await api.live_stream()
         assert await views(api, live_stream_id=other["id"]) == []
 
@@ -254,8 +257,10 @@ async def test_the_watch_page_reports_one_view_and_a_frozen_publishers_rebuffer(
             assert 0 < view["startup_time_ms"] < 10_000, view
             assert view["rebuffer_count"] == 0, view
             assert 19_000 <= view["watch_time_ms"] <= 35_000, view
-            # CMCD came with the requests (one session id for both): a bitrate
+            # CMCD came with the requests (one session id for both): a bitrate;
+            # the beacons carry the latency to live (program date time)
             assert view["average_bitrate_kbps"] is not None, view
+            assert view["latency_s"] is not None and 0 < view["latency_s"] < 10, view
 
             pub.proc.send_signal(signal.SIGSTOP)
             await asyncio.sleep(3)

@@ -13,7 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
-from control.analytics.series import INTERVALS, MAX_POINTS, METRICS, ingest_series, view_series
+from control.analytics.series import (
+    INTERVALS,
+    MAX_POINTS,
+    METRICS,
+    ingest_series,
+    view_series,
+    views_in,
+)
 from control.analytics.view import COLLECTION
 from control.domain.assets import COLLECTION as ASSETS
 from control.domain.live_streams import COLLECTION as LIVE_STREAMS
@@ -34,11 +41,11 @@ from control.http.middleware import requires
 from control.http.node_key import node_of
 from control.http.validation import ApiError, query_str, reject_unknown_query
 from control.ingest_health import read_minutes
-from control.store.base import Record, list_all
+from control.store.base import Record
 from control.timeline import read_timeline
 from control.webhooks.model import parse_time
 
-_FILTERS = ("live_stream_id", "asset_id", "playback_id")
+_FILTERS = ("live_stream_id", "asset_id", "playback_id", "player", "node")
 
 
 def view_json(rec: Record) -> dict[str, Any]:
@@ -144,7 +151,7 @@ async def timeline(request: web.Request) -> web.Response:
         }
         for e in entries
     ]
-    views = [r.data for r in await list_all(store, COLLECTION, where=("live_stream_id", live_id))]
+    views = await views_in(store, ("live_stream_id", live_id), start, end)
     rebuffers = sorted(
         (s0, s1, r) for r in views for s0, s1 in r.get("stalls", []) if start <= s0 < end
     )[:MAX_REBUFFERS]
@@ -197,7 +204,7 @@ async def timeseries(request: web.Request) -> web.Response:
             raise ApiError(400, "invalid_parameter", "ingest_bitrate is a live stream's")
         data = ingest_series(await read_minutes(store, object_id, start, end), start, end, step)
     else:
-        views = [r.data for r in await list_all(store, COLLECTION, where=where)]
+        views = await views_in(store, where, start, end)
         data = view_series(metric, views, start, end, step)
     return json_ok(
         {
@@ -294,6 +301,18 @@ OPENAPI: dict[str, Any] = {
                     *PAGE_PARAMS,
                     *_QUERY,
                     {"name": "playback_id", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "player",
+                        "in": "query",
+                        "description": "The player family its beacons named (hls.js, webrtc...)",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "node",
+                        "in": "query",
+                        "description": "The node that served it last",
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "responses": {"200": resp("Views", list_of("View")), **errors(*READ_ERRORS)},
             }

@@ -38,6 +38,15 @@ def test_an_empty_event_list_is_a_heartbeat() -> None:
     assert parse_beacon({"session_id": "s"}).events == []
 
 
+def test_the_send_time_and_latency_are_read_when_given() -> None:
+    beacon = parse_beacon({"session_id": "s", "sent_at": NOW, "latency_s": 1.25})
+    assert (beacon.sent_at_ms, beacon.latency_s) == (NOW, 1.25)
+    with pytest.raises(BeaconError, match="latency_s"):
+        parse_beacon({"session_id": "s", "latency_s": -1})
+    with pytest.raises(BeaconError, match="sent_at"):
+        parse_beacon({"session_id": "s", "sent_at": "now"})
+
+
 @pytest.mark.parametrize(
     ("body", "says"),
     [

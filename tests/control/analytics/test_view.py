@@ -96,6 +96,13 @@ def test_cmcd_gives_bitrate_latency_and_starvations() -> None:
     assert v["latency_s"] == 1.6 and v["rebuffer_count"] == 1
 
 
+def test_beacons_latency_is_the_views_latency_to_live() -> None:
+    p = part()
+    for i, latency in enumerate((1.0, 1.5, 2.0)):
+        p.beacon(T0 + i, Beacon("s", [], None, latency))
+    assert summarize([p.to_dict()])["latency_s"] == 1.5
+
+
 def test_two_nodes_parts_merge_into_one_view() -> None:
     a, b = part("n1"), part("n2")
     send(a, T0 + 1, ("start", T0), ("first_frame", T0 + 0.8))

@@ -72,6 +72,21 @@ async def test_lifecycle_actions_follow_the_state_machine(
     ]
 
 
+async def test_warnings_come_with_a_new_one_and_end_with_the_broadcast_in_the_same_write(
+    store: Store, streams: LiveStreamService
+) -> None:
+    ls = await streams.create()
+    await streams.apply(ls["id"], Action.CONNECT)
+    await streams.apply(ls["id"], Action.ACTIVATE)
+    warned = await streams.set_warnings(ls["id"], [("no_audio", "Add audio")])
+    assert [w["type"] for w in warned["warnings"]] == ["no_audio"]
+    await streams.set_warnings(ls["id"], [("no_audio", "Add audio")])  # the same: no event
+    ended = await streams.complete(ls["id"])
+    assert ended["status"] == "idle" and ended["warnings"] == []
+    types = [e.type for e in await events(store, ls["id"])]
+    assert types.count("live_stream.warning") == 1 and types[-1] == "live_stream.idle"
+
+
 async def test_the_api_changes_kick_the_publisher_with_their_reason(
     streams: LiveStreamService,
 ) -> None:
