@@ -10,7 +10,13 @@ import pytest
 
 from control.analytics.beacons import Beacon, BeaconEvent
 from control.analytics.cmcd import Cmcd
-from control.analytics.tracker import ViewTracker, concurrent_viewers, view_id_for
+from control.analytics.tracker import (
+    CMCD_READ_FIRST,
+    CMCD_SAMPLE_S,
+    ViewTracker,
+    concurrent_viewers,
+    view_id_for,
+)
 from control.analytics.view import COLLECTION
 from control.domain.live_streams import PLAYBACK_IDS
 from control.registry import alive_key
@@ -165,9 +171,7 @@ async def test_memory_is_bounded(store: Store) -> None:
     assert len(await views(store)) == 5
 
 
-async def test_cmcd_is_read_in_full_then_once_a_second_but_a_stall_flag_at_once(
-    store: Store,
-) -> None:
+async def test_cmcd_is_read_in_full_then_sampled_but_a_stall_flag_at_once(store: Store) -> None:
     clock = Clock()
     t = tracker(store, "n1", clock)
 
@@ -175,14 +179,17 @@ async def test_cmcd_is_read_in_full_then_once_a_second_but_a_stall_flag_at_once(
         query = "CMCD=" + cmcd.replace(",", "%2C").replace("=", "%3D").replace('"', "%22")
         t.on_playback("/play/pidLive/media.m3u8", query, "10.0.0.1", {}, 200)
 
-    for _ in range(8):  # a view's first requests are read in full
+    for _ in range(CMCD_READ_FIRST):  # a view's first requests are read in full
         get('br=1000,ot=v,sid="s"')
     for _ in range(5):
-        clock.now += 0.1
-        get('br=9000,ot=v,sid="s"')  # then, within the second: not read
+        clock.now += CMCD_SAMPLE_S / 10
+        get('br=9000,ot=v,sid="s"')  # then, until the next sample: not read
     get('bs,br=9000,ot=v,sid="s"')  # a stall flag is read at once
-    clock.now += 1
-    get('br=3000,ot=v,sid="s"')
+    clock.now += CMCD_SAMPLE_S
+    get('ot=m,sid="s"')  # due, but a playlist request: no bitrate to sample
+    get('br=3000,ot=v,sid="s"')  # so the next one is read
+    get('br=7000,ot=v,sid="s"')  # and then not, until the next sample
     (part,) = t.parts.values()
-    assert part.requests == 15 and part.cmcd_starvations == 1
-    assert part.cmcd_br_sum == 8 * 1000 + 9000 + 3000 and part.cmcd_br_count == 10
+    assert part.requests == CMCD_READ_FIRST + 9 and part.cmcd_starvations == 1
+    assert part.cmcd_br_sum == CMCD_READ_FIRST * 1000 + 9000 + 3000
+    assert part.cmcd_br_count == CMCD_READ_FIRST + 2
