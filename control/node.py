@@ -711,6 +711,7 @@ def _build_media(
         views=ViewTracker(
             store,
             node_id=settings.node_id,
+            outbox=outbox,
             metrics=metrics,
             idle_s=settings.view_idle_s,
             read_cmcd=settings.cmcd,

@@ -47,6 +47,7 @@ from control.analytics.cmcd import (
 from control.analytics.view import COLLECTION, ViewPart, summarize
 from control.domain.live_streams import PLAYBACK_IDS
 from control.metrics import Registry
+from control.outbox import Change, Contended, Outbox
 from control.registry import alive
 from control.store.base import Conflict, Delete, Op, Put, Record, Store
 
@@ -93,6 +94,7 @@ class ViewTracker:
         store: Store,
         *,
         node_id: str,
+        outbox: Outbox | None = None,
         metrics: Registry | None = None,
         idle_s: float = IDLE_S,
         flush_s: float = FLUSH_S,
@@ -101,6 +103,7 @@ class ViewTracker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.outbox = outbox or Outbox(store)
         self.node_id = node_id
         self.idle_s = idle_s
         self.flush_s = flush_s
@@ -167,17 +170,15 @@ class ViewTracker:
             pid = pid[:-5]
         elif name == "download.mp4":
             return
-        if not self.read_cmcd:
-            self.on_request(pid, remote, headers.get("user-agent", ""), None)
-            return
-        raw = cmcd_query_raw(query) if "CMCD=" in query else None
-        has_headers = (
+        user_agent = headers.get("user-agent", "")
+        raw = cmcd_query_raw(query) if self.read_cmcd and "CMCD=" in query else None
+        has_headers = self.read_cmcd and (
             "cmcd-session" in headers
             or "cmcd-object" in headers
             or ("cmcd-request" in headers or "cmcd-status" in headers)
         )
         if raw is None and not has_headers:
-            self.on_request(pid, remote, headers.get("user-agent", ""), None)
+            self.on_request(pid, remote, user_agent, None)
             return
         # A player's CMCD is read in full on a view's first CMCD_READ_FIRST
         # requests, then once per CMCD_SAMPLE_S, and whenever it may flag a stall
@@ -202,7 +203,7 @@ class ViewTracker:
             decode_query_value(raw) if raw is not None else None,
             headers if has_headers else None,
         )
-        self.on_request(pid, remote, headers.get("user-agent", ""), cmcd)
+        self.on_request(pid, remote, user_agent, cmcd)
 
     def on_request(self, playback_id: str, remote: str, user_agent: str, cmcd: Cmcd | None) -> None:
         """A playback request answered (edge or aiohttp). Cheap: a few dict lookups."""
@@ -380,13 +381,20 @@ class ViewTracker:
         except Conflict:
             pass  # another node wrote one of them meanwhile: one at a time, re-read
         for part in parts:
-            for _ in range(5):
+            obj = objects.get(part.playback_id)
+
+            async def attempt(
+                part: ViewPart = part, obj: PlaybackObject | None = obj
+            ) -> Change[None]:
                 rec = await self.store.get(COLLECTION, part.id)
-                try:
-                    await self.store.commit([self._put(part, rec, objects.get(part.playback_id))])
-                    break
-                except Conflict:
-                    continue
+                return Change(None, [self._put(part, rec, obj)])
+
+            try:
+                await self.outbox.compare_and_set(attempt, what=f"view {part.id}")
+            except Contended:
+                log.warning(
+                    "view %s keeps changing; this node's part waits for its next write", part.id
+                )
         if superseded:
             await self.store.commit([Delete(COLLECTION, v) for v in superseded])
 

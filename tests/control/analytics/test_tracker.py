@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -193,3 +194,18 @@ async def test_cmcd_is_read_in_full_then_sampled_but_a_stall_flag_at_once(store:
     assert part.requests == CMCD_READ_FIRST + 9 and part.cmcd_starvations == 1
     assert part.cmcd_br_sum == CMCD_READ_FIRST * 1000 + 9000 + 3000
     assert part.cmcd_br_count == CMCD_READ_FIRST + 2
+
+
+async def test_two_nodes_flushing_at_once_both_land_in_the_view(store: Store) -> None:
+    clock = Clock()
+    a, b = tracker(store, "n1", clock), tracker(store, "n2", clock)
+    for t in (a, b):  # the view exists: both nodes read the same version, one loses
+        t.on_beacon("pidLive", "10.0.0.1", "UA", beacon(clock, ("start", T0)))
+    await a.flush()
+    clock.now += 1
+    for t in (a, b):
+        t.on_beacon("pidLive", "10.0.0.1", "UA", beacon(clock, ("first_frame", T0 + 1)))
+    await asyncio.gather(a.flush(), b.flush())
+    rec = await store.get(COLLECTION, view_id_for("pidLive", "sess"))
+    assert rec is not None and set(rec.data["parts"]) == {"n1", "n2"}
+    assert rec.data["startup_time_ms"] == 1000
